@@ -1,0 +1,9 @@
+//! gRPC handlers. They stay thin: validate (`crate::validate`), call the store, convert. State
+//! and SQL live in `crate::store`; error codes come from `impl From<Error> for Status`.
+
+mod convert;
+pub mod jobs;
+pub mod workers;
+
+pub use jobs::JobApi;
+pub use workers::WorkerApi;

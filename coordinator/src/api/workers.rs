@@ -1,0 +1,220 @@
+//! `WorkerService`: register, long-poll lease, heartbeat, complete, fail, deregister. Every
+//! report is fenced by `(job_id, attempt)` in the store; stale ones are counted and refused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stackhive_proto::v1 as pb;
+use stackhive_proto::v1::worker_service_server::WorkerService;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::error::Error;
+use crate::metrics as m;
+use crate::model::*;
+use crate::store::Store;
+use crate::validate;
+
+const MAX_LEASE_BATCH: u32 = 10_000;
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Fallback poll while waiting: catches backoff expiries and any missed notification.
+const POLL: Duration = Duration::from_millis(500);
+const MAX_REASON: usize = 8 * 1024;
+
+pub struct WorkerApi {
+    store: Arc<dyn Store>,
+    lease_ttl_ms: u32,
+    heartbeat_interval_ms: u32,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl WorkerApi {
+    pub fn new(
+        store: Arc<dyn Store>,
+        lease_ttl_ms: u32,
+        heartbeat_interval_ms: u32,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self { store, lease_ttl_ms, heartbeat_interval_ms, shutdown }
+    }
+}
+
+fn worker_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Error::invalid("worker_id is empty; register first").into());
+    }
+    Ok(id)
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let resources = validate::resources(&r.resources.unwrap_or_default())
+            .map_err(|e| Error::invalid(format!("worker resources: {e}")))?;
+        if r.gpu_mem_mb.len() > resources.gpus as usize {
+            return Err(Error::invalid(format!(
+                "worker lists memory for {} GPUs but offers {}",
+                r.gpu_mem_mb.len(),
+                resources.gpus
+            ))
+            .into());
+        }
+        let info = WorkerInfo {
+            name: r.name,
+            hostname: r.hostname,
+            resources,
+            gpu_mem_mb: r.gpu_mem_mb,
+            kinds: r.kinds,
+            version: r.version,
+        };
+        let id = self.store.register_worker(&info).await?;
+        tracing::info!(worker_id = %id, name = %info.name, slots = info.resources.cpu_slots,
+            gpus = info.resources.gpus, "worker registered");
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id: id,
+            lease_ttl_ms: self.lease_ttl_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+        }))
+    }
+
+    async fn lease(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let r = req.into_inner();
+        let free = validate::resources(&r.free.unwrap_or_default())
+            .map_err(|e| Error::invalid(format!("free resources: {e}")))?;
+        let q = LeaseQuery {
+            worker_id: worker_id(&r.worker_id)?.to_string(),
+            free,
+            max_jobs: r.max_jobs.min(MAX_LEASE_BATCH),
+            lease_ttl_ms: self.lease_ttl_ms as i64,
+        };
+        let deadline = Instant::now() + Duration::from_millis(r.wait_ms as u64).min(MAX_WAIT);
+        let notify = self.store.work_notify();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            // Register interest before looking, so a submit between the two is not missed.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let started = Instant::now();
+            let jobs = self.store.lease(&q).await?;
+            metrics::histogram!(m::LEASE_SECONDS).record(started.elapsed().as_secs_f64());
+            let now = Instant::now();
+            if !jobs.is_empty() || now >= deadline || *shutdown.borrow() {
+                metrics::counter!(m::LEASED).increment(jobs.len() as u64);
+                return Ok(Response::new(pb::LeaseResponse {
+                    jobs: jobs.into_iter().map(convert::leased).collect(),
+                }));
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep((deadline - now).min(POLL)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let jobs: Vec<ActiveJob> = r
+            .jobs
+            .into_iter()
+            .map(|j| ActiveJob {
+                id: j.id,
+                attempt: j.attempt,
+                progress: (!j.progress_json.is_empty()).then_some(j.progress_json),
+            })
+            .collect();
+        let stops = self
+            .store
+            .heartbeat(worker_id(&r.worker_id)?, &jobs, self.lease_ttl_ms as i64)
+            .await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            stop: stops
+                .into_iter()
+                .map(|s| pb::StopJob {
+                    id: s.id,
+                    attempt: s.attempt,
+                    reason: match s.reason {
+                        StopReason::Cancelled => pb::StopReason::Cancelled,
+                        StopReason::LeaseLost => pb::StopReason::LeaseLost,
+                    } as i32,
+                })
+                .collect(),
+            lease_ttl_ms: self.lease_ttl_ms,
+        }))
+    }
+
+    async fn complete(
+        &self,
+        req: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
+        let r = req.into_inner();
+        let items = validate::completions(&r.completions)?;
+        let out = self.store.complete(worker_id(&r.worker_id)?, &items).await?;
+        metrics::counter!(m::COMPLETED).increment(out.accepted.len() as u64);
+        if out.accepted.is_empty() && !out.stale.is_empty() {
+            let n = out.stale.len();
+            metrics::counter!(m::STALE_REPORTS).increment(n as u64 - 1);
+            let (_, _, why) = &out.stale[0];
+            let more = if n > 1 { format!(" (and {} more)", n - 1) } else { String::new() };
+            return Err(Error::Stale(format!("{why}{more}")).into());
+        }
+        metrics::counter!(m::STALE_REPORTS).increment(out.stale.len() as u64);
+        Ok(Response::new(pb::CompleteResponse {
+            accepted: out.accepted.len() as u32,
+            rejected: out
+                .stale
+                .into_iter()
+                .map(|(id, attempt, reason)| pb::Rejection { id, attempt, reason })
+                .collect(),
+        }))
+    }
+
+    async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let r = req.into_inner();
+        let mut reason = r.reason;
+        if reason.len() > MAX_REASON {
+            let mut cut = MAX_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let f = Failure {
+            worker_id: worker_id(&r.worker_id)?.to_string(),
+            id: r.id,
+            attempt: r.attempt,
+            reason,
+            retryable: r.retryable,
+            handback: r.handback,
+        };
+        let out = self.store.fail(&f).await?;
+        metrics::counter!(m::FAILED_REPORTS).increment(1);
+        tracing::info!(job_id = f.id, attempt = f.attempt, state = %out.state, reason = %f.reason,
+            "job attempt failed");
+        Ok(Response::new(pb::FailResponse {
+            state: convert::state_to_pb(out.state) as i32,
+            run_after_ms: out.run_after,
+        }))
+    }
+
+    async fn deregister(
+        &self,
+        req: Request<pb::DeregisterRequest>,
+    ) -> Result<Response<pb::DeregisterResponse>, Status> {
+        let r = req.into_inner();
+        self.store.deregister_worker(worker_id(&r.worker_id)?).await?;
+        tracing::info!(worker_id = %r.worker_id, "worker deregistered");
+        Ok(Response::new(pb::DeregisterResponse {}))
+    }
+}

@@ -1,0 +1,18 @@
+//! stackhive coordinator: a stateless gRPC server over a job store. All state lives in the
+//! database (PostgreSQL for clusters, SQLite embedded), so several coordinators may serve one
+//! PostgreSQL. Entry point: [`server::run`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod kinds;
+pub mod metrics;
+pub mod model;
+pub mod reaper;
+pub mod server;
+pub mod store;
+pub mod validate;
+
+pub use config::CoordinatorConfig;
+pub use error::{Error, Result};
+pub use server::run;

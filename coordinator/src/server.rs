@@ -1,0 +1,91 @@
+//! Serving: `run(config, listener, shutdown)` opens the store, starts the reaper and serves the
+//! job and worker services plus gRPC health and reflection until `shutdown` resolves. A test
+//! starts a coordinator with a listener on `127.0.0.1:0` and a oneshot as shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stackhive_proto::v1::job_service_server::JobServiceServer;
+use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::{JobApi, WorkerApi};
+use crate::config::CoordinatorConfig;
+use crate::error::{Error, Result};
+use crate::store::{self, Store};
+
+/// Serves until `shutdown` resolves, then stops long-polls and watches and drains requests.
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let store = store::open(&config.db, config.policy(), config.db_max_connections).await?;
+    serve(config, store, listener, shutdown).await
+}
+
+/// Like [`run`], over a store that is already open.
+pub async fn serve(
+    config: CoordinatorConfig,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        crate::metrics::install_prometheus(addr).map_err(Error::Config)?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reaper = tokio::spawn(crate::reaper::run(
+        store.clone(),
+        Duration::from_millis(config.reap_interval_ms.max(10) as u64),
+        config.retention_hours,
+        stop_rx.clone(),
+    ));
+
+    let max_msg = config.max_message_mb as usize * 1024 * 1024;
+    let jobs = JobServiceServer::new(JobApi::new(
+        store.clone(),
+        config.max_batch_jobs,
+        config.policy(),
+        stop_rx.clone(),
+    ))
+    .max_decoding_message_size(max_msg)
+    .max_encoding_message_size(max_msg);
+    let workers = WorkerServiceServer::new(WorkerApi::new(
+        store.clone(),
+        config.lease_ttl_ms,
+        config.heartbeat_interval_ms(),
+        stop_rx.clone(),
+    ))
+    .max_decoding_message_size(max_msg)
+    .max_encoding_message_size(max_msg);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<JobServiceServer<JobApi>>().await;
+    health_reporter.set_serving::<WorkerServiceServer<WorkerApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(stackhive_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Config(format!("cannot build gRPC reflection: {e}")))?;
+
+    let addr = listener.local_addr().map_err(|e| Error::Config(e.to_string()))?;
+    tracing::info!(%addr, backend = store.backend(), "coordinator serving");
+    let on_shutdown = async move {
+        shutdown.await;
+        tracing::info!("coordinator shutting down");
+        let _ = stop_tx.send(true);
+    };
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(jobs)
+        .add_service(workers)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
+        .await;
+    reaper.abort();
+    served.map_err(|e| Error::Config(format!("gRPC server failed: {e}")))
+}

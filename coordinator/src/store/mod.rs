@@ -1,0 +1,131 @@
+//! The job store: one interface, two implementations (PostgreSQL for clusters, SQLite as the
+//! embedded single-machine default) that pass one shared test suite. All scheduler state lives
+//! here; the gRPC layer validates input and maps errors but holds no state of its own.
+//!
+//! Every method is one short transaction. Nothing holds a transaction or a connection while a
+//! job runs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::model::*;
+
+pub mod postgres;
+pub mod sqlite;
+mod codec;
+
+pub use codec::{decode_f32s, decode_u32s, encode_f32s, encode_u32s};
+
+/// Semantics every implementation must keep (the shared suite in `tests/store_suite.rs` checks
+/// them on both backends).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "postgres" or "sqlite".
+    fn backend(&self) -> &'static str;
+
+    /// Woken whenever new work may be claimable (submit, unblock, requeue), including, on
+    /// PostgreSQL, by other coordinators through LISTEN/NOTIFY. Long-polls wait on it.
+    fn work_notify(&self) -> Arc<Notify>;
+
+    /// Stores all jobs of the batch in one transaction, or none.
+    /// - A job with unfinished dependencies is `Blocked`, otherwise `Queued`.
+    /// - `depends_on` ids must exist (`InvalidArgument` "dependency 42 does not exist") and must
+    ///   not be failed or cancelled (`FailedPrecondition`); `depends_on_batch` indices were
+    ///   checked for range and cycles by the caller.
+    /// - With an idempotency key already stored: same `body_hash` returns the original ids with
+    ///   `deduplicated = true`; a different hash is `AlreadyExists`.
+    /// - `max_attempts`/`crash_limit` of 0 take the policy defaults; `cpu_slots` of 0 means 1.
+    async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome>;
+
+    /// `NotFound` "job 42 does not exist".
+    async fn get_job(&self, id: JobId) -> Result<Job>;
+
+    /// `None` when the job exists but has no stored predictions; `NotFound` when it does not exist.
+    async fn get_predictions(&self, id: JobId) -> Result<Option<Predictions>>;
+
+    /// Jobs matching the filter in ascending id order.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
+
+    /// Counts by state of the jobs matching the filter (ignoring `after_id`, `limit` and
+    /// `updated_after`).
+    async fn count_states(&self, filter: &JobFilter) -> Result<StateCounts>;
+
+    /// Queued/blocked jobs become `Cancelled` at once (their blocked dependents too, with an
+    /// error naming the cancelled dependency); running jobs get `cancel_requested` and are
+    /// listed as `stopping` (the worker learns it from its next heartbeat); finished jobs are
+    /// left alone. Unknown ids are `NotFound` and nothing is changed.
+    async fn cancel(&self, ids: &[JobId]) -> Result<CancelOutcome>;
+
+    /// Failed or cancelled jobs go back to `Queued` (or `Blocked` while dependencies are
+    /// unfinished) with their failure and crash counts reset, and so do the transitive dependents
+    /// that were failed or cancelled because of them. Returns every re-queued or re-blocked id.
+    /// A job in another state is `FailedPrecondition`, unknown ids `NotFound`; nothing changes then.
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>>;
+
+    /// Returns a new worker id.
+    async fn register_worker(&self, info: &WorkerInfo) -> Result<String>;
+    async fn deregister_worker(&self, worker_id: &str) -> Result<()>;
+    /// Workers with `running_jobs` counted from the jobs table. Deregistered workers and workers
+    /// not seen for `policy.worker_dead_after_ms` are left out unless `include_dead`.
+    async fn list_workers(&self, include_dead: bool) -> Result<Vec<WorkerRecord>>;
+
+    /// Claims, in one short transaction, up to `max_jobs` queued jobs with `run_after <= now`, in
+    /// queue order (`sort_key`, then id), each of which individually fits `free` (cpu_slots, gpus,
+    /// gpu_mem_mb per GPU when the job needs GPUs, and every job tag among the worker's tags),
+    /// taking the longest prefix of that order whose summed cpu_slots and gpus fit `free`.
+    /// Each claimed job: `Running`, `attempt + 1`, `worker_id`, `started_at = now`,
+    /// `lease_expires_at = now + lease_ttl_ms`. On PostgreSQL concurrent claims skip locked rows.
+    async fn lease(&self, q: &LeaseQuery) -> Result<Vec<LeasedJob>>;
+
+    /// Renews `lease_expires_at = now + lease_ttl_ms` for each running job whose
+    /// `(id, attempt)` matches and stores its progress; updates the worker's `last_seen`.
+    /// Returns the jobs the worker must stop: matching ones with `cancel_requested`
+    /// (`Cancelled`) and ones that no longer match (`LeaseLost`).
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        jobs: &[ActiveJob],
+        lease_ttl_ms: i64,
+    ) -> Result<Vec<StopJob>>;
+
+    /// Marks each running job whose `(id, attempt)` matches as `Succeeded` with its result and
+    /// predictions, then unblocks dependents whose last dependency this was. Non-matching items
+    /// are returned as stale and change nothing. If a matching job's predictions do not have
+    /// the row counts it expects (`expect_*_rows` when non-zero), the whole call is
+    /// `InvalidArgument` and nothing is stored.
+    async fn complete(&self, worker_id: &str, items: &[Completion]) -> Result<CompleteOutcome>;
+
+    /// Reports a failed attempt; `Stale` when `(id, attempt)` does not match a running job.
+    /// - `handback`: back to `Queued` at once, keeping its place; no counters change.
+    /// - `cancel_requested`: `Cancelled`.
+    /// - retryable with `failures + 1 < max_attempts`: `Queued` with `failures + 1` and
+    ///   `run_after = now + policy.backoff_ms(failures + 1)`.
+    /// - otherwise `Failed` with the reason; blocked dependents fail too ("dependency 7 failed: …").
+    async fn fail(&self, f: &Failure) -> Result<FailOutcome>;
+
+    /// Running jobs whose lease expired: `crashes + 1`; `Cancelled` if cancel was requested,
+    /// `Failed` ("worker lost N times") once crashes reach `crash_limit`, otherwise back to
+    /// `Queued` in their old place. Safe to run from several coordinators at once.
+    async fn reap_expired(&self) -> Result<ReapOutcome>;
+
+    /// Deletes up to `limit` finished jobs that finished before `before` and have no unfinished
+    /// dependents (retention). Returns how many were deleted.
+    async fn purge_finished(&self, before: Millis, limit: u32) -> Result<u64>;
+}
+
+/// Opens the store named by a URL: `postgres://…` or `sqlite://path` (created on first use).
+/// Migrations are applied before it returns.
+pub async fn open(url: &str, policy: Policy, max_connections: u32) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, policy, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url, policy).await?))
+    } else {
+        Err(Error::Config(format!(
+            "unsupported database url {url:?}: expected postgres://… or sqlite://path"
+        )))
+    }
+}

@@ -1,0 +1,278 @@
+//! Queries and operator actions on the PostgreSQL store: get, list, count, cancel, retry,
+//! workers and retention. None of these is on the per-job hot path.
+
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use super::rows::{self, JOB_COLUMNS};
+use super::run::{cascade, notify};
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::store::{decode_f32s, decode_u32s};
+
+pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Job> {
+    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
+    rows::job(&row)
+}
+
+pub async fn get_predictions(pool: &PgPool, id: JobId) -> Result<Option<Predictions>> {
+    let row = sqlx::query(
+        "SELECT j.id, p.oof_rows, p.oof, p.test FROM jobs j
+         LEFT JOIN predictions p ON p.job_id = j.id WHERE j.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
+    let oof_rows: Option<Vec<u8>> = row.try_get("oof_rows")?;
+    Ok(match oof_rows {
+        None => None,
+        Some(r) => Some(Predictions {
+            oof_rows: decode_u32s(&r),
+            oof: decode_f32s(&row.try_get::<Vec<u8>, _>("oof")?),
+            test: decode_f32s(&row.try_get::<Vec<u8>, _>("test")?),
+        }),
+    })
+}
+
+fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) {
+    qb.push(" WHERE true");
+    if !f.states.is_empty() {
+        let codes: Vec<i16> = f.states.iter().map(|s| s.code()).collect();
+        qb.push(" AND j.state = ANY(").push_bind(codes).push(")");
+    }
+    if let Some(k) = &f.kind {
+        qb.push(" AND j.kind = ").push_bind(k.clone());
+    }
+    if let Some(e) = &f.experiment {
+        qb.push(" AND j.experiment = ").push_bind(e.clone());
+    }
+    if !f.ids.is_empty() {
+        qb.push(" AND j.id = ANY(").push_bind(f.ids.clone()).push(")");
+    }
+    if paged {
+        if let Some(t) = f.updated_after {
+            qb.push(" AND j.updated_at > ").push_bind(t);
+        }
+        if let Some(a) = f.after_id {
+            qb.push(" AND j.id > ").push_bind(a);
+        }
+    }
+}
+
+pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> Result<Vec<Job>> {
+    let mut qb = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs j"));
+    push_filter(&mut qb, f, true);
+    qb.push(" ORDER BY j.id");
+    if f.limit > 0 {
+        qb.push(" LIMIT ").push_bind(f.limit as i64);
+    }
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter().map(rows::job).collect()
+}
+
+pub async fn count_states(pool: &PgPool, f: &JobFilter) -> Result<StateCounts> {
+    let mut qb = QueryBuilder::new("SELECT j.state, count(*) AS n FROM jobs j");
+    push_filter(&mut qb, f, false);
+    qb.push(" GROUP BY j.state");
+    let mut c = StateCounts::default();
+    for r in qb.build().fetch_all(pool).await? {
+        c.add(rows::state(r.try_get("state")?)?, r.try_get::<i64, _>("n")? as u64);
+    }
+    Ok(c)
+}
+
+/// Locks the listed jobs and returns their states, `NotFound` naming the first missing id.
+async fn lock_states(
+    tx: &mut sqlx::PgConnection,
+    ids: &[JobId],
+) -> Result<std::collections::HashMap<JobId, JobState>> {
+    let rows = sqlx::query("SELECT id, state FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut m = std::collections::HashMap::new();
+    for r in rows {
+        m.insert(r.try_get("id")?, rows::state(r.try_get("state")?)?);
+    }
+    if let Some(missing) = ids.iter().find(|id| !m.contains_key(*id)) {
+        return Err(Error::NotFound(format!("job {missing} does not exist")));
+    }
+    Ok(m)
+}
+
+pub async fn cancel(pool: &PgPool, ids: &[JobId]) -> Result<CancelOutcome> {
+    let mut tx = pool.begin().await?;
+    let states = lock_states(&mut tx, ids).await?;
+    let mut out = CancelOutcome::default();
+    for &id in ids {
+        match states[&id] {
+            JobState::Queued | JobState::Blocked => out.cancelled.push(id),
+            JobState::Running => out.stopping.push(id),
+            _ => out.already_finished.push(id),
+        }
+    }
+    out.cancelled.dedup();
+    sqlx::query(
+        "UPDATE jobs SET state = 6, error = 'cancelled by request', finished_at = sh_now_ms(),
+            updated_at = sh_now_ms() WHERE id = ANY($1)",
+    )
+    .bind(&out.cancelled)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE jobs SET cancel_requested = true, updated_at = sh_now_ms() WHERE id = ANY($1)",
+    )
+    .bind(&out.stopping)
+    .execute(&mut *tx)
+    .await?;
+    for &id in &out.cancelled {
+        cascade(&mut tx, id, JobState::Cancelled, &format!("dependency {id} was cancelled")).await?;
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<Vec<JobId>> {
+    let mut tx = pool.begin().await?;
+    let states = lock_states(&mut tx, ids).await?;
+    for &id in ids {
+        let s = states[&id];
+        if !matches!(s, JobState::Failed | JobState::Cancelled) {
+            return Err(Error::FailedPrecondition(format!(
+                "job {id} is {s}; only failed or cancelled jobs can be retried"
+            )));
+        }
+    }
+    let mut revived: Vec<JobId> = sqlx::query_scalar(
+        "UPDATE jobs SET state = CASE WHEN deps_pending = 0 THEN 2 ELSE 1 END,
+            failures = 0, crashes = 0, error = NULL, cancel_requested = false, dep_failed = false,
+            run_after = 0, finished_at = NULL, worker_id = NULL, result = NULL,
+            sort_key = sh_now_ms() - priority::BIGINT * $2, updated_at = sh_now_ms()
+         WHERE id = ANY($1) RETURNING id",
+    )
+    .bind(ids)
+    .bind(policy.aging_ms_per_priority)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Revive, level by level, dependents that went down only because of these jobs: those whose
+    // dependencies are now all alive again.
+    let mut frontier = revived.clone();
+    while !frontier.is_empty() {
+        frontier = sqlx::query_scalar(
+            "UPDATE jobs c SET state = 1, dep_failed = false, error = NULL, finished_at = NULL,
+                updated_at = sh_now_ms()
+             WHERE c.dep_failed AND c.state IN (5, 6)
+               AND c.id IN (SELECT job_id FROM job_deps WHERE dep_id = ANY($1))
+               AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.dep_id
+                               WHERE d.job_id = c.id AND p.state IN (5, 6))
+             RETURNING c.id",
+        )
+        .bind(&frontier)
+        .fetch_all(&mut *tx)
+        .await?;
+        revived.extend_from_slice(&frontier);
+    }
+    notify(&mut tx).await?;
+    tx.commit().await?;
+    Ok(revived)
+}
+
+pub async fn register_worker(pool: &PgPool, info: &WorkerInfo) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mem: Vec<i64> = info.gpu_mem_mb.iter().map(|&m| m as i64).collect();
+    sqlx::query(
+        "INSERT INTO workers (id, name, hostname, cpu_slots, gpus, gpu_mem_mb, tags, kinds,
+            version, registered_at, last_seen)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, sh_now_ms(), sh_now_ms())",
+    )
+    .bind(&id)
+    .bind(&info.name)
+    .bind(&info.hostname)
+    .bind(info.resources.cpu_slots as i32)
+    .bind(info.resources.gpus as i32)
+    .bind(&mem)
+    .bind(&info.resources.tags)
+    .bind(&info.kinds)
+    .bind(&info.version)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+pub async fn deregister_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
+    let n = sqlx::query("UPDATE workers SET deregistered = true, last_seen = sh_now_ms() WHERE id = $1")
+        .bind(worker_id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound(format!("worker {worker_id} is not registered")));
+    }
+    Ok(())
+}
+
+pub async fn list_workers(pool: &PgPool, policy: &Policy, include_dead: bool) -> Result<Vec<WorkerRecord>> {
+    let rows = sqlx::query(
+        "SELECT w.*, sh_now_ms() AS now,
+            (SELECT count(*) FROM jobs j WHERE j.state = 3 AND j.worker_id = w.id) AS running
+         FROM workers w ORDER BY w.registered_at, w.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let now: i64 = r.try_get("now")?;
+        let last_seen: i64 = r.try_get("last_seen")?;
+        let deregistered: bool = r.try_get("deregistered")?;
+        let dead = deregistered || now - last_seen > policy.worker_dead_after_ms;
+        if dead && !include_dead {
+            continue;
+        }
+        out.push(WorkerRecord {
+            id: r.try_get("id")?,
+            info: WorkerInfo {
+                name: r.try_get("name")?,
+                hostname: r.try_get("hostname")?,
+                resources: Resources {
+                    cpu_slots: r.try_get::<i32, _>("cpu_slots")? as u32,
+                    gpus: r.try_get::<i32, _>("gpus")? as u32,
+                    gpu_mem_mb: 0,
+                    tags: r.try_get("tags")?,
+                },
+                gpu_mem_mb: r.try_get::<Vec<i64>, _>("gpu_mem_mb")?.into_iter().map(|m| m as u64).collect(),
+                kinds: r.try_get("kinds")?,
+                version: r.try_get("version")?,
+            },
+            registered_at: r.try_get("registered_at")?,
+            last_seen,
+            deregistered,
+            running_jobs: r.try_get::<i64, _>("running")? as u32,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn purge(pool: &PgPool, before: Millis, limit: u32) -> Result<u64> {
+    let n = sqlx::query(
+        "DELETE FROM jobs WHERE id IN (
+            SELECT j.id FROM jobs j
+            WHERE j.state >= 4 AND j.finished_at < $1
+              AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.job_id
+                              WHERE d.dep_id = j.id AND c.state < 4)
+            ORDER BY j.id LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit as i64)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    sqlx::query("DELETE FROM submissions WHERE created_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,219 @@
+//! PostgreSQL job store, for clusters: claims use `FOR UPDATE SKIP LOCKED` so many coordinators
+//! and workers claim concurrently without blocking each other, and `LISTEN/NOTIFY` on
+//! `stackhive_work` wakes the long-polls of every coordinator. Times come from the database
+//! clock (`sh_now_ms()`), never from a coordinator's.
+//!
+//! Must not: hold a transaction across a network call to a worker, or loop over jobs one
+//! statement at a time on the hot paths (submit, lease, heartbeat, complete).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::model::*;
+
+mod admin;
+mod rows;
+mod run;
+mod submit;
+
+pub(crate) const WORK_CHANNEL: &str = "stackhive_work";
+
+pub struct PgStore {
+    pool: PgPool,
+    policy: Policy,
+    notify: Arc<Notify>,
+    _listener: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl PgStore {
+    /// Connects, applies migrations and starts the LISTEN task.
+    pub async fn connect(url: &str, policy: Policy, max_connections: u32) -> Result<Self> {
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| Error::Config(format!("invalid postgres url {url:?}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        Self::from_pool(pool, policy).await
+    }
+
+    pub async fn from_pool(pool: PgPool, policy: Policy) -> Result<Self> {
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        let notify = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), notify.clone()));
+        Ok(Self { pool, policy, notify, _listener: AbortOnDrop(listener) })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn wake(&self) {
+        self.notify.notify_waiters();
+    }
+}
+
+/// Relays NOTIFYs from any coordinator to this process's long-polls. PgListener reconnects by
+/// itself; on an error we wake everyone anyway (a missed notification only costs a poll).
+async fn listen(pool: PgPool, notify: Arc<Notify>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open LISTEN connection; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(WORK_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => notify.notify_waiters(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection lost");
+                    notify.notify_waiters();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs a transaction body again when PostgreSQL aborted it for a deadlock or a serialization
+/// conflict (rare: two batches touching shared dependents in different orders).
+macro_rules! retry_conflicts {
+    ($body:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $body.await {
+                Err(crate::error::Error::Database(sqlx::Error::Database(ref db)))
+                    if tries < 5
+                        && matches!(db.code().as_deref(), Some("40P01") | Some("40001")) =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn work_notify(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+
+    async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome> {
+        let out = retry_conflicts!(submit::submit(&self.pool, &self.policy, &batch))?;
+        if !out.deduplicated {
+            self.wake();
+        }
+        Ok(out)
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Job> {
+        admin::get_job(&self.pool, id).await
+    }
+
+    async fn get_predictions(&self, id: JobId) -> Result<Option<Predictions>> {
+        admin::get_predictions(&self.pool, id).await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        admin::list_jobs(&self.pool, filter).await
+    }
+
+    async fn count_states(&self, filter: &JobFilter) -> Result<StateCounts> {
+        admin::count_states(&self.pool, filter).await
+    }
+
+    async fn cancel(&self, ids: &[JobId]) -> Result<CancelOutcome> {
+        retry_conflicts!(admin::cancel(&self.pool, ids))
+    }
+
+    async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>> {
+        let out = retry_conflicts!(admin::retry(&self.pool, &self.policy, ids))?;
+        self.wake();
+        Ok(out)
+    }
+
+    async fn register_worker(&self, info: &WorkerInfo) -> Result<String> {
+        admin::register_worker(&self.pool, info).await
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> Result<()> {
+        admin::deregister_worker(&self.pool, worker_id).await
+    }
+
+    async fn list_workers(&self, include_dead: bool) -> Result<Vec<WorkerRecord>> {
+        admin::list_workers(&self.pool, &self.policy, include_dead).await
+    }
+
+    async fn lease(&self, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
+        retry_conflicts!(run::lease(&self.pool, q))
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        jobs: &[ActiveJob],
+        lease_ttl_ms: i64,
+    ) -> Result<Vec<StopJob>> {
+        retry_conflicts!(run::heartbeat(&self.pool, worker_id, jobs, lease_ttl_ms))
+    }
+
+    async fn complete(&self, worker_id: &str, items: &[Completion]) -> Result<CompleteOutcome> {
+        let (out, woke) = retry_conflicts!(run::complete(&self.pool, &self.policy, worker_id, items))?;
+        if woke {
+            self.wake();
+        }
+        Ok(out)
+    }
+
+    async fn fail(&self, f: &Failure) -> Result<FailOutcome> {
+        let out = retry_conflicts!(run::fail(&self.pool, &self.policy, f))?;
+        if out.state == JobState::Queued {
+            self.wake();
+        }
+        Ok(out)
+    }
+
+    async fn reap_expired(&self) -> Result<ReapOutcome> {
+        let out = retry_conflicts!(run::reap(&self.pool))?;
+        if !out.requeued.is_empty() {
+            self.wake();
+        }
+        Ok(out)
+    }
+
+    async fn purge_finished(&self, before: Millis, limit: u32) -> Result<u64> {
+        admin::purge(&self.pool, before, limit).await
+    }
+}

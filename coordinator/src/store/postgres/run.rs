@@ -1,0 +1,408 @@
+//! The hot paths of a running job: claim, heartbeat, complete, fail, and lease expiry. Each is
+//! one short transaction; claims and completions are single array-parameter statements.
+
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::rows::{self, LEASED_COLUMNS};
+use super::WORK_CHANNEL;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::store::{encode_f32s, encode_u32s};
+
+pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
+    if q.max_jobs == 0 || q.free.cpu_slots == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "WITH cand AS (
+            SELECT id, cpu_slots, gpus, sort_key FROM jobs
+            WHERE state = 2 AND run_after <= sh_now_ms()
+              AND cpu_slots <= $1 AND gpus <= $2 AND (gpus = 0 OR gpu_mem_mb <= $3)
+              AND tags <@ $4
+            ORDER BY sort_key, id
+            LIMIT $5
+            FOR UPDATE SKIP LOCKED
+        ), fit AS (
+            SELECT id FROM (
+                SELECT id, sum(cpu_slots) OVER w AS cs, sum(gpus) OVER w AS gs
+                FROM cand WINDOW w AS (ORDER BY sort_key, id)
+            ) c WHERE cs <= $1 AND gs <= $2
+        )
+        UPDATE jobs j SET state = 3, attempt = j.attempt + 1, worker_id = $6,
+            started_at = sh_now_ms(), updated_at = sh_now_ms(),
+            lease_expires_at = sh_now_ms() + $7, progress = NULL, cancel_requested = false
+        FROM fit WHERE j.id = fit.id
+        RETURNING {LEASED_COLUMNS}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(q.free.cpu_slots as i32)
+        .bind(q.free.gpus as i32)
+        .bind(q.free.gpu_mem_mb as i64)
+        .bind(&q.free.tags)
+        .bind(q.max_jobs as i64)
+        .bind(&q.worker_id)
+        .bind(q.lease_ttl_ms)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(rows::leased).collect()
+}
+
+pub async fn heartbeat(
+    pool: &PgPool,
+    worker_id: &str,
+    jobs: &[ActiveJob],
+    ttl: i64,
+) -> Result<Vec<StopJob>> {
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt as i32).collect();
+    let progress: Vec<Option<String>> = jobs.iter().map(|j| j.progress.clone()).collect();
+    let rows = sqlx::query(
+        "WITH w AS (UPDATE workers SET last_seen = sh_now_ms() WHERE id = $4)
+         UPDATE jobs j SET lease_expires_at = sh_now_ms() + $5,
+            progress = COALESCE(r.progress, j.progress),
+            updated_at = CASE WHEN r.progress IS DISTINCT FROM j.progress AND r.progress IS NOT NULL
+                         THEN sh_now_ms() ELSE j.updated_at END
+         FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[]) AS r(id, attempt, progress)
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3
+         RETURNING j.id, j.cancel_requested",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&progress)
+    .bind(worker_id)
+    .bind(ttl)
+    .fetch_all(pool)
+    .await?;
+    let mut live: HashMap<i64, bool> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        live.insert(r.try_get("id")?, r.try_get("cancel_requested")?);
+    }
+    Ok(jobs
+        .iter()
+        .filter_map(|j| {
+            let reason = match live.get(&j.id) {
+                None => StopReason::LeaseLost,
+                Some(true) => StopReason::Cancelled,
+                Some(false) => return None,
+            };
+            Some(StopJob { id: j.id, attempt: j.attempt, reason })
+        })
+        .collect())
+}
+
+/// Returns the outcome and whether some dependent became claimable.
+pub async fn complete(
+    pool: &PgPool,
+    policy: &Policy,
+    _worker_id: &str,
+    items: &[Completion],
+) -> Result<(CompleteOutcome, bool)> {
+    if items.is_empty() {
+        return Ok((CompleteOutcome::default(), false));
+    }
+    let ids: Vec<i64> = items.iter().map(|c| c.id).collect();
+    let attempts: Vec<i32> = items.iter().map(|c| c.attempt as i32).collect();
+    let results: Vec<Option<String>> = items.iter().map(|c| c.result.clone()).collect();
+    let oof_n: Vec<i32> = items
+        .iter()
+        .map(|c| c.predictions.as_ref().map_or(0, |p| p.oof.len() as i32))
+        .collect();
+    let test_n: Vec<i32> = items
+        .iter()
+        .map(|c| c.predictions.as_ref().map_or(0, |p| p.test.len() as i32))
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "UPDATE jobs j SET state = 4, result = r.result, finished_at = sh_now_ms(),
+            updated_at = sh_now_ms(), lease_expires_at = NULL
+         FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[], $4::INT[], $5::INT[])
+            AS r(id, attempt, result, oof_n, test_n)
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3
+           AND (j.expect_oof_rows = 0 OR j.expect_oof_rows = r.oof_n)
+           AND (j.expect_test_rows = 0 OR j.expect_test_rows = r.test_n)
+         RETURNING j.id, j.has_dependents",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&results)
+    .bind(&oof_n)
+    .bind(&test_n)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut accepted = Vec::with_capacity(rows.len());
+    let mut parents = Vec::new();
+    for r in &rows {
+        let id: i64 = r.try_get("id")?;
+        accepted.push(id);
+        if r.try_get::<bool, _>("has_dependents")? {
+            parents.push(id);
+        }
+    }
+
+    let mut stale = Vec::new();
+    if accepted.len() < items.len() {
+        let done: std::collections::HashSet<i64> = accepted.iter().copied().collect();
+        let missing: Vec<&Completion> = items.iter().filter(|c| !done.contains(&c.id)).collect();
+        let missing_ids: Vec<i64> = missing.iter().map(|c| c.id).collect();
+        let found = sqlx::query(
+            "SELECT id, attempt, state, expect_oof_rows, expect_test_rows FROM jobs WHERE id = ANY($1)",
+        )
+        .bind(&missing_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut by_id = HashMap::new();
+        for r in found {
+            let id: i64 = r.try_get("id")?;
+            by_id.insert(
+                id,
+                (
+                    r.try_get::<i32, _>("attempt")? as u32,
+                    rows::state(r.try_get("state")?)?,
+                    r.try_get::<i32, _>("expect_oof_rows")? as u32,
+                    r.try_get::<i32, _>("expect_test_rows")? as u32,
+                ),
+            );
+        }
+        for c in missing {
+            match by_id.get(&c.id) {
+                None => stale.push((c.id, c.attempt, format!("job {} does not exist", c.id))),
+                Some(&(attempt, state, oof, test)) => {
+                    if attempt == c.attempt && state == JobState::Running {
+                        // The fencing token matched, so the prediction sizes were wrong.
+                        return Err(prediction_mismatch(c, oof, test));
+                    }
+                    stale.push((c.id, c.attempt, stale_reason(c.id, c.attempt, attempt, state)));
+                }
+            }
+        }
+    }
+
+    let with_preds: Vec<&Completion> = items
+        .iter()
+        .filter(|c| c.predictions.is_some() && accepted.contains(&c.id))
+        .collect();
+    if !with_preds.is_empty() {
+        let mut pid = Vec::new();
+        let mut patt = Vec::new();
+        let mut rows_b = Vec::new();
+        let mut oof_b = Vec::new();
+        let mut test_b = Vec::new();
+        for c in with_preds {
+            let p = c.predictions.as_ref().expect("filtered on is_some");
+            pid.push(c.id);
+            patt.push(c.attempt as i32);
+            rows_b.push(encode_u32s(&p.oof_rows));
+            oof_b.push(encode_f32s(&p.oof));
+            test_b.push(encode_f32s(&p.test));
+        }
+        sqlx::query(
+            "INSERT INTO predictions (job_id, attempt, oof_rows, oof, test)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::INT[], $3::BYTEA[], $4::BYTEA[], $5::BYTEA[])
+             ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt,
+                oof_rows = EXCLUDED.oof_rows, oof = EXCLUDED.oof, test = EXCLUDED.test",
+        )
+        .bind(&pid)
+        .bind(&patt)
+        .bind(&rows_b)
+        .bind(&oof_b)
+        .bind(&test_b)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let mut woke = false;
+    if !parents.is_empty() {
+        let unblocked: i64 = sqlx::query_scalar(
+            "WITH dec AS (
+                SELECT job_id, count(*)::INT AS n FROM job_deps WHERE dep_id = ANY($1) GROUP BY job_id
+            ), upd AS (
+                UPDATE jobs j SET deps_pending = j.deps_pending - dec.n,
+                    state = CASE WHEN j.state = 1 AND j.deps_pending - dec.n = 0 THEN 2 ELSE j.state END,
+                    sort_key = CASE WHEN j.state = 1 AND j.deps_pending - dec.n = 0
+                               THEN sh_now_ms() - j.priority::BIGINT * $2 ELSE j.sort_key END,
+                    updated_at = sh_now_ms()
+                FROM dec WHERE j.id = dec.job_id
+                RETURNING j.state
+            ) SELECT count(*) FILTER (WHERE state = 2) FROM upd",
+        )
+        .bind(&parents)
+        .bind(policy.aging_ms_per_priority)
+        .fetch_one(&mut *tx)
+        .await?;
+        if unblocked > 0 {
+            notify(&mut tx).await?;
+            woke = true;
+        }
+    }
+    tx.commit().await?;
+    Ok((CompleteOutcome { accepted, stale }, woke))
+}
+
+fn prediction_mismatch(c: &Completion, oof: u32, test: u32) -> Error {
+    let (got_oof, got_test) =
+        c.predictions.as_ref().map_or((0, 0), |p| (p.oof.len(), p.test.len()));
+    if oof != 0 && got_oof != oof as usize {
+        Error::invalid(format!(
+            "predictions for job {} have {got_oof} out-of-fold rows, the job expects {oof}",
+            c.id
+        ))
+    } else {
+        Error::invalid(format!(
+            "predictions for job {} have {got_test} test rows, the job expects {test}",
+            c.id
+        ))
+    }
+}
+
+pub fn stale_reason(id: JobId, reported: u32, attempt: u32, state: JobState) -> String {
+    if attempt != reported {
+        format!("job {id} is at attempt {attempt}, the report is for attempt {reported}")
+    } else {
+        format!("job {id} attempt {reported} is no longer running (it is {state})")
+    }
+}
+
+pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOutcome> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT state, attempt, failures, max_attempts, cancel_requested, priority
+         FROM jobs WHERE id = $1 FOR UPDATE",
+    )
+    .bind(f.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::Stale(format!("job {} does not exist", f.id)))?;
+    let state = rows::state(row.try_get("state")?)?;
+    let attempt = row.try_get::<i32, _>("attempt")? as u32;
+    if state != JobState::Running || attempt != f.attempt {
+        return Err(Error::Stale(stale_reason(f.id, f.attempt, attempt, state)));
+    }
+    let failures = row.try_get::<i32, _>("failures")? as u32;
+    let max_attempts = row.try_get::<i32, _>("max_attempts")? as u32;
+    let cancel: bool = row.try_get("cancel_requested")?;
+    let priority: i32 = row.try_get("priority")?;
+
+    let (next, run_after_delay, failures) = if cancel {
+        (JobState::Cancelled, 0, failures)
+    } else if f.handback {
+        (JobState::Queued, 0, failures)
+    } else if f.retryable && failures + 1 < max_attempts {
+        (JobState::Queued, policy.backoff_ms(failures + 1), failures + 1)
+    } else {
+        (JobState::Failed, 0, failures + 1)
+    };
+    let reason = if cancel { "cancelled by request".to_string() } else { f.reason.clone() };
+    let row = sqlx::query(
+        "UPDATE jobs SET state = $2, failures = $3, error = $4, worker_id = NULL,
+            lease_expires_at = NULL, updated_at = sh_now_ms(),
+            run_after = CASE WHEN $5 > 0 THEN sh_now_ms() + $5 ELSE run_after END,
+            sort_key = CASE WHEN $5 > 0 THEN sh_now_ms() + $5 - $6::BIGINT * $7 ELSE sort_key END,
+            finished_at = CASE WHEN $2 IN (5, 6) THEN sh_now_ms() END
+         WHERE id = $1 RETURNING run_after",
+    )
+    .bind(f.id)
+    .bind(next.code())
+    .bind(failures as i32)
+    .bind(&reason)
+    .bind(run_after_delay)
+    .bind(priority)
+    .bind(policy.aging_ms_per_priority)
+    .fetch_one(&mut *tx)
+    .await?;
+    let run_after: i64 = row.try_get("run_after")?;
+    match next {
+        JobState::Failed => {
+            cascade(&mut tx, f.id, JobState::Failed, &format!("dependency {} failed: {reason}", f.id))
+                .await?;
+        }
+        JobState::Cancelled => {
+            cascade(&mut tx, f.id, JobState::Cancelled, &format!("dependency {} was cancelled", f.id))
+                .await?;
+        }
+        JobState::Queued if run_after_delay == 0 => notify(&mut tx).await?,
+        _ => {}
+    }
+    tx.commit().await?;
+    Ok(FailOutcome { state: next, run_after })
+}
+
+/// Fails or cancels every blocked transitive dependent of `root`.
+pub async fn cascade(
+    conn: &mut PgConnection,
+    root: JobId,
+    state: JobState,
+    error: &str,
+) -> Result<Vec<JobId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "WITH RECURSIVE d(id) AS (
+            SELECT job_id FROM job_deps WHERE dep_id = $1
+            UNION SELECT jd.job_id FROM job_deps jd JOIN d ON jd.dep_id = d.id
+        )
+        UPDATE jobs j SET state = $2, error = $3, dep_failed = true,
+            finished_at = sh_now_ms(), updated_at = sh_now_ms()
+        FROM d WHERE j.id = d.id AND j.state = 1
+        RETURNING j.id",
+    )
+    .bind(root)
+    .bind(state.code())
+    .bind(error)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ids)
+}
+
+pub async fn notify(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(WORK_CHANNEL).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn reap(pool: &PgPool) -> Result<ReapOutcome> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "UPDATE jobs j SET crashes = j.crashes + 1,
+            state = CASE WHEN j.cancel_requested THEN 6
+                         WHEN j.crashes + 1 >= j.crash_limit THEN 5 ELSE 2 END,
+            error = CASE WHEN j.cancel_requested THEN 'cancelled by request (worker lost)'
+                         WHEN j.crashes + 1 >= j.crash_limit
+                         THEN 'worker lost ' || (j.crashes + 1) || ' times (crash limit '
+                              || j.crash_limit || '); last on worker ' || coalesce(j.worker_id, '?')
+                         ELSE 'lease expired on worker ' || coalesce(j.worker_id, '?')
+                              || ' at attempt ' || j.attempt END,
+            finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= j.crash_limit
+                               THEN sh_now_ms() END,
+            worker_id = NULL, lease_expires_at = NULL, updated_at = sh_now_ms()
+         WHERE j.id IN (
+            SELECT id FROM jobs WHERE state = 3 AND lease_expires_at < sh_now_ms()
+            ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+         RETURNING j.id, j.state, j.error",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = ReapOutcome::default();
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        match rows::state(r.try_get("state")?)? {
+            JobState::Queued => out.requeued.push(id),
+            JobState::Failed => {
+                let err: String = r.try_get("error")?;
+                cascade(&mut tx, id, JobState::Failed, &format!("dependency {id} failed: {err}"))
+                    .await?;
+                out.failed.push(id);
+            }
+            _ => {
+                cascade(&mut tx, id, JobState::Cancelled, &format!("dependency {id} was cancelled"))
+                    .await?;
+                out.cancelled.push(id);
+            }
+        }
+    }
+    if !out.requeued.is_empty() {
+        notify(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(out)
+}

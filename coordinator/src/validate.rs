@@ -1,0 +1,327 @@
+//! Input validation at the API boundary: turns client and worker messages into domain values or
+//! a clear `InvalidArgument` that names the job, the field, what was expected and what was
+//! found. Nothing reaches a store before it passes here, so nothing is half-written.
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use stackhive_proto::v1 as pb;
+
+use crate::error::{Error, Result};
+use crate::kinds;
+use crate::model::*;
+
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+pub const MAX_CPU_SLOTS: u32 = 4096;
+pub const MAX_GPUS: u32 = 64;
+pub const MAX_GPU_MEM_MB: u64 = 4 * 1024 * 1024;
+pub const MAX_TAGS: usize = 32;
+pub const MAX_ATTEMPTS: u32 = 100;
+pub const MAX_TIMEOUT_S: u32 = 30 * 24 * 3600;
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+pub const MAX_ROWS: u32 = 100_000_000;
+pub const MAX_TEXT: usize = 256;
+
+/// Validates a submit request and hashes its body for the idempotency check.
+pub fn submit(req: &pb::SubmitRequest, max_batch: u32) -> Result<SubmitBatch> {
+    let n = req.jobs.len();
+    if n == 0 {
+        return Err(Error::invalid("submit request holds no jobs, expected at least 1"));
+    }
+    if n > max_batch as usize {
+        return Err(Error::invalid(format!(
+            "submit request holds {n} jobs, the limit is {max_batch} per request; split it"
+        )));
+    }
+    let key = req.idempotency_key.trim();
+    if key.len() > MAX_TEXT {
+        return Err(Error::invalid(format!(
+            "idempotency key is {} bytes long, the limit is {MAX_TEXT}",
+            key.len()
+        )));
+    }
+    let jobs = req
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| job(j, i, n).map_err(|e| Error::invalid(format!("job {i}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    check_batch_cycles(&jobs)?;
+    let body = pb::SubmitRequest { idempotency_key: String::new(), jobs: req.jobs.clone() };
+    let body_hash = hex::encode(Sha256::digest(body.encode_to_vec()));
+    Ok(SubmitBatch {
+        idempotency_key: (!key.is_empty()).then(|| key.to_string()),
+        body_hash,
+        jobs,
+    })
+}
+
+fn job(j: &pb::JobSpec, index: usize, batch_len: usize) -> Result<NewJob, String> {
+    let kind = j.kind.trim();
+    if kind.is_empty() {
+        return Err(format!("job kind is empty, expected one of {}", kinds::KNOWN_KINDS.join(", ")));
+    }
+    let payload_text = if j.payload_json.trim().is_empty() { "{}" } else { j.payload_json.as_str() };
+    if payload_text.len() > MAX_PAYLOAD_BYTES {
+        return Err(format!(
+            "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+            payload_text.len()
+        ));
+    }
+    let payload: serde_json::Value = serde_json::from_str(payload_text)
+        .map_err(|e| format!("payload is not valid JSON ({e})"))?;
+    let obj = payload
+        .as_object()
+        .ok_or_else(|| format!("payload must be a JSON object, found {}", json_type(&payload)))?;
+    kinds::validate_payload(kind, obj)?;
+    text("name", &j.name)?;
+    text("experiment", &j.experiment)?;
+    if !PRIORITY_RANGE.contains(&j.priority) {
+        return Err(format!(
+            "priority must be between {} and {}, found {}",
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end(),
+            j.priority
+        ));
+    }
+    let r = j.resources.clone().unwrap_or_default();
+    let resources = resources(&r)?;
+    bounded("max_attempts", j.max_attempts, MAX_ATTEMPTS)?;
+    bounded("crash_limit", j.crash_limit, MAX_ATTEMPTS)?;
+    bounded("timeout_s", j.timeout_s, MAX_TIMEOUT_S)?;
+    bounded("expect_oof_rows", j.expect_oof_rows, MAX_ROWS)?;
+    bounded("expect_test_rows", j.expect_test_rows, MAX_ROWS)?;
+    if let Some(bad) = j.depends_on.iter().find(|&&d| d <= 0) {
+        return Err(format!("depends_on holds {bad}, expected positive job ids"));
+    }
+    for &b in &j.depends_on_batch {
+        if b as usize >= batch_len {
+            return Err(format!(
+                "depends_on_batch holds index {b}, the batch has only {batch_len} jobs"
+            ));
+        }
+        if b as usize == index {
+            return Err("job depends on itself".into());
+        }
+    }
+    let mut depends_on = j.depends_on.clone();
+    depends_on.sort_unstable();
+    depends_on.dedup();
+    let mut depends_on_batch = j.depends_on_batch.clone();
+    depends_on_batch.sort_unstable();
+    depends_on_batch.dedup();
+    Ok(NewJob {
+        kind: kind.to_string(),
+        name: j.name.clone(),
+        experiment: j.experiment.clone(),
+        payload: serde_json::to_string(&payload).expect("a parsed value serializes"),
+        priority: j.priority,
+        resources,
+        max_attempts: j.max_attempts,
+        crash_limit: j.crash_limit,
+        timeout_s: j.timeout_s,
+        depends_on,
+        depends_on_batch,
+        expect_oof_rows: j.expect_oof_rows,
+        expect_test_rows: j.expect_test_rows,
+    })
+}
+
+/// Validates resources offered by a worker or needed by a job.
+pub fn resources(r: &pb::Resources) -> Result<Resources, String> {
+    bounded("cpu_slots", r.cpu_slots, MAX_CPU_SLOTS)?;
+    bounded("gpus", r.gpus, MAX_GPUS)?;
+    if r.gpu_mem_mb > MAX_GPU_MEM_MB {
+        return Err(format!(
+            "gpu_mem_mb must be at most {MAX_GPU_MEM_MB}, found {}",
+            r.gpu_mem_mb
+        ));
+    }
+    if r.tags.len() > MAX_TAGS {
+        return Err(format!("at most {MAX_TAGS} tags are allowed, found {}", r.tags.len()));
+    }
+    let mut tags = Vec::with_capacity(r.tags.len());
+    for t in &r.tags {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:=/".contains(c));
+        if !ok {
+            return Err(format!(
+                "tag {t:?} is not valid, expected 1 to 64 characters of letters, digits and _-.:=/"
+            ));
+        }
+        tags.push(t.clone());
+    }
+    tags.sort();
+    tags.dedup();
+    Ok(Resources { cpu_slots: r.cpu_slots, gpus: r.gpus, gpu_mem_mb: r.gpu_mem_mb, tags })
+}
+
+fn bounded(field: &str, v: u32, max: u32) -> Result<(), String> {
+    if v > max {
+        return Err(format!("{field} must be at most {max}, found {v}"));
+    }
+    Ok(())
+}
+
+fn text(field: &str, v: &str) -> Result<(), String> {
+    if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+        return Err(format!(
+            "{field} must be at most {MAX_TEXT} bytes without control characters, found {} bytes",
+            v.len()
+        ));
+    }
+    Ok(())
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Rejects dependency cycles inside a batch (Kahn's algorithm); jobs outside the batch cannot
+/// depend on new ones, so no other cycle is possible.
+fn check_batch_cycles(jobs: &[NewJob]) -> Result<()> {
+    let n = jobs.len();
+    let mut indegree = vec![0usize; n];
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, j) in jobs.iter().enumerate() {
+        for &d in &j.depends_on_batch {
+            indegree[i] += 1;
+            children[d as usize].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut seen = 0;
+    while let Some(i) = ready.pop() {
+        seen += 1;
+        for &c in &children[i] {
+            indegree[c] -= 1;
+            if indegree[c] == 0 {
+                ready.push(c);
+            }
+        }
+    }
+    if seen < n {
+        let in_cycle: Vec<String> =
+            (0..n).filter(|&i| indegree[i] > 0).take(5).map(|i| i.to_string()).collect();
+        return Err(Error::invalid(format!(
+            "dependencies form a cycle among jobs {} of the batch",
+            in_cycle.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Validates completions; any bad item rejects the whole call.
+pub fn completions(items: &[pb::Completion]) -> Result<Vec<Completion>> {
+    items
+        .iter()
+        .map(|c| {
+            if !c.result_json.is_empty() {
+                serde_json::from_str::<serde_json::Value>(&c.result_json).map_err(|e| {
+                    Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id))
+                })?;
+            }
+            let predictions = match &c.predictions {
+                None => None,
+                Some(p) => Some(predictions(c.id, p)?),
+            };
+            Ok(Completion {
+                id: c.id,
+                attempt: c.attempt,
+                result: (!c.result_json.is_empty()).then(|| c.result_json.clone()),
+                predictions,
+            })
+        })
+        .collect()
+}
+
+fn predictions(id: JobId, p: &pb::Predictions) -> Result<Predictions> {
+    if p.oof_rows.len() != p.oof.len() {
+        return Err(Error::invalid(format!(
+            "predictions for job {id} have {} out-of-fold values but {} row indices",
+            p.oof.len(),
+            p.oof_rows.len()
+        )));
+    }
+    for (name, values) in [("out-of-fold", &p.oof), ("test", &p.test)] {
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "{name} prediction {i} of job {id} is {v}, expected a finite number"
+            )));
+        }
+    }
+    Ok(Predictions { oof_rows: p.oof_rows.clone(), oof: p.oof.clone(), test: p.test.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: &str, payload: &str) -> pb::JobSpec {
+        pb::JobSpec { kind: kind.into(), payload_json: payload.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn rejects_bad_jobs_with_clear_messages() {
+        let cases = [
+            (spec("nop", ""), "job 0: unknown job kind \"nop\", expected one of noop, sleep, shell"),
+            (spec("sleep", "{\"ms\": -5}"), "job 0: sleep payload field \"ms\" must be an integer"),
+            (spec("shell", "[1]"), "job 0: payload must be a JSON object, found an array"),
+            (spec("noop", "{"), "job 0: payload is not valid JSON"),
+        ];
+        for (s, want) in cases {
+            let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![s] };
+            let err = submit(&req, 10).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err:?} does not start with {want:?}");
+        }
+        let mut big = spec("noop", "");
+        big.resources = Some(pb::Resources { cpu_slots: 1_000_000, ..Default::default() });
+        let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![big] };
+        assert_eq!(
+            submit(&req, 10).unwrap_err().to_string(),
+            "job 0: cpu_slots must be at most 4096, found 1000000"
+        );
+    }
+
+    #[test]
+    fn rejects_cycles_and_self_dependencies() {
+        let mut a = spec("noop", "");
+        let mut b = spec("noop", "");
+        a.depends_on_batch = vec![1];
+        b.depends_on_batch = vec![0];
+        let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![a.clone(), b] };
+        assert!(submit(&req, 10).unwrap_err().to_string().contains("cycle among jobs 0, 1"));
+        a.depends_on_batch = vec![0];
+        let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![a] };
+        assert_eq!(submit(&req, 10).unwrap_err().to_string(), "job 0: job depends on itself");
+    }
+
+    #[test]
+    fn same_body_same_hash_whatever_the_key() {
+        let jobs = vec![spec("sleep", "{\"ms\":1}")];
+        let a = submit(&pb::SubmitRequest { idempotency_key: "a".into(), jobs: jobs.clone() }, 10);
+        let b = submit(&pb::SubmitRequest { idempotency_key: "b".into(), jobs }, 10);
+        assert_eq!(a.unwrap().body_hash, b.unwrap().body_hash);
+    }
+
+    #[test]
+    fn rejects_non_finite_predictions() {
+        let c = pb::Completion {
+            id: 3,
+            attempt: 1,
+            result_json: String::new(),
+            predictions: Some(pb::Predictions { oof_rows: vec![0, 1], oof: vec![0.5, f32::NAN], test: vec![] }),
+        };
+        assert_eq!(
+            completions(&[c]).unwrap_err().to_string(),
+            "out-of-fold prediction 1 of job 3 is NaN, expected a finite number"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The stackhive v1 gRPC API: messages, clients and servers generated from
+//! `proto/stackhive/v1/*.proto`. Nothing hand-written lives here beyond small conveniences.
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("stackhive.v1");
+
+    /// Encoded descriptors for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("stackhive_v1_descriptor");
+}
+
+pub use v1::*;
+
+impl v1::JobState {
+    /// True for states a job never leaves on its own.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
