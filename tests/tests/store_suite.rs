@@ -1,8 +1,6 @@
 //! One suite, two stores: every scheduling rule of the `Store` contract is checked on
 //! PostgreSQL (a fresh database per test) and on SQLite (a fresh file per test).
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +8,7 @@ use std::time::Duration;
 use stackhive_coordinator::model::*;
 use stackhive_coordinator::store::Store;
 use stackhive_coordinator::Error;
+use stackhive_tests::db;
 
 fn noop() -> NewJob {
     NewJob { kind: "noop".into(), payload: "{}".into(), ..Default::default() }
@@ -56,6 +55,7 @@ pub async fn submit_lease_complete(s: Arc<dyn Store>) {
     assert_eq!(j.state, JobState::Succeeded);
     assert_eq!(j.result.as_deref(), Some("{\"ok\":true}"));
     assert!(j.finished_at.is_some() && j.started_at.is_some());
+    assert_eq!(j.worker_id.as_deref(), Some("w1"), "a finished job names the worker that ran it");
     assert_eq!(state(&*s, ids[2]).await, JobState::Queued);
     let counts = s.count_states(&JobFilter::default()).await.unwrap();
     assert_eq!((counts.succeeded, counts.queued), (2, 1));
@@ -374,8 +374,8 @@ macro_rules! suite {
         mod $backend {
             use super::*;
 
-            async fn store() -> common::TestStore {
-                common::$backend(common::fast_policy()).await
+            async fn store() -> db::TestStore {
+                db::$backend(db::fast_policy()).await
             }
 
             macro_rules! case {
@@ -407,9 +407,9 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn aging_prevents_starvation() {
-                let mut p = common::fast_policy();
+                let mut p = db::fast_policy();
                 p.aging_ms_per_priority = 20;
-                let t = common::$backend(p).await;
+                let t = db::$backend(p).await;
                 super::aging_prevents_starvation(t.store.clone()).await;
             }
         }

@@ -1,0 +1,249 @@
+//! `stackhive bench queue`: N no-op jobs submitted in batches by concurrent clients and pushed
+//! end to end — gRPC submit, claim, run, gRPC complete — by M workers, against an in-process
+//! coordinator on a fresh database. Prints jobs/s and submit-to-start latency per store, then
+//! the claim latency over a large finished history.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+use stackhive_coordinator::model::{JobFilter, JobState, Policy};
+use stackhive_coordinator::CoordinatorConfig;
+use stackhive_proto::v1 as pb;
+use stackhive_proto::v1::job_service_client::JobServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use super::db::BenchDb;
+use super::{history, percentile, Backend, QueueArgs};
+
+#[derive(Serialize, Debug)]
+struct Figures {
+    backend: &'static str,
+    jobs: u64,
+    workers: u32,
+    submit_batch: u32,
+    wall_s: f64,
+    jobs_per_s: f64,
+    submit_jobs_per_s: f64,
+    start_latency_p50_ms: f64,
+    start_latency_p99_ms: f64,
+    end_to_end_p50_ms: f64,
+    end_to_end_p99_ms: f64,
+    history_rows: u64,
+    claim1_p50_ms_before: f64,
+    claim1_p99_ms_before: f64,
+    claim1_p50_ms_history: f64,
+    claim1_p99_ms_history: f64,
+    claim100_p50_ms_history: f64,
+    claim100_p99_ms_history: f64,
+}
+
+pub async fn run(json: bool, args: &QueueArgs) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for &backend in &args.db {
+        let f = one(backend, args).await.with_context(|| format!("{backend:?} bench failed"))?;
+        if json {
+            println!("{}", serde_json::to_string(&f)?);
+        } else {
+            print_human(&f);
+        }
+        all.push(f);
+    }
+    Ok(())
+}
+
+#[derive(Parser)]
+struct WorkerArgs {
+    #[command(flatten)]
+    config: stackhive_worker::WorkerConfig,
+}
+
+async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
+    let db = BenchDb::create(backend, &a.pg_url).await?;
+    eprintln!("== {backend:?}: {} no-op jobs, {} workers, batches of {}", a.jobs, a.workers, a.batch);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let mut config = CoordinatorConfig::with_db(db.url.clone());
+    config.db_max_connections = 8;
+    let (stop_coord, coord_rx) = tokio::sync::oneshot::channel::<()>();
+    let coordinator = tokio::spawn(stackhive_coordinator::run(config, listener, async {
+        let _ = coord_rx.await;
+    }));
+    let channel = connect(&url).await?;
+    let mut jobs = JobServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+
+    let (stop_workers, workers_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..a.workers {
+        let w = WorkerArgs::try_parse_from([
+            "bench-worker".to_string(),
+            format!("--coordinator={url}"),
+            format!("--name=bench-{i}"),
+            format!("--slots={}", a.slots),
+            format!("--lease-batch={}", a.lease_batch),
+            "--report-batch=5000".to_string(),
+            "--lease-wait-ms=1000".to_string(),
+            "--drain-timeout-s=5".to_string(),
+        ])?;
+        let mut rx = workers_rx.clone();
+        workers.push(tokio::spawn(stackhive_worker::run(w.config, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })));
+    }
+    wait_workers(&mut jobs, a.workers as usize).await?;
+
+    let started = Instant::now();
+    let per = a.jobs / a.submitters as u64;
+    let mut submitters = Vec::new();
+    for s in 0..a.submitters {
+        let mut c = jobs.clone();
+        let n = if s == a.submitters - 1 { a.jobs - per * (a.submitters as u64 - 1) } else { per };
+        let batch = a.batch as u64;
+        submitters.push(tokio::spawn(async move {
+            let mut left = n;
+            let mut k = 0;
+            while left > 0 {
+                let size = left.min(batch);
+                let specs = (0..size)
+                    .map(|_| pb::JobSpec { kind: "noop".into(), experiment: "bench".into(), ..Default::default() })
+                    .collect();
+                c.submit(pb::SubmitRequest { idempotency_key: format!("bench-{s}-{k}"), jobs: specs })
+                    .await
+                    .context("submit")?;
+                left -= size;
+                k += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for s in submitters {
+        s.await??;
+    }
+    let submit_s = started.elapsed().as_secs_f64();
+    loop {
+        let counts = jobs
+            .list_jobs(pb::ListJobsRequest { experiment: "bench".into(), page_size: 1, ..Default::default() })
+            .await?
+            .into_inner()
+            .counts
+            .unwrap_or_default();
+        anyhow::ensure!(counts.failed == 0, "{} bench jobs failed", counts.failed);
+        if counts.succeeded == a.jobs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let _ = stop_workers.send(true);
+    for w in workers {
+        w.await?.context("bench worker")?;
+    }
+
+    let (start_lat, e2e_lat) = latencies(&db.url).await?;
+    let mut f = Figures {
+        backend: match backend {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        },
+        jobs: a.jobs,
+        workers: a.workers,
+        submit_batch: a.batch,
+        wall_s,
+        jobs_per_s: a.jobs as f64 / wall_s,
+        submit_jobs_per_s: a.jobs as f64 / submit_s,
+        start_latency_p50_ms: percentile(&start_lat, 50.0),
+        start_latency_p99_ms: percentile(&start_lat, 99.0),
+        end_to_end_p50_ms: percentile(&e2e_lat, 50.0),
+        end_to_end_p99_ms: percentile(&e2e_lat, 99.0),
+        history_rows: 0,
+        claim1_p50_ms_before: f64::NAN,
+        claim1_p99_ms_before: f64::NAN,
+        claim1_p50_ms_history: f64::NAN,
+        claim1_p99_ms_history: f64::NAN,
+        claim100_p50_ms_history: f64::NAN,
+        claim100_p99_ms_history: f64::NAN,
+    };
+
+    if a.history > 0 {
+        (f.claim1_p50_ms_before, f.claim1_p99_ms_before) =
+            history::claim_latency(channel.clone(), &mut jobs, a.claims, 1).await?;
+        eprintln!("   seeding {} finished jobs…", a.history);
+        let t = Instant::now();
+        history::seed(backend, &db.url, a.history).await?;
+        eprintln!("   seeded in {:.1} s", t.elapsed().as_secs_f64());
+        f.history_rows = a.history + a.jobs;
+        (f.claim1_p50_ms_history, f.claim1_p99_ms_history) =
+            history::claim_latency(channel.clone(), &mut jobs, a.claims, 1).await?;
+        (f.claim100_p50_ms_history, f.claim100_p99_ms_history) =
+            history::claim_latency(channel.clone(), &mut jobs, a.claims / 3, 100).await?;
+    }
+    drop(jobs);
+    drop(channel);
+    let _ = stop_coord.send(());
+    coordinator.await?.context("bench coordinator")?;
+    db.drop_db().await?;
+    Ok(f)
+}
+
+async fn connect(url: &str) -> anyhow::Result<Channel> {
+    let ep = Endpoint::from_shared(url.to_string())?.tcp_nodelay(true);
+    for _ in 0..100 {
+        if let Ok(c) = ep.connect().await {
+            return Ok(c);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("bench coordinator at {url} did not come up")
+}
+
+async fn wait_workers(jobs: &mut JobServiceClient<Channel>, n: usize) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        let w = jobs.list_workers(pb::ListWorkersRequest { include_dead: false }).await?.into_inner();
+        if w.workers.len() >= n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("bench workers did not register")
+}
+
+/// Submit-to-start and submit-to-finish latencies (ms, sorted), read from the store's own
+/// timestamps (one clock for both ends).
+async fn latencies(url: &str) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let store = stackhive_coordinator::store::open(url, Policy::default(), 2).await?;
+    let mut filter = JobFilter {
+        experiment: Some("bench".into()),
+        states: vec![JobState::Succeeded],
+        limit: 20_000,
+        ..Default::default()
+    };
+    let (mut start, mut e2e) = (Vec::new(), Vec::new());
+    loop {
+        let page = store.list_jobs(&filter).await?;
+        let Some(last) = page.last() else { break };
+        filter.after_id = Some(last.id);
+        for j in &page {
+            start.push((j.started_at.unwrap_or(j.created_at) - j.created_at) as f64);
+            e2e.push((j.finished_at.unwrap_or(j.created_at) - j.created_at) as f64);
+        }
+    }
+    start.sort_by(f64::total_cmp);
+    e2e.sort_by(f64::total_cmp);
+    Ok((start, e2e))
+}
+
+fn print_human(f: &Figures) {
+    println!("{} — {} no-op jobs, {} workers, submit batches of {}", f.backend, f.jobs, f.workers, f.submit_batch);
+    println!("  end to end        {:>10.0} jobs/s   ({:.2} s wall)", f.jobs_per_s, f.wall_s);
+    println!("  submit only       {:>10.0} jobs/s", f.submit_jobs_per_s);
+    println!("  submit → start    p50 {:>8.1} ms   p99 {:>8.1} ms", f.start_latency_p50_ms, f.start_latency_p99_ms);
+    println!("  submit → finish   p50 {:>8.1} ms   p99 {:>8.1} ms", f.end_to_end_p50_ms, f.end_to_end_p99_ms);
+    if f.history_rows > 0 {
+        println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.jobs, f.claim1_p50_ms_before, f.claim1_p99_ms_before);
+        println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.history_rows, f.claim1_p50_ms_history, f.claim1_p99_ms_history);
+        println!("  claim of 100 jobs, {} finished rows p50 {:>6.2} ms   p99 {:>6.2} ms", f.history_rows, f.claim100_p50_ms_history, f.claim100_p99_ms_history);
+    }
+}

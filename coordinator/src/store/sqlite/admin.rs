@@ -1,0 +1,349 @@
+//! Queries and operator actions on the SQLite store: get, list, count, cancel, retry, workers
+//! and retention. None of these is on the per-job hot path; reads use the read pool, writes
+//! one write transaction each.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use super::rows::{self, json, JOB_COLUMNS};
+use super::run::cascade;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::store::{decode_f32s, decode_u32s};
+
+pub async fn get_job(pool: &SqlitePool, id: JobId) -> Result<Job> {
+    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
+    rows::job(&row)
+}
+
+pub async fn get_predictions(pool: &SqlitePool, id: JobId) -> Result<Option<Predictions>> {
+    let row = sqlx::query(
+        "SELECT j.id, p.oof_rows, p.oof, p.test FROM jobs j
+         LEFT JOIN predictions p ON p.job_id = j.id WHERE j.id = ?1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
+    let Some(oof_rows) = row.try_get::<Option<Vec<u8>>, _>("oof_rows")? else {
+        return Ok(None);
+    };
+    Ok(Some(Predictions {
+        oof_rows: decode_u32s(&oof_rows),
+        oof: decode_f32s(&row.try_get::<Vec<u8>, _>("oof")?),
+        test: decode_f32s(&row.try_get::<Vec<u8>, _>("test")?),
+    }))
+}
+
+/// Appends the filter's conditions; `paged` adds `updated_after` and `after_id`.
+fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter, paged: bool) {
+    qb.push(" WHERE 1");
+    if !f.states.is_empty() {
+        let codes: Vec<i16> = f.states.iter().map(|s| s.code()).collect();
+        qb.push(" AND j.state IN (SELECT value FROM json_each(")
+            .push_bind(json(&codes))
+            .push("))");
+    }
+    if let Some(k) = &f.kind {
+        qb.push(" AND j.kind = ").push_bind(k.clone());
+    }
+    if let Some(e) = &f.experiment {
+        qb.push(" AND j.experiment = ").push_bind(e.clone());
+    }
+    if !f.ids.is_empty() {
+        qb.push(" AND j.id IN (SELECT value FROM json_each(")
+            .push_bind(json(&f.ids))
+            .push("))");
+    }
+    if paged {
+        if let Some(t) = f.updated_after {
+            qb.push(" AND j.updated_at > ").push_bind(t);
+        }
+        if let Some(a) = f.after_id {
+            qb.push(" AND j.id > ").push_bind(a);
+        }
+    }
+}
+
+pub async fn list_jobs(pool: &SqlitePool, f: &JobFilter) -> Result<Vec<Job>> {
+    let mut qb = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs j"));
+    push_filter(&mut qb, f, true);
+    qb.push(" ORDER BY j.id");
+    if f.limit > 0 {
+        qb.push(" LIMIT ").push_bind(i64::from(f.limit));
+    }
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter().map(rows::job).collect()
+}
+
+pub async fn count_states(pool: &SqlitePool, f: &JobFilter) -> Result<StateCounts> {
+    let mut qb = QueryBuilder::new("SELECT j.state, count(*) AS n FROM jobs j");
+    push_filter(&mut qb, f, false);
+    qb.push(" GROUP BY j.state");
+    let mut c = StateCounts::default();
+    for r in qb.build().fetch_all(pool).await? {
+        c.add(
+            rows::state(r.try_get("state")?)?,
+            r.try_get::<i64, _>("n")? as u64,
+        );
+    }
+    Ok(c)
+}
+
+/// The listed jobs' states and `has_dependents`, `NotFound` naming the first missing id.
+async fn states_of(
+    conn: &mut SqliteConnection,
+    ids: &[JobId],
+) -> Result<HashMap<JobId, (JobState, bool)>> {
+    let found = sqlx::query(
+        "SELECT id, state, has_dependents FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json(ids))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut m = HashMap::with_capacity(found.len());
+    for r in found {
+        let state = rows::state(r.try_get("state")?)?;
+        m.insert(
+            r.try_get("id")?,
+            (state, r.try_get::<i64, _>("has_dependents")? != 0),
+        );
+    }
+    if let Some(missing) = ids.iter().find(|&id| !m.contains_key(id)) {
+        return Err(Error::NotFound(format!("job {missing} does not exist")));
+    }
+    Ok(m)
+}
+
+/// `ids` without repeats, in first-seen order.
+fn distinct(ids: &[JobId]) -> Vec<JobId> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+pub async fn cancel(pool: &SqlitePool, ids: &[JobId]) -> Result<CancelOutcome> {
+    let ids = distinct(ids);
+    let now = now_ms();
+    let mut tx = super::begin(pool).await?;
+    let states = states_of(&mut tx, &ids).await?;
+    let mut out = CancelOutcome::default();
+    let mut roots = Vec::new();
+    for &id in &ids {
+        let (state, has_dependents) = states[&id];
+        match state {
+            JobState::Queued | JobState::Blocked => {
+                out.cancelled.push(id);
+                if has_dependents {
+                    roots.push((id, format!("dependency {id} was cancelled")));
+                }
+            }
+            JobState::Running => out.stopping.push(id),
+            _ => out.already_finished.push(id),
+        }
+    }
+    if !out.cancelled.is_empty() {
+        sqlx::query(
+            "UPDATE jobs SET state = 6, error = 'cancelled by request', dep_failed = 0,
+                finished_at = ?2, updated_at = ?2
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json(&out.cancelled))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !out.stopping.is_empty() {
+        sqlx::query(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = ?2
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json(&out.stopping))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    cascade(&mut tx, &roots, JobState::Cancelled, now).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Fresh-attempt columns for a revived job: `deps_pending` recounted from the dependencies
+/// (a purged or meanwhile-retried dependency must not leave a stale count), blocked while any
+/// dependency is unsucceeded, queued at the back of its priority otherwise. `x.n` is the
+/// recount; `?2` now, `?3` the aging per priority point.
+const REVIVE_SET: &str = "deps_pending = x.n,
+    state = CASE WHEN x.n = 0 THEN 2 ELSE 1 END,
+    failures = 0, crashes = 0, error = NULL, result = NULL, progress = NULL,
+    cancel_requested = 0, dep_failed = 0, worker_id = NULL, lease_expires_at = NULL,
+    started_at = NULL, finished_at = NULL, run_after = ?2,
+    sort_key = ?2 - jobs.priority * ?3, updated_at = ?2";
+
+/// Counts the unsucceeded dependencies of `c.value` (a job id from `json_each`).
+const PENDING_COUNT: &str = "(SELECT count(*) FROM job_deps d JOIN jobs p ON p.id = d.dep_id
+    WHERE d.job_id = c.value AND p.state <> 4)";
+
+/// Returns every revived id (ascending) and whether one of them is queued.
+pub async fn retry(
+    pool: &SqlitePool,
+    policy: &Policy,
+    ids: &[JobId],
+) -> Result<(Vec<JobId>, bool)> {
+    let ids = distinct(ids);
+    let now = now_ms();
+    let mut tx = super::begin(pool).await?;
+    let states = states_of(&mut tx, &ids).await?;
+    for &id in &ids {
+        let (s, _) = states[&id];
+        if !matches!(s, JobState::Failed | JobState::Cancelled) {
+            return Err(Error::FailedPrecondition(format!(
+                "job {id} is {s}; only failed or cancelled jobs can be retried"
+            )));
+        }
+    }
+    // Attempts are kept: the fencing token only ever grows, so a report from before the
+    // failure can never match the new attempt.
+    let direct = format!(
+        "UPDATE jobs SET {REVIVE_SET}
+         FROM (SELECT c.value AS xid, {PENDING_COUNT} AS n FROM json_each(?1) c) AS x
+         WHERE jobs.id = x.xid
+         RETURNING id, state"
+    );
+    let mut revived = sqlx::query(&direct)
+        .bind(json(&ids))
+        .bind(now)
+        .bind(policy.aging_ms_per_priority)
+        .fetch_all(&mut *tx)
+        .await?;
+    // Then, level by level, the dependents that went down only because of revived jobs: those
+    // with no dependency still failed or cancelled.
+    let level = format!(
+        "UPDATE jobs SET {REVIVE_SET}
+         FROM (SELECT c.value AS xid, {PENDING_COUNT} AS n FROM (
+                SELECT DISTINCT d.job_id AS value FROM job_deps d
+                WHERE d.dep_id IN (SELECT value FROM json_each(?1))) c) AS x
+         WHERE jobs.id = x.xid AND jobs.dep_failed = 1 AND jobs.state IN (5, 6)
+           AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.dep_id
+                           WHERE d.job_id = jobs.id AND p.state IN (5, 6))
+         RETURNING id, state"
+    );
+    let mut frontier: Vec<JobId> = ids_of(&revived)?;
+    while !frontier.is_empty() {
+        let next = sqlx::query(&level)
+            .bind(json(&frontier))
+            .bind(now)
+            .bind(policy.aging_ms_per_priority)
+            .fetch_all(&mut *tx)
+            .await?;
+        frontier = ids_of(&next)?;
+        revived.extend(next);
+    }
+    tx.commit().await?;
+    let mut queued = false;
+    let mut out = Vec::with_capacity(revived.len());
+    for r in &revived {
+        out.push(r.try_get::<JobId, _>("id")?);
+        queued |= r.try_get::<i64, _>("state")? == i64::from(JobState::Queued.code());
+    }
+    out.sort_unstable();
+    Ok((out, queued))
+}
+
+fn ids_of(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<JobId>> {
+    rows.iter()
+        .map(|r| Ok(r.try_get::<JobId, _>("id")?))
+        .collect()
+}
+
+pub async fn register_worker(pool: &SqlitePool, info: &WorkerInfo) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO workers (id, name, hostname, cpu_slots, gpus, gpu_mem_mb, tags, kinds,
+            version, registered_at, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )
+    .bind(&id)
+    .bind(&info.name)
+    .bind(&info.hostname)
+    .bind(i64::from(info.resources.cpu_slots))
+    .bind(i64::from(info.resources.gpus))
+    .bind(json(&info.gpu_mem_mb))
+    .bind(json(&info.resources.tags))
+    .bind(json(&info.kinds))
+    .bind(&info.version)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map_err(|e| rows::map_unique(e, || format!("worker id {id} is already registered")))?;
+    Ok(id)
+}
+
+pub async fn deregister_worker(pool: &SqlitePool, worker_id: &str) -> Result<()> {
+    let n = sqlx::query("UPDATE workers SET deregistered = 1, last_seen = ?2 WHERE id = ?1")
+        .bind(worker_id)
+        .bind(now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound(format!(
+            "worker {worker_id} is not registered"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn list_workers(
+    pool: &SqlitePool,
+    policy: &Policy,
+    include_dead: bool,
+) -> Result<Vec<WorkerRecord>> {
+    // One pass over the running rows (a partial index) instead of one count per worker.
+    let rows = sqlx::query(
+        "SELECT w.*, coalesce(r.n, 0) AS running FROM workers w
+         LEFT JOIN (SELECT worker_id, count(*) AS n FROM jobs WHERE state = 3 GROUP BY worker_id) r
+            ON r.worker_id = w.id
+         ORDER BY w.registered_at, w.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let now = now_ms();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let w = rows::worker(r, policy.worker_dead_after_ms, now)?;
+        if include_dead || !w.deregistered {
+            out.push(w);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn purge(pool: &SqlitePool, before: Millis, limit: u32) -> Result<u64> {
+    let mut tx = super::begin(pool).await?;
+    // `state >= 4` spelled as in the partial index `jobs_finished`, so the planner uses it.
+    let n = sqlx::query(
+        "DELETE FROM jobs WHERE id IN (
+            SELECT j.id FROM jobs j
+            WHERE j.state >= 4 AND j.finished_at < ?1
+              AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.job_id
+                              WHERE d.dep_id = j.id AND c.state < 4)
+            ORDER BY j.id LIMIT ?2)",
+    )
+    .bind(before)
+    .bind(i64::from(limit))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // Idempotency keys are kept as long as the jobs of their era.
+    sqlx::query("DELETE FROM submissions WHERE created_at < ?1")
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}

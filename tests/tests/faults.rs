@@ -1,0 +1,176 @@
+//! Fault tests with real processes on the machine's PostgreSQL: workers and coordinators are
+//! killed with SIGKILL mid-run, and no accepted job is lost or done twice.
+
+use std::time::Duration;
+
+use serde_json::json;
+use stackhive_proto::v1 as pb;
+use stackhive_tests::cluster::*;
+use stackhive_tests::db::TestDb;
+
+/// Short leases so a dead worker's jobs come back within a test.
+const FAST: &[&str] = &[
+    "--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "300", "--reap-interval-ms", "200",
+    "--backoff-base-ms", "200", "--backoff-max-ms", "800",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_job_is_retried_once_and_late_report_rejected() {
+    let db = TestDb::postgres().await;
+    let coord = Coordinator::start(&db.url, 0, FAST).await;
+    let mut c = coord.jobs().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("runs");
+    let cmd = format!("echo run >> {}; sleep 2", marker.display());
+    let id = submit(&mut c, vec![spec("shell", json!({ "command": cmd }))]).await[0];
+
+    let doomed = Worker::start("doomed", &coord.url, &["--slots", "2"]);
+    let running = wait_state(&mut c, id, pb::JobState::Running, Duration::from_secs(30)).await;
+    assert_eq!(running.attempt, 1);
+    doomed.kill().await;
+
+    let rescuer = Worker::start("rescuer", &coord.url, &["--slots", "2"]);
+    let done = wait_state(&mut c, id, pb::JobState::Succeeded, Duration::from_secs(30)).await;
+    assert_eq!(done.attempt, 2, "the job ran again after the lease expired");
+    assert_eq!(done.crashes, 1);
+    assert_ne!(done.worker_id, running.worker_id);
+
+    // The dead attempt's report arrives late: refused, the result stays the retry's.
+    let mut w = coord.workers_api().await;
+    let late = w
+        .complete(pb::CompleteRequest {
+            worker_id: running.worker_id.clone(),
+            completions: vec![pb::Completion { id, attempt: 1, result_json: "{\"late\":true}".into(), predictions: None }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late:?}");
+    let late_fail = w
+        .fail(pb::FailRequest { worker_id: running.worker_id, id, attempt: 1, reason: "late".into(), retryable: true, handback: false })
+        .await
+        .unwrap_err();
+    assert_eq!(late_fail.code(), tonic::Code::FailedPrecondition);
+    let after = job(&mut c, id).await;
+    assert_eq!(state(&after), pb::JobState::Succeeded);
+    assert!(!after.result_json.contains("late"), "{}", after.result_json);
+    rescuer.terminate(Duration::from_secs(20)).await;
+    coord.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_limit_fails_a_job_that_keeps_killing_workers() {
+    let db = TestDb::postgres().await;
+    let coord = Coordinator::start(&db.url, 0, FAST).await;
+    let mut c = coord.jobs().await;
+    let mut s = spec("sleep", json!({ "ms": 60_000 }));
+    s.crash_limit = 2;
+    let id = submit(&mut c, vec![s]).await[0];
+    for round in 1..=2u32 {
+        let w = Worker::start(&format!("victim-{round}"), &coord.url, &["--slots", "1"]);
+        wait_for("the job to run on the new worker", Duration::from_secs(30), || {
+            let mut c = c.clone();
+            async move {
+                let j = job(&mut c, id).await;
+                (state(&j) == pb::JobState::Running && j.attempt == round).then_some(())
+            }
+        })
+        .await;
+        w.kill().await;
+    }
+    let j = wait_state(&mut c, id, pb::JobState::Failed, Duration::from_secs(30)).await;
+    assert_eq!(j.crashes, 2);
+    assert!(j.error.starts_with("worker lost 2 times"), "{}", j.error);
+    coord.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_and_restarted_loses_nothing() {
+    let db = TestDb::postgres().await;
+    let coord = Coordinator::start(&db.url, 0, FAST).await;
+    let port = coord.port();
+    let url = coord.url.clone();
+    let mut c = coord.jobs().await;
+    let n = 400;
+    let jobs = (0..n)
+        .map(|i| pb::JobSpec { experiment: "restart".into(), name: format!("j{i}"), ..spec("sleep", json!({ "ms": 15 })) })
+        .collect();
+    submit(&mut c, jobs).await;
+    let w1 = Worker::start("w1", &url, &["--slots", "4"]);
+    let w2 = Worker::start("w2", &url, &["--slots", "4"]);
+    wait_for("some progress before the crash", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        async move { (counts(&mut c, "restart").await.succeeded >= 40).then_some(()) }
+    })
+    .await;
+    coord.kill().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let coord = Coordinator::start(&db.url, port, FAST).await;
+    let mut c = coord.jobs().await;
+    let finished = wait_for("every job to finish after the restart", Duration::from_secs(90), || {
+        let mut c = c.clone();
+        async move {
+            let k = counts(&mut c, "restart").await;
+            (k.succeeded + k.failed + k.cancelled == n).then_some(k)
+        }
+    })
+    .await;
+    assert_eq!(finished.succeeded, n, "every accepted job succeeded: {finished:?}");
+    let workers = c
+        .list_workers(pb::ListWorkersRequest { include_dead: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    let names: std::collections::HashSet<String> = workers.iter().filter(|w| w.alive).map(|w| w.name.clone()).collect();
+    assert!(names.contains("w1") && names.contains("w2"), "both workers reconnected: {names:?}");
+    w1.terminate(Duration::from_secs(20)).await;
+    w2.terminate(Duration::from_secs(20)).await;
+    coord.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_share_one_postgres() {
+    let db = TestDb::postgres().await;
+    let a = Coordinator::start(&db.url, 0, FAST).await;
+    let b = Coordinator::start(&db.url, 0, FAST).await;
+    let wa = Worker::start("on-a", &a.url, &["--slots", "8"]);
+    let wb = Worker::start("on-b", &b.url, &["--slots", "8"]);
+    let n = 3000u64;
+    let mut ca = a.jobs().await;
+    let mut cb = b.jobs().await;
+    for (i, c) in [&mut ca, &mut cb].into_iter().enumerate() {
+        let jobs = (0..n / 2)
+            .map(|k| pb::JobSpec { experiment: "shared".into(), name: format!("{i}-{k}"), ..spec("noop", json!({})) })
+            .collect();
+        submit(c, jobs).await;
+    }
+    wait_for("all jobs done through two coordinators", Duration::from_secs(120), || {
+        let mut c = ca.clone();
+        async move { (counts(&mut c, "shared").await.succeeded == n).then_some(()) }
+    })
+    .await;
+    // Each job ran exactly once: one attempt, and both workers took part.
+    let mut by_worker = std::collections::HashMap::<String, u64>::new();
+    let mut token = String::new();
+    loop {
+        let page = cb
+            .list_jobs(pb::ListJobsRequest { experiment: "shared".into(), page_size: 1000, page_token: token, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        for j in &page.jobs {
+            assert_eq!(j.attempt, 1, "job {} ran {} times", j.id, j.attempt);
+            *by_worker.entry(j.worker_id.clone()).or_default() += 1;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(by_worker.values().sum::<u64>(), n);
+    assert_eq!(by_worker.len(), 2, "both workers did work: {by_worker:?}");
+    wa.terminate(Duration::from_secs(20)).await;
+    wb.terminate(Duration::from_secs(20)).await;
+    a.kill().await;
+    b.kill().await;
+}

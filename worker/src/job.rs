@@ -1,0 +1,309 @@
+//! One attempt of one job, from executor lookup to the outcome the daemon reports: applies the
+//! job's timeout, turns stop requests (cancel, lease loss, shutdown) into the right report, and
+//! checks predictions against the row counts the job expects. No network here.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use stackhive_proto::v1::{LeasedJob, Predictions};
+
+use crate::executor::{ExecutorRegistry, JobCtx, JobOutput, StopCause};
+
+/// How long an executor may take to return once told to stop before it is abandoned (dropped,
+/// which kills a shell job's process group).
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What the worker tells the coordinator about an attempt.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    Succeeded(JobOutput),
+    Failed {
+        reason: String,
+        retryable: bool,
+    },
+    /// Shutdown: give the job back unrun, without counting the attempt.
+    HandBack,
+    /// The lease is gone; the coordinator no longer wants to hear about this attempt.
+    Dropped,
+}
+
+/// Runs one attempt to its end. `ctx` carries the job's stop signal; the job's own
+/// `timeout_s` is enforced here, so executors need not know about it.
+pub(crate) async fn execute(registry: &ExecutorRegistry, job: &LeasedJob, ctx: JobCtx) -> Outcome {
+    let Some(executor) = registry.get(&job.kind) else {
+        return Outcome::Failed {
+            reason: format!("worker does not know job kind {}", job.kind),
+            retryable: false,
+        };
+    };
+    let slot = ctx.slot().clone();
+    let run = std::panic::AssertUnwindSafe(executor.run(job, ctx)).catch_unwind();
+    tokio::pin!(run);
+
+    let timeout = (job.timeout_s > 0).then(|| Duration::from_secs(job.timeout_s.into()));
+    let finished = tokio::select! {
+        biased;
+        r = &mut run => Some(r),
+        _ = slot.token().cancelled() => None,
+        _ = sleep_or_never(timeout) => {
+            slot.stop(StopCause::Timeout);
+            None
+        }
+    };
+    let finished = match finished {
+        Some(r) => Some(r),
+        None => tokio::time::timeout(STOP_GRACE, &mut run).await.ok(),
+    };
+    if finished.is_none() {
+        tracing::warn!(
+            job_id = job.id,
+            attempt = job.attempt,
+            kind = %job.kind,
+            "executor ignored the stop request; abandoned it"
+        );
+    }
+
+    match (slot.cause(), finished) {
+        (Some(StopCause::LeaseLost), _) => Outcome::Dropped,
+        // A job that finished while being stopped did finish: its result is the truth.
+        (_, Some(Ok(Ok(output)))) => match check_predictions(job, output.predictions.as_ref()) {
+            Ok(()) => Outcome::Succeeded(output),
+            Err(reason) => Outcome::Failed {
+                reason,
+                retryable: false,
+            },
+        },
+        (Some(StopCause::Cancelled), _) => Outcome::Failed {
+            reason: "cancelled".into(),
+            retryable: false,
+        },
+        (Some(StopCause::Handback), _) => Outcome::HandBack,
+        (Some(StopCause::Timeout), _) => Outcome::Failed {
+            reason: format!("timed out after {}s", job.timeout_s),
+            retryable: true,
+        },
+        (None, Some(Ok(Err(e)))) => Outcome::Failed {
+            reason: e.message,
+            retryable: e.retryable,
+        },
+        (None, Some(Err(panic))) => Outcome::Failed {
+            reason: format!(
+                "executor for kind {} panicked: {}",
+                job.kind,
+                panic_message(panic.as_ref())
+            ),
+            retryable: false,
+        },
+        // Unreachable: without a stop cause the executor's result was awaited.
+        (None, None) => Outcome::Failed {
+            reason: "stopped".into(),
+            retryable: true,
+        },
+    }
+}
+
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// The coordinator refuses a whole Complete batch when one job's predictions have the wrong
+/// row count; checking here keeps one bad job from holding up the others' reports.
+fn check_predictions(job: &LeasedJob, p: Option<&Predictions>) -> Result<(), String> {
+    let (oof, rows, test) = p.map_or((0, 0, 0), |p| (p.oof.len(), p.oof_rows.len(), p.test.len()));
+    if oof != rows {
+        return Err(format!(
+            "predictions have {oof} out-of-fold values but {rows} row indices"
+        ));
+    }
+    let want_oof = job.expect_oof_rows as usize;
+    if want_oof != 0 && oof != want_oof {
+        return Err(format!(
+            "predictions have {oof} out-of-fold rows, the job expects {want_oof}"
+        ));
+    }
+    let want_test = job.expect_test_rows as usize;
+    if want_test != 0 && test != want_test {
+        return Err(format!(
+            "predictions have {test} test rows, the job expects {want_test}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::shell::tests::{process_gone, read_pid, shell_job, wait_gone};
+    use crate::executor::{Executor, JobError};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    fn registry() -> ExecutorRegistry {
+        ExecutorRegistry::with_builtins()
+    }
+
+    fn job(kind: &str, payload: &str) -> LeasedJob {
+        LeasedJob {
+            id: 3,
+            attempt: 1,
+            kind: kind.into(),
+            payload_json: payload.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_a_shell_job_and_its_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let mut job = shell_job(&format!("sleep 60 & echo $! > {}; wait", pidfile.display()));
+        job.timeout_s = 1;
+        let started = Instant::now();
+        let outcome = execute(&registry(), &job, JobCtx::new(Vec::new())).await;
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                reason: "timed out after 1s".into(),
+                retryable: true
+            }
+        );
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(6));
+        let pid = read_pid(&pidfile).await;
+        assert!(
+            wait_gone(pid).await,
+            "background sleep {pid} survived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_reasons_decide_the_report() {
+        let cases = [
+            (
+                StopCause::Cancelled,
+                Outcome::Failed {
+                    reason: "cancelled".into(),
+                    retryable: false,
+                },
+            ),
+            (StopCause::LeaseLost, Outcome::Dropped),
+            (StopCause::Handback, Outcome::HandBack),
+        ];
+        for (cause, expected) in cases {
+            let ctx = JobCtx::new(Vec::new());
+            let slot = ctx.slot().clone();
+            let stopper = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                slot.stop(cause);
+            });
+            let outcome = execute(&registry(), &job("sleep", r#"{"ms": 60000}"#), ctx).await;
+            stopper.await.expect("stopper");
+            assert_eq!(outcome, expected, "{cause:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_shell_job_reports_cancelled_and_kills_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let job = shell_job(&format!("echo $$ > {}; sleep 60", pidfile.display()));
+        let ctx = JobCtx::new(Vec::new());
+        let slot = ctx.slot().clone();
+        let run = tokio::spawn(async move { execute(&registry(), &job, ctx).await });
+        let pid = read_pid(&pidfile).await;
+        assert!(!process_gone(pid));
+        slot.stop(StopCause::Cancelled);
+        let outcome = run.await.expect("task");
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                reason: "cancelled".into(),
+                retryable: false
+            }
+        );
+        assert!(wait_gone(pid).await);
+    }
+
+    #[tokio::test]
+    async fn unknown_kinds_bad_predictions_and_panics_fail_for_good() {
+        let outcome = execute(&registry(), &job("xgboost", ""), JobCtx::new(Vec::new())).await;
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                reason: "worker does not know job kind xgboost".into(),
+                retryable: false
+            }
+        );
+
+        struct Predicts;
+        #[async_trait::async_trait]
+        impl Executor for Predicts {
+            async fn run(&self, _: &LeasedJob, _: JobCtx) -> Result<JobOutput, JobError> {
+                Ok(JobOutput {
+                    result_json: String::new(),
+                    predictions: Some(Predictions {
+                        oof_rows: vec![0, 1, 2],
+                        oof: vec![0.1, 0.2, 0.3],
+                        test: vec![0.5],
+                    }),
+                })
+            }
+        }
+        struct Panics;
+        #[async_trait::async_trait]
+        impl Executor for Panics {
+            async fn run(&self, _: &LeasedJob, _: JobCtx) -> Result<JobOutput, JobError> {
+                panic!("boom")
+            }
+        }
+        let mut reg = registry();
+        reg.register("predicts", Predicts)
+            .register("panics", Panics);
+        assert_eq!(
+            reg.kinds(),
+            ["noop", "panics", "predicts", "shell", "sleep"]
+        );
+
+        let mut j = job("predicts", "");
+        j.expect_oof_rows = 3;
+        j.expect_test_rows = 1;
+        let ok = execute(&reg, &j, JobCtx::new(Vec::new())).await;
+        assert!(matches!(ok, Outcome::Succeeded(_)), "{ok:?}");
+        j.expect_oof_rows = 4;
+        assert_eq!(
+            execute(&reg, &j, JobCtx::new(Vec::new())).await,
+            Outcome::Failed {
+                reason: "predictions have 3 out-of-fold rows, the job expects 4".into(),
+                retryable: false
+            }
+        );
+
+        let outcome = execute(&reg, &job("panics", ""), JobCtx::new(Vec::new())).await;
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                reason: "executor for kind panics panicked: boom".into(),
+                retryable: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn progress_is_kept_for_the_heartbeat() {
+        let ctx = JobCtx::new(vec![2]);
+        let slot: Arc<_> = ctx.slot().clone();
+        ctx.set_progress(r#"{"epoch": 3}"#);
+        assert_eq!(slot.progress(), r#"{"epoch": 3}"#);
+        assert_eq!(ctx.cuda_visible_devices(), "2");
+    }
+}

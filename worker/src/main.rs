@@ -1,0 +1,53 @@
+//! `stackhive-worker`: parses the flags, sets up logging and runs the worker until SIGTERM or
+//! SIGINT, after which it drains and exits. All behaviour lives in the library.
+
+use std::future::Future;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
+use stackhive_worker::WorkerConfig;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stackhive-worker",
+    version,
+    about = "Runs stackhive jobs on this machine: leases them from a coordinator, runs them, reports"
+)]
+struct Cli {
+    #[command(flatten)]
+    worker: WorkerConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Refuse bad values the way clap refuses bad flags: a usage error, exit code 2.
+    if let Err(e) = cli.worker.validate() {
+        Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let shutdown = shutdown_signal().context("could not install signal handlers")?;
+    stackhive_worker::run(cli.worker, shutdown).await?;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed before the worker
+/// starts, so a signal during registration is not lost.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        }
+    })
+}
