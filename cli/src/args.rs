@@ -95,51 +95,69 @@ pub struct SubmitArgs {
     pub command: Option<String>,
 
     /// Shorthand for a sleep job: --kind sleep --payload '{"ms": N}'.
-    #[arg(long, env = "STACKHIVE_SUBMIT_MS", value_name = "N")]
+    #[arg(
+        long,
+        env = "STACKHIVE_SUBMIT_MS",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub ms: Option<u64>,
 
     /// Higher runs first.
     #[arg(long, env = "STACKHIVE_SUBMIT_PRIORITY", allow_negative_numbers = true)]
     pub priority: Option<i32>,
 
-    #[arg(long, env = "STACKHIVE_SUBMIT_CPU_SLOTS", value_name = "N",
+    /// CPU slots the job occupies on its worker.
+    #[arg(long, env = "STACKHIVE_SUBMIT_CPU_SLOTS", value_name = "N", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=limits::CPU_SLOTS as i64))]
     pub cpu_slots: Option<u32>,
 
-    #[arg(long, env = "STACKHIVE_SUBMIT_GPUS", value_name = "N",
+    /// GPUs the job needs.
+    #[arg(long, env = "STACKHIVE_SUBMIT_GPUS", value_name = "N", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=limits::GPUS as i64))]
     pub gpus: Option<u32>,
 
     /// Memory each GPU must have, in MiB.
-    #[arg(long, env = "STACKHIVE_SUBMIT_GPU_MEM_MB", value_name = "MB",
+    #[arg(long, env = "STACKHIVE_SUBMIT_GPU_MEM_MB", value_name = "MB", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u64).range(0..=limits::GPU_MEM_MB as u64))]
     pub gpu_mem_mb: Option<u64>,
 
     /// A tag the worker must have (repeatable; the variable takes a comma-separated list).
-    #[arg(long = "tag", env = "STACKHIVE_SUBMIT_TAGS", value_delimiter = ',')]
+    #[arg(
+        long = "tag",
+        value_name = "TAG",
+        env = "STACKHIVE_SUBMIT_TAGS",
+        value_delimiter = ','
+    )]
     pub tags: Vec<String>,
 
     /// Attempts allowed for retryable failures (0 = server default).
-    #[arg(long, env = "STACKHIVE_SUBMIT_MAX_ATTEMPTS", value_name = "N",
+    #[arg(long, env = "STACKHIVE_SUBMIT_MAX_ATTEMPTS", value_name = "N", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=limits::ATTEMPTS as i64))]
     pub max_attempts: Option<u32>,
 
     /// Worker losses tolerated while running (0 = server default).
-    #[arg(long, env = "STACKHIVE_SUBMIT_CRASH_LIMIT", value_name = "N",
+    #[arg(long, env = "STACKHIVE_SUBMIT_CRASH_LIMIT", value_name = "N", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=limits::ATTEMPTS as i64))]
     pub crash_limit: Option<u32>,
 
     /// Wall-clock limit of one attempt in seconds (0 = none).
-    #[arg(long, env = "STACKHIVE_SUBMIT_TIMEOUT_S", value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "STACKHIVE_SUBMIT_TIMEOUT_S",
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub timeout_s: Option<u32>,
 
     /// An existing job this one waits for (repeatable; the variable takes a comma-separated list).
     #[arg(long, env = "STACKHIVE_SUBMIT_DEPENDS_ON", value_name = "ID", value_delimiter = ',',
+          allow_negative_numbers = true,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub depends_on: Vec<i64>,
 
     /// Submit this many copies.
-    #[arg(long, env = "STACKHIVE_SUBMIT_COUNT", value_name = "N",
+    #[arg(long, env = "STACKHIVE_SUBMIT_COUNT", value_name = "N", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=limits::COUNT as i64))]
     pub count: Option<u32>,
 
@@ -175,7 +193,12 @@ impl From<StateArg> for JobState {
 #[derive(Args, Debug)]
 pub struct JobsArgs {
     /// Only jobs in this state (repeatable; the variable takes a comma-separated list).
-    #[arg(long = "state", env = "STACKHIVE_JOBS_STATES", value_delimiter = ',')]
+    #[arg(
+        long = "state",
+        value_name = "STATE",
+        env = "STACKHIVE_JOBS_STATES",
+        value_delimiter = ','
+    )]
     pub states: Vec<StateArg>,
 
     /// Only jobs of this kind.
@@ -198,6 +221,7 @@ pub struct JobsArgs {
 
 #[derive(Args, Debug)]
 pub struct JobArgs {
+    /// The job's id.
     pub id: i64,
 
     /// Also fetch the job's predictions and summarise them.

@@ -48,10 +48,13 @@ impl Api {
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| ApiError::Unreachable {
-            url: url.clone(),
-            reason: error_chain(&e),
-        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| ApiError::Unreachable {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
         let inner = JobServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -63,28 +66,62 @@ impl Api {
     }
 
     pub async fn submit(&self, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
-        self.inner.clone().submit(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+        self.inner
+            .clone()
+            .submit(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.error(s))
     }
 
     pub async fn get_job(&self, req: GetJobRequest) -> Result<GetJobResponse, ApiError> {
-        self.inner.clone().get_job(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+        self.inner
+            .clone()
+            .get_job(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.error(s))
     }
 
     pub async fn list_jobs(&self, req: ListJobsRequest) -> Result<ListJobsResponse, ApiError> {
-        self.inner.clone().list_jobs(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+        self.inner
+            .clone()
+            .list_jobs(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.error(s))
     }
 
     pub async fn watch(&self, req: WatchRequest) -> Result<WatchStream, ApiError> {
-        let inner = self.inner.clone().watch(req).await.map_err(|s| self.error(s))?.into_inner();
-        Ok(WatchStream { api: self.clone(), inner })
+        let inner = self
+            .inner
+            .clone()
+            .watch(req)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        Ok(WatchStream {
+            api: self.clone(),
+            inner,
+        })
     }
 
     pub async fn cancel(&self, req: CancelRequest) -> Result<CancelResponse, ApiError> {
-        self.inner.clone().cancel(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+        self.inner
+            .clone()
+            .cancel(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.error(s))
     }
 
     pub async fn retry(&self, req: RetryRequest) -> Result<RetryResponse, ApiError> {
-        self.inner.clone().retry(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+        self.inner
+            .clone()
+            .retry(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.error(s))
     }
 
     pub async fn list_workers(
@@ -132,14 +169,22 @@ pub fn status_error(url: &str, status: &Status) -> ApiError {
     if let Some(source) = status.source() {
         let chain = error_chain(source);
         if !message.contains(&chain) {
-            message = if message.is_empty() { chain } else { format!("{message}: {chain}") };
+            message = if message.is_empty() {
+                chain
+            } else {
+                format!("{message}: {chain}")
+            };
         }
     }
     let what = match status.code() {
         Code::Unavailable => {
             return ApiError::Unreachable {
                 url: url.to_string(),
-                reason: if message.is_empty() { "unavailable".into() } else { message },
+                reason: if message.is_empty() {
+                    "unavailable".into()
+                } else {
+                    message
+                },
             }
         }
         Code::Ok => "unexpected status",
@@ -159,7 +204,11 @@ pub fn status_error(url: &str, status: &Status) -> ApiError {
         Code::DataLoss => "data loss",
         Code::Unauthenticated => "unauthenticated",
     };
-    ApiError::Rejected(if message.is_empty() { what.to_string() } else { format!("{what}: {message}") })
+    ApiError::Rejected(if message.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {message}")
+    })
 }
 
 /// An error and its causes as one line, skipping wrappers that add no information
@@ -169,7 +218,8 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut next = Some(error);
     while let Some(e) = next {
         let text = e.to_string();
-        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
+        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text))
+        {
             parts.push(text);
         }
         next = e.source();
@@ -207,9 +257,15 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_coordinator_is_named() {
         // Port 1 on localhost is never a coordinator; the connection is refused at once.
-        let err = Api::connect("127.0.0.1:1").await.err().expect("no server there");
+        let err = Api::connect("127.0.0.1:1")
+            .await
+            .err()
+            .expect("no server there");
         let text = err.to_string();
-        assert!(text.starts_with("cannot reach the coordinator at http://127.0.0.1:1: "), "{text}");
+        assert!(
+            text.starts_with("cannot reach the coordinator at http://127.0.0.1:1: "),
+            "{text}"
+        );
         assert!(matches!(
             Api::connect("http://[bad").await.err(),
             Some(ApiError::BadUrl { .. })

@@ -30,7 +30,11 @@ pub async fn cancel(coordinator: &str, json: bool, args: &CancelArgs) -> anyhow:
 
 pub async fn retry(coordinator: &str, json: bool, args: &RetryArgs) -> anyhow::Result<()> {
     let api = Api::connect(coordinator).await?;
-    let response = api.retry(RetryRequest { job_ids: args.ids.clone() }).await?;
+    let response = api
+        .retry(RetryRequest {
+            job_ids: args.ids.clone(),
+        })
+        .await?;
     if json {
         print_json(&json!({ "requeued": response.requeued }));
     } else {
@@ -49,7 +53,10 @@ pub fn cancel_report(r: &CancelResponse) -> String {
     let mut out = String::new();
     for (ids, what) in [
         (&r.cancelled, "cancelled"),
-        (&r.stopping, "stopping (their workers were told to stop them)"),
+        (
+            &r.stopping,
+            "stopping (their workers were told to stop them)",
+        ),
         (&r.already_finished, "already finished, left as they were"),
     ] {
         if !ids.is_empty() {
@@ -70,12 +77,20 @@ pub fn retry_report(requested: &[i64], r: &RetryResponse) -> String {
     } else {
         let n = r.requeued.len();
         let jobs = if n == 1 { "job" } else { "jobs" };
-        out.push_str(&format!("requeued {n} {jobs}: {}\n", id_ranges(&sorted(&r.requeued))));
+        out.push_str(&format!(
+            "requeued {n} {jobs}: {}\n",
+            id_ranges(&sorted(&r.requeued))
+        ));
     }
-    let left: Vec<i64> =
-        sorted(requested).into_iter().filter(|id| !r.requeued.contains(id)).collect();
+    let left: Vec<i64> = sorted(requested)
+        .into_iter()
+        .filter(|id| !r.requeued.contains(id))
+        .collect();
     if !left.is_empty() {
-        out.push_str(&format!("not requeued (not failed or cancelled): {}\n", id_ranges(&left)));
+        out.push_str(&format!(
+            "not requeued (not failed or cancelled): {}\n",
+            id_ranges(&left)
+        ));
     }
     out
 }
@@ -86,13 +101,22 @@ mod tests {
 
     #[test]
     fn reports_say_what_happened_to_each_job() {
-        let r = CancelResponse { cancelled: vec![3, 1, 2], stopping: vec![4], already_finished: vec![] };
+        let r = CancelResponse {
+            cancelled: vec![3, 1, 2],
+            stopping: vec![4],
+            already_finished: vec![],
+        };
         assert_eq!(
             cancel_report(&r),
             "cancelled: 1..3\nstopping (their workers were told to stop them): 4\n"
         );
-        assert_eq!(cancel_report(&CancelResponse::default()), "nothing to cancel\n");
-        let r = RetryResponse { requeued: vec![5, 6, 9] };
+        assert_eq!(
+            cancel_report(&CancelResponse::default()),
+            "nothing to cancel\n"
+        );
+        let r = RetryResponse {
+            requeued: vec![5, 6, 9],
+        };
         assert_eq!(
             retry_report(&[5, 7], &r),
             "requeued 3 jobs: 5..6, 9\nnot requeued (not failed or cancelled): 7\n"

@@ -50,8 +50,9 @@ pub async fn run(json: bool, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let worker_problems = workers.stop().await;
     let coordinator_result = coordinator.stop().await;
 
-    let failed = outcome.as_ref().map_or(true, |r| r.outcome.counts.succeeded != total(&r.outcome.counts))
-        || !worker_problems.is_empty()
+    let failed = outcome.as_ref().map_or(true, |r| {
+        r.outcome.counts.succeeded != total(&r.outcome.counts)
+    }) || !worker_problems.is_empty()
         || coordinator_result.is_err();
     let logs = if failed {
         let kept = dir.keep();
@@ -65,15 +66,17 @@ pub async fn run(json: bool, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let report = match (outcome, coordinator_result) {
         (Ok(report), Ok(())) => report,
         // A coordinator that died explains the failed calls that followed: it goes first.
-        (_, Err(e)) => return Err(e.context(logs)),
-        (Err(e), Ok(())) => return Err(e.context(logs)),
+        (_, Err(e)) | (Err(e), Ok(())) => {
+            eprintln!("note: {logs}");
+            return Err(e);
+        }
     };
     let wall = started.elapsed();
     let c = &report.outcome.counts;
     let rate = finished(c) as f64 / report.outcome.elapsed.as_secs_f64().max(1e-3);
     if json {
         crate::output::print_json(&json!({
-            "experiment": report.experiment, "db": db,
+            "experiment": report.experiment, "db": args.db,
             "jobs": args.jobs, "workers": args.workers, "slots": args.slots,
             "counts": counts_json(c),
             "submit_s": report.submit.as_secs_f64(),
@@ -99,7 +102,11 @@ pub async fn run(json: bool, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             outln!("{logs}");
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 struct Report {
@@ -133,7 +140,10 @@ async fn exercise(
     submit(&api, batch, &uuid::Uuid::new_v4().to_string()).await?;
     let submit = submit_start.elapsed();
 
-    let request = WatchRequest { experiment: experiment.clone(), ..Default::default() };
+    let request = WatchRequest {
+        experiment: experiment.clone(),
+        ..Default::default()
+    };
     let show = if json { Show::Quiet } else { Show::Bar };
     let outcome = tokio::select! {
         biased;
@@ -141,7 +151,11 @@ async fn exercise(
         dead = workers.first_exit() => return Err(dead),
         outcome = follow(&api, request, show) => outcome?,
     };
-    Ok(Report { experiment, submit, outcome })
+    Ok(Report {
+        experiment,
+        submit,
+        outcome,
+    })
 }
 
 /// Waits until every worker has registered, so the measured rate is the scheduler's, not
@@ -152,7 +166,11 @@ async fn wait_for_workers(api: &Api, workers: &mut Workers, n: usize) -> anyhow:
         if let Some(dead) = workers.exited() {
             return Err(dead);
         }
-        let alive = api.list_workers(ListWorkersRequest { include_dead: false }).await?;
+        let alive = api
+            .list_workers(ListWorkersRequest {
+                include_dead: false,
+            })
+            .await?;
         if alive.workers.len() >= n {
             return Ok(());
         }
@@ -172,11 +190,17 @@ async fn wait_for_workers(api: &Api, workers: &mut Workers, n: usize) -> anyhow:
 /// `target/<profile>/` when built by cargo).
 fn worker_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = given {
-        anyhow::ensure!(path.is_file(), "the worker binary {} does not exist", path.display());
+        anyhow::ensure!(
+            path.is_file(),
+            "the worker binary {} does not exist",
+            path.display()
+        );
         return Ok(path.to_path_buf());
     }
     let exe = std::env::current_exe().context("cannot locate the stackhive executable")?;
-    let dir = exe.parent().context("the stackhive executable has no directory")?;
+    let dir = exe
+        .parent()
+        .context("the stackhive executable has no directory")?;
     let path = dir.join("stackhive-worker");
     anyhow::ensure!(
         path.is_file(),
@@ -208,7 +232,11 @@ impl Embedded {
         let task = tokio::spawn(stackhive_coordinator::run(config, listener, async move {
             let _ = stopped.await;
         }));
-        Ok(Embedded { url: format!("http://{addr}"), stop: Some(stop), task })
+        Ok(Embedded {
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// Stops it and reports how it ended; an error here is why earlier calls failed.
@@ -254,7 +282,12 @@ pub fn demo_batch(jobs: usize, experiment: &str, seed: u64) -> Vec<JobSpec> {
             let priority = [0, 0, 5, 10][rng.random_range(0..4)];
             let roll = rng.random_range(0..100);
             specs.push(if roll < 3 {
-                base("shell", format!("shell-{i}"), json!({ "command": format!("echo demo job {i}") }), priority)
+                base(
+                    "shell",
+                    format!("shell-{i}"),
+                    json!({ "command": format!("echo demo job {i}") }),
+                    priority,
+                )
             } else if roll < 45 {
                 let ms = rng.random_range(1..=20);
                 base("sleep", format!("sleep-{i}"), json!({ "ms": ms }), priority)
@@ -263,12 +296,18 @@ pub fn demo_batch(jobs: usize, experiment: &str, seed: u64) -> Vec<JobSpec> {
             });
         }
         let mut report = base("noop", format!("report-{}", reports.len()), json!({}), 20);
-        report.depends_on_batch = (group_start as u32..(group_start + group_len - 1) as u32).collect();
+        report.depends_on_batch =
+            (group_start as u32..(group_start + group_len - 1) as u32).collect();
         reports.push(specs.len() as u32);
         specs.push(report);
     }
     if jobs > 0 {
-        let mut summary = base("shell", "summary".into(), json!({ "command": "echo demo finished" }), 30);
+        let mut summary = base(
+            "shell",
+            "summary".into(),
+            json!({ "command": "echo demo finished" }),
+            30,
+        );
         summary.depends_on_batch = reports;
         specs.push(summary);
     }
@@ -287,11 +326,17 @@ mod tests {
             for (i, s) in specs.iter().enumerate() {
                 assert_eq!(s.experiment, "demo-x");
                 // Dependencies point backwards, so the graph has no cycle.
-                assert!(s.depends_on_batch.iter().all(|&d| (d as usize) < i), "job {i}");
+                assert!(
+                    s.depends_on_batch.iter().all(|&d| (d as usize) < i),
+                    "job {i}"
+                );
             }
             let last = specs.last().unwrap();
             assert_eq!(last.name, "summary");
-            let reports = specs.iter().filter(|s| s.name.starts_with("report-")).count();
+            let reports = specs
+                .iter()
+                .filter(|s| s.name.starts_with("report-"))
+                .count();
             assert_eq!(last.depends_on_batch.len(), reports);
         }
         let specs = demo_batch(3000, "demo-x", 1);
@@ -299,8 +344,13 @@ mod tests {
         assert!(count("noop") > 1000 && count("sleep") > 1000 && count("shell") > 10);
         assert_eq!(specs[99].name, "report-0");
         assert_eq!(specs[99].depends_on_batch, (0..99).collect::<Vec<u32>>());
-        let priorities: std::collections::BTreeSet<i32> = specs.iter().map(|s| s.priority).collect();
+        let priorities: std::collections::BTreeSet<i32> =
+            specs.iter().map(|s| s.priority).collect();
         assert!(priorities.len() >= 4);
-        assert_eq!(demo_batch(3000, "demo-x", 1), specs, "deterministic for a seed");
+        assert_eq!(
+            demo_batch(3000, "demo-x", 1),
+            specs,
+            "deterministic for a seed"
+        );
     }
 }

@@ -81,7 +81,9 @@ impl Location {
     fn of(source: &str, span: Range<usize>) -> Self {
         let start = span.start.min(source.len());
         let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
         let text = source[line_start..line_end].trim_end_matches('\r');
         let end = span.end.clamp(start, line_end);
         Location {
@@ -116,7 +118,8 @@ pub fn parse(
         message,
         at: span.map(|s| Location::of(source, s)),
     };
-    let doc: FileDoc = toml::from_str(source).map_err(|e| fail(e.message().to_string(), e.span()))?;
+    let doc: FileDoc =
+        toml::from_str(source).map_err(|e| fail(e.message().to_string(), e.span()))?;
     if doc.job.is_empty() {
         return Err(fail("no [[job]] tables: nothing to submit".into(), None));
     }
@@ -130,11 +133,17 @@ pub fn parse(
         first_index.push(total);
         total += entry.count as usize;
         if let Some(name) = &entry.name {
-            by_name.entry(name.get_ref().as_str()).or_default().push(entry_no);
+            by_name
+                .entry(name.get_ref().as_str())
+                .or_default()
+                .push(entry_no);
         }
     }
     if total > u32::MAX as usize {
-        return Err(fail(format!("the file expands to {total} jobs, too many"), None));
+        return Err(fail(
+            format!("the file expands to {total} jobs, too many"),
+            None,
+        ));
     }
 
     // Entry-level dependency graph: copies of an entry share its dependencies.
@@ -153,14 +162,20 @@ pub fn parse(
                 return Err(fail(unknown_name_message(name, &by_name), Some(dep.span())));
             };
             if targets.contains(&entry_no) {
-                return Err(fail(format!("job {name:?} depends on itself"), Some(dep.span())));
+                return Err(fail(
+                    format!("job {name:?} depends on itself"),
+                    Some(dep.span()),
+                ));
             }
             entry_deps[entry_no].extend(targets.iter().map(|&t| (t, dep.span())));
         }
     }
     if let Some((cycle, span)) = find_cycle(&entry_deps) {
         let names: Vec<String> = cycle.iter().map(|&e| doc.job[e].display_name(e)).collect();
-        return Err(fail(format!("dependency cycle: {}", names.join(" -> ")), Some(span)));
+        return Err(fail(
+            format!("dependency cycle: {}", names.join(" -> ")),
+            Some(span),
+        ));
     }
 
     let mut specs = Vec::with_capacity(total);
@@ -195,8 +210,16 @@ pub fn parse(
         ids.dedup();
         let spec = JobSpec {
             kind: entry.kind.clone(),
-            name: entry.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default(),
-            experiment: entry.experiment.clone().or_else(|| experiment.clone()).unwrap_or_default(),
+            name: entry
+                .name
+                .as_ref()
+                .map(|n| n.get_ref().clone())
+                .unwrap_or_default(),
+            experiment: entry
+                .experiment
+                .clone()
+                .or_else(|| experiment.clone())
+                .unwrap_or_default(),
             payload_json: payload,
             priority: entry.priority,
             resources: Some(Resources {
@@ -223,7 +246,11 @@ fn unknown_name_message(name: &str, by_name: &HashMap<&str, Vec<usize>>) -> Stri
     if known.is_empty() {
         return format!("depends_on names {name:?}, but no job in this file has a name");
     }
-    let shown = known.iter().take(10).map(|n| format!("{n:?}")).collect::<Vec<_>>();
+    let shown = known
+        .iter()
+        .take(10)
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>();
     let more = if known.len() > 10 { ", …" } else { "" };
     format!(
         "depends_on names {name:?}, which is not a job in this file (names: {}{more})",
@@ -282,7 +309,9 @@ fn toml_to_json(value: &Toml) -> Result<Json, String> {
             .ok_or_else(|| format!("{f} has no JSON representation"))?,
         Toml::Boolean(b) => Json::Bool(*b),
         Toml::Datetime(d) => Json::String(d.to_string()),
-        Toml::Array(items) => Json::Array(items.iter().map(toml_to_json).collect::<Result<_, _>>()?),
+        Toml::Array(items) => {
+            Json::Array(items.iter().map(toml_to_json).collect::<Result<_, _>>()?)
+        }
         Toml::Table(table) => Json::Object(
             table
                 .iter()
@@ -364,7 +393,12 @@ fn one() -> u32 {
 
 /// Reads an integer field and checks its range, so that `cpu_slots = -2` is reported as such
 /// and not as a type mismatch against `u32`.
-fn bounded<'de, D: Deserializer<'de>>(d: D, field: &str, min: i64, max: i64) -> Result<i64, D::Error> {
+fn bounded<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, D::Error> {
     match Toml::deserialize(d)? {
         Toml::Integer(v) if (min..=max).contains(&v) => Ok(v),
         Toml::Integer(v) => Err(D::Error::custom(format!(

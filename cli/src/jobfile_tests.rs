@@ -8,7 +8,9 @@ fn ok(source: &str) -> Vec<JobSpec> {
 }
 
 fn err(source: &str) -> String {
-    parse(source, "jobs.toml", None).expect_err("the file is invalid").to_string()
+    parse(source, "jobs.toml", None)
+        .expect_err("the file is invalid")
+        .to_string()
 }
 
 #[test]
@@ -54,7 +56,10 @@ depends_on = ["fold", "prep", 7, 42]
         let r = fold.resources.as_ref().unwrap();
         assert_eq!((r.cpu_slots, r.gpus, r.gpu_mem_mb), (2, 1, 16000));
         assert_eq!(r.tags, ["a100"]);
-        assert_eq!((fold.max_attempts, fold.crash_limit, fold.timeout_s), (4, 2, 3600));
+        assert_eq!(
+            (fold.max_attempts, fold.crash_limit, fold.timeout_s),
+            (4, 2, 3600)
+        );
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&fold.payload_json).unwrap(),
             json!({"ms": 20, "nested": {"list": [1, 2.5, true]}})
@@ -65,7 +70,11 @@ depends_on = ["fold", "prep", 7, 42]
 
     let report = &specs[4];
     assert_eq!(report.experiment, "reports");
-    assert_eq!(report.depends_on_batch, [0, 1, 2, 3], "every copy of fold, and prep");
+    assert_eq!(
+        report.depends_on_batch,
+        [0, 1, 2, 3],
+        "every copy of fold, and prep"
+    );
     assert_eq!(report.depends_on, [7, 42]);
     assert_eq!(report.payload_json, "");
 }
@@ -118,12 +127,18 @@ fn a_negative_number_names_the_field_the_range_and_the_line() {
 #[test]
 fn an_unknown_field_is_named_with_its_line() {
     let message = err("[[job]]\nkind = \"noop\"\ncpu = 2\n");
-    assert!(message.starts_with("jobs.toml:3:1: unknown field `cpu`, expected one of"), "{message}");
+    assert!(
+        message.starts_with("jobs.toml:3:1: unknown field `cpu`, expected one of"),
+        "{message}"
+    );
     assert!(message.contains("`cpu_slots`"), "{message}");
     assert!(message.ends_with("3 | cpu = 2\n  | ^^^"), "{message}");
 
     let message = err("experiments = \"x\"\n[[job]]\nkind = \"noop\"\n");
-    assert!(message.starts_with("jobs.toml:1:1: unknown field `experiments`"), "{message}");
+    assert!(
+        message.starts_with("jobs.toml:1:1: unknown field `experiments`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -138,8 +153,10 @@ fn a_dependency_on_a_name_not_in_the_file_is_pointed_at() {
 
 #[test]
 fn self_dependencies_and_cycles_are_refused() {
-    assert!(err("[[job]]\nname = \"a\"\nkind = \"noop\"\ndepends_on = [\"a\"]\n")
-        .starts_with("jobs.toml:4:15: job \"a\" depends on itself"));
+    assert!(
+        err("[[job]]\nname = \"a\"\nkind = \"noop\"\ndepends_on = [\"a\"]\n")
+            .starts_with("jobs.toml:4:15: job \"a\" depends on itself")
+    );
     let message = err(r#"
 [[job]]
 name = "a"
@@ -154,7 +171,10 @@ name = "c"
 kind = "noop"
 depends_on = ["a"]
 "#);
-    assert!(message.starts_with("jobs.toml:13:15: dependency cycle: a -> b -> c -> a"), "{message}");
+    assert!(
+        message.starts_with("jobs.toml:13:15: dependency cycle: a -> b -> c -> a"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -165,13 +185,19 @@ fn bad_depends_on_entries_and_missing_kinds_are_explained() {
         .contains("depends_on entries are job names or existing job ids, found a float"));
     let message = err("[[job]]\nname = \"x\"\n");
     assert!(message.contains("missing field `kind`"), "{message}");
-    assert_eq!(err("experiment = \"x\"\n"), "jobs.toml: no [[job]] tables: nothing to submit");
+    assert_eq!(
+        err("experiment = \"x\"\n"),
+        "jobs.toml: no [[job]] tables: nothing to submit"
+    );
     assert!(err("[[job]\n").starts_with("jobs.toml:1:"));
 }
 
 #[test]
 fn a_missing_file_says_which() {
     let e = load(Path::new("/nonexistent/jobs.toml"), None).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/jobs.toml: cannot read the job file: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/jobs.toml: cannot read the job file: "),
+        "{e}"
+    );
 }
-

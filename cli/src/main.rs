@@ -1,6 +1,7 @@
 //! The `stackhive` binary: parse the command line, set up logging, run the command, and turn
 //! an error into `error: …` on stderr with exit code 1 (clap exits with 2 on usage errors).
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -17,7 +18,11 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_env("STACKHIVE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -18,7 +18,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&'static str]) -> Self {
-        Table { headers: headers.to_vec(), rows: Vec::new() }
+        Table {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, row: Vec<String>) {
@@ -52,7 +55,9 @@ impl Table {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `850ms`, `4.2s`, `3m07s`, `2h05m`, `3d04h`: short enough for a table column.
@@ -100,7 +105,11 @@ pub fn id_ranges(ids: &[i64]) -> String {
         while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
             j += 1;
         }
-        parts.push(if j == i { ids[i].to_string() } else { format!("{}..{}", ids[i], ids[j]) });
+        parts.push(if j == i {
+            ids[i].to_string()
+        } else {
+            format!("{}..{}", ids[i], ids[j])
+        });
         i = j + 1;
     }
     parts.join(", ")
@@ -134,7 +143,11 @@ pub fn counts_json(c: &StateCounts) -> Value {
 pub fn job_age(job: &Job, now: i64) -> String {
     let state = job.state();
     if job.started_at_ms > 0 && (state == JobState::Running || job.finished_at_ms > 0) {
-        let end = if job.finished_at_ms > 0 { job.finished_at_ms } else { now };
+        let end = if job.finished_at_ms > 0 {
+            job.finished_at_ms
+        } else {
+            now
+        };
         duration(end - job.started_at_ms)
     } else if job.created_at_ms > 0 {
         format!("{} ago", duration(now - job.created_at_ms))
@@ -146,7 +159,15 @@ pub fn job_age(job: &Job, now: i64) -> String {
 pub fn jobs_table(jobs: &[Job]) -> String {
     let now = now_ms();
     let mut table = Table::new(&[
-        "ID", "STATE", "KIND", "NAME", "EXPERIMENT", "ATTEMPT", "WORKER", "AGE/DURATION", "ERROR",
+        "ID",
+        "STATE",
+        "KIND",
+        "NAME",
+        "EXPERIMENT",
+        "ATTEMPT",
+        "WORKER",
+        "AGE/DURATION",
+        "ERROR",
     ]);
     for job in jobs {
         let spec = job.spec.clone().unwrap_or_default();
@@ -168,7 +189,15 @@ pub fn jobs_table(jobs: &[Job]) -> String {
 pub fn workers_table(workers: &[Worker]) -> String {
     let now = now_ms();
     let mut table = Table::new(&[
-        "ID", "NAME", "HOST", "SLOTS", "GPUS", "TAGS", "RUNNING", "LAST SEEN", "ALIVE",
+        "ID",
+        "NAME",
+        "HOST",
+        "SLOTS",
+        "GPUS",
+        "TAGS",
+        "RUNNING",
+        "LAST SEEN",
+        "ALIVE",
     ]);
     for w in workers {
         let r = w.resources.clone().unwrap_or_default();
@@ -177,7 +206,11 @@ pub fn workers_table(workers: &[Worker]) -> String {
         } else if w.gpu_mem_mb.is_empty() {
             r.gpus.to_string()
         } else {
-            let mem: Vec<String> = w.gpu_mem_mb.iter().map(|m| format!("{}G", m / 1024)).collect();
+            let mem: Vec<String> = w
+                .gpu_mem_mb
+                .iter()
+                .map(|m| format!("{}G", m / 1024))
+                .collect();
             format!("{} ({})", r.gpus, mem.join(","))
         };
         table.push(vec![
@@ -186,9 +219,17 @@ pub fn workers_table(workers: &[Worker]) -> String {
             w.hostname.clone(),
             r.cpu_slots.to_string(),
             gpus,
-            if r.tags.is_empty() { "-".into() } else { r.tags.join(",") },
+            if r.tags.is_empty() {
+                "-".into()
+            } else {
+                r.tags.join(",")
+            },
             w.running_jobs.to_string(),
-            if w.last_seen_ms > 0 { format!("{} ago", duration(now - w.last_seen_ms)) } else { "-".into() },
+            if w.last_seen_ms > 0 {
+                format!("{} ago", duration(now - w.last_seen_ms))
+            } else {
+                "-".into()
+            },
             if w.alive { "yes" } else { "no" }.into(),
         ]);
     }
@@ -257,7 +298,10 @@ pub fn worker_json(w: &Worker) -> Value {
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &Value) {
-    outln!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
 }
 
 /// Writes command output. A reader that went away (`stackhive jobs | head -3`) ends the
@@ -284,7 +328,10 @@ mod tests {
         let mut t = Table::new(&["ID", "NAME", "ERROR"]);
         t.push(vec!["1".into(), "a-long-name".into(), "".into()]);
         t.push(vec!["123".into(), "b".into(), "boom".into()]);
-        assert_eq!(t.render(), "ID   NAME         ERROR\n1    a-long-name\n123  b            boom\n");
+        assert_eq!(
+            t.render(),
+            "ID   NAME         ERROR\n1    a-long-name\n123  b            boom\n"
+        );
         assert_eq!(id_ranges(&[1, 2, 3, 7, 9, 10]), "1..3, 7, 9..10");
         assert_eq!(id_ranges(&[]), "");
     }
@@ -307,7 +354,11 @@ mod tests {
             state: JobState::Failed as i32,
             result_json: r#"{"auc": 0.91}"#.into(),
             progress_json: "not json".into(),
-            spec: Some(JobSpec { kind: "sleep".into(), payload_json: r#"{"ms":5}"#.into(), ..Default::default() }),
+            spec: Some(JobSpec {
+                kind: "sleep".into(),
+                payload_json: r#"{"ms":5}"#.into(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let v = job_json(&job);

@@ -25,11 +25,17 @@ struct Spawned {
     n: usize,
     child: Child,
     log: PathBuf,
+    /// Its death was already reported by [`Workers::exited`]; `stop` only reaps it.
+    reported: bool,
 }
 
 impl Workers {
     pub fn new(bin: PathBuf, log_dir: PathBuf) -> Self {
-        Workers { bin, log_dir, children: Vec::new() }
+        Workers {
+            bin,
+            log_dir,
+            children: Vec::new(),
+        }
     }
 
     pub fn log_dir(&self) -> &Path {
@@ -56,6 +62,8 @@ impl Workers {
             .stdin(Stdio::null())
             .stdout(file.try_clone().context("cannot share the log file")?)
             .stderr(file)
+            // Plain text in the log files, which the demo quotes in its errors.
+            .env("NO_COLOR", "1")
             // A demo that fails half-way must not leave workers behind.
             .kill_on_drop(true);
         // The user's own worker settings (tags, GPUs, …) would make the demo unpredictable;
@@ -69,17 +77,28 @@ impl Workers {
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
-        self.children.push(Spawned { n, child, log });
+        self.children.push(Spawned {
+            n,
+            child,
+            log,
+            reported: false,
+        });
         Ok(())
     }
 
     /// The first worker found to have exited, described with the end of its log.
     pub fn exited(&mut self) -> Option<anyhow::Error> {
-        self.children.iter_mut().find_map(|s| match s.child.try_wait() {
-            Ok(Some(status)) => Some(died(s, status)),
-            Ok(None) => None,
-            Err(e) => Some(anyhow::anyhow!("cannot check on worker {}: {e}", s.n)),
-        })
+        self.children
+            .iter_mut()
+            .filter(|s| !s.reported)
+            .find_map(|s| match s.child.try_wait() {
+                Ok(Some(status)) => {
+                    s.reported = true;
+                    Some(died(s, status))
+                }
+                Ok(None) => None,
+                Err(e) => Some(anyhow::anyhow!("cannot check on worker {}: {e}", s.n)),
+            })
     }
 
     /// Resolves when a worker exits; they are meant to run until stopped.
@@ -103,7 +122,7 @@ impl Workers {
         let mut problems = Vec::new();
         for s in &mut self.children {
             match tokio::time::timeout(STOP_TIMEOUT, s.child.wait()).await {
-                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) if status.success() || s.reported => {}
                 Ok(Ok(status)) => problems.push(format!(
                     "worker {} exited with {status} on SIGTERM (log: {})",
                     s.n,

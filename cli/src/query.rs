@@ -16,7 +16,11 @@ use crate::output::{
 pub async fn jobs(coordinator: &str, json: bool, args: &JobsArgs) -> anyhow::Result<()> {
     let api = Api::connect(coordinator).await?;
     let mut request = ListJobsRequest {
-        states: args.states.iter().map(|&s| JobState::from(s) as i32).collect(),
+        states: args
+            .states
+            .iter()
+            .map(|&s| JobState::from(s) as i32)
+            .collect(),
         kind: args.kind.clone().unwrap_or_default(),
         experiment: args.experiment.clone().unwrap_or_default(),
         page_size: args.limit,
@@ -54,7 +58,10 @@ pub async fn jobs(coordinator: &str, json: bool, args: &JobsArgs) -> anyhow::Res
 pub async fn job(coordinator: &str, json: bool, args: &JobArgs) -> anyhow::Result<()> {
     let api = Api::connect(coordinator).await?;
     let response = api
-        .get_job(GetJobRequest { id: args.id, include_predictions: args.predictions })
+        .get_job(GetJobRequest {
+            id: args.id,
+            include_predictions: args.predictions,
+        })
         .await?;
     let job = response
         .job
@@ -74,11 +81,24 @@ pub async fn job(coordinator: &str, json: bool, args: &JobArgs) -> anyhow::Resul
 
 pub async fn workers(coordinator: &str, json: bool, args: &WorkersArgs) -> anyhow::Result<()> {
     let api = Api::connect(coordinator).await?;
-    let response = api.list_workers(ListWorkersRequest { include_dead: args.all }).await?;
+    let response = api
+        .list_workers(ListWorkersRequest {
+            include_dead: args.all,
+        })
+        .await?;
     if json {
-        print_json(&Value::Array(response.workers.iter().map(worker_json).collect()));
+        print_json(&Value::Array(
+            response.workers.iter().map(worker_json).collect(),
+        ));
     } else if response.workers.is_empty() {
-        outln!("no workers{}", if args.all { "" } else { " alive (--all shows dead ones too)" });
+        outln!(
+            "no workers{}",
+            if args.all {
+                ""
+            } else {
+                " alive (--all shows dead ones too)"
+            }
+        );
     } else {
         out!("{}", workers_table(&response.workers));
     }
@@ -93,8 +113,8 @@ pub fn job_details(job: &Job, predictions: Option<&Predictions>, now: i64) -> St
         ("id", job.id.to_string()),
         ("state", state_name(job.state()).to_string()),
         ("kind", spec.kind.clone()),
-        ("name", spec.name.clone()),
-        ("experiment", spec.experiment.clone()),
+        ("name", or_dash(&spec.name)),
+        ("experiment", or_dash(&spec.experiment)),
         ("priority", spec.priority.to_string()),
         (
             "resources",
@@ -103,7 +123,11 @@ pub fn job_details(job: &Job, predictions: Option<&Predictions>, now: i64) -> St
                 r.cpu_slots,
                 r.gpus,
                 r.gpu_mem_mb,
-                if r.tags.is_empty() { "-".into() } else { r.tags.join(",") }
+                if r.tags.is_empty() {
+                    "-".into()
+                } else {
+                    r.tags.join(",")
+                }
             ),
         ),
         (
@@ -115,7 +139,10 @@ pub fn job_details(job: &Job, predictions: Option<&Predictions>, now: i64) -> St
         ),
         (
             "attempts",
-            format!("attempt {} · failures {} · crashes {}", job.attempt, job.failures, job.crashes),
+            format!(
+                "attempt {} · failures {} · crashes {}",
+                job.attempt, job.failures, job.crashes
+            ),
         ),
     ];
     if !spec.depends_on.is_empty() {
@@ -150,7 +177,10 @@ pub fn job_details(job: &Job, predictions: Option<&Predictions>, now: i64) -> St
     if job.prediction_rows_oof > 0 || job.prediction_rows_test > 0 {
         lines.push((
             "prediction rows",
-            format!("oof {} · test {}", job.prediction_rows_oof, job.prediction_rows_test),
+            format!(
+                "oof {} · test {}",
+                job.prediction_rows_oof, job.prediction_rows_test
+            ),
         ));
     }
     for (label, text) in [
@@ -175,14 +205,29 @@ pub fn job_details(job: &Job, predictions: Option<&Predictions>, now: i64) -> St
     let mut out = String::new();
     for (label, value) in lines {
         // Multi-line values (pretty JSON, errors with output) stay aligned under their label.
-        out.push_str(&format!("{label:<WIDTH$} {}\n", value.replace('\n', &indent)));
+        out.push_str(&format!(
+            "{label:<WIDTH$} {}\n",
+            value.replace('\n', &indent)
+        ));
     }
     out
 }
 
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text.to_string()
+    }
+}
+
 fn timestamp(ms: i64, now: i64) -> String {
     let when = chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_else(|| ms.to_string());
     if ms <= now {
         format!("{when} ({} ago)", duration(now - ms))
@@ -209,20 +254,43 @@ pub struct Stats {
 }
 
 pub fn summarize(values: &[f32]) -> Stats {
-    let finite: Vec<f64> = values.iter().filter(|v| !v.is_nan()).map(|&v| v as f64).collect();
+    let finite: Vec<f64> = values
+        .iter()
+        .filter(|v| !v.is_nan())
+        .map(|&v| v as f64)
+        .collect();
     let (min, max) = finite
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let mean = if finite.is_empty() { f64::NAN } else { finite.iter().sum::<f64>() / finite.len() as f64 };
-    Stats { count: values.len(), nan: values.len() - finite.len(), min, mean, max }
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let mean = if finite.is_empty() {
+        f64::NAN
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    };
+    Stats {
+        count: values.len(),
+        nan: values.len() - finite.len(),
+        min,
+        mean,
+        max,
+    }
 }
 
 fn stats_line(s: &Stats) -> String {
     if s.count == s.nan {
         return format!("{} values", s.count);
     }
-    let nan = if s.nan > 0 { format!(" ({} NaN)", s.nan) } else { String::new() };
-    format!("{} values{nan} · min {:.4} · mean {:.4} · max {:.4}", s.count, s.min, s.mean, s.max)
+    let nan = if s.nan > 0 {
+        format!(" ({} NaN)", s.nan)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} values{nan} · min {:.4} · mean {:.4} · max {:.4}",
+        s.count, s.min, s.mean, s.max
+    )
 }
 
 fn predictions_json(p: &Predictions) -> Value {
@@ -244,7 +312,10 @@ mod tests {
         let s = summarize(&[0.25, f32::NAN, 0.75, 0.5]);
         assert_eq!((s.count, s.nan), (4, 1));
         assert_eq!((s.min, s.mean, s.max), (0.25, 0.5, 0.75));
-        assert_eq!(stats_line(&s), "4 values (1 NaN) · min 0.2500 · mean 0.5000 · max 0.7500");
+        assert_eq!(
+            stats_line(&s),
+            "4 values (1 NaN) · min 0.2500 · mean 0.5000 · max 0.7500"
+        );
         assert_eq!(stats_line(&summarize(&[])), "0 values");
     }
 
@@ -257,13 +328,22 @@ mod tests {
             created_at_ms: 1_000,
             started_at_ms: 2_000,
             finished_at_ms: 4_500,
-            spec: Some(JobSpec { kind: "noop".into(), depends_on: vec![1, 2], ..Default::default() }),
+            spec: Some(JobSpec {
+                kind: "noop".into(),
+                depends_on: vec![1, 2],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let text = job_details(&job, None, 10_000);
         assert!(text.contains("state            succeeded\n"), "{text}");
         assert!(text.contains("depends on       1, 2\n"), "{text}");
         assert!(text.contains("duration         2.5s\n"), "{text}");
-        assert!(text.contains("result           {\n                   \"auc\": 0.9\n                 }\n"), "{text}");
+        assert!(
+            text.contains(
+                "result           {\n                   \"auc\": 0.9\n                 }\n"
+            ),
+            "{text}"
+        );
     }
 }

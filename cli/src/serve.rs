@@ -12,7 +12,9 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr().context("the listener has no local address")?;
+    let addr = listener
+        .local_addr()
+        .context("the listener has no local address")?;
     // Tests and scripts parse this exact line to learn the port of `--listen 127.0.0.1:0`.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "stackhive coordinator listening on {addr}")

@@ -125,11 +125,38 @@ mod tests {
     #[test]
     fn every_flag_lands_in_the_spec() {
         let specs = submit(&[
-            "--kind", "sleep", "--name", "warm-up", "--experiment", "exp1",
-            "--payload", r#"{"ms": 5}"#, "--priority", "-3", "--cpu-slots", "2",
-            "--gpus", "1", "--gpu-mem-mb", "16000", "--tag", "a100", "--tag", "fast",
-            "--max-attempts", "4", "--crash-limit", "2", "--timeout-s", "60",
-            "--depends-on", "7", "--depends-on", "9", "--count", "3",
+            "--kind",
+            "sleep",
+            "--name",
+            "warm-up",
+            "--experiment",
+            "exp1",
+            "--payload",
+            r#"{"ms": 5}"#,
+            "--priority",
+            "-3",
+            "--cpu-slots",
+            "2",
+            "--gpus",
+            "1",
+            "--gpu-mem-mb",
+            "16000",
+            "--tag",
+            "a100",
+            "--tag",
+            "fast",
+            "--max-attempts",
+            "4",
+            "--crash-limit",
+            "2",
+            "--timeout-s",
+            "60",
+            "--depends-on",
+            "7",
+            "--depends-on",
+            "9",
+            "--count",
+            "3",
         ])
         .unwrap();
         assert_eq!(specs.len(), 3);
@@ -137,7 +164,10 @@ mod tests {
         assert_eq!(s.kind, "sleep");
         assert_eq!(s.name, "warm-up");
         assert_eq!(s.experiment, "exp1");
-        assert_eq!(serde_json::from_str::<Value>(&s.payload_json).unwrap(), json!({"ms": 5}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&s.payload_json).unwrap(),
+            json!({"ms": 5})
+        );
         assert_eq!(s.priority, -3);
         let r = s.resources.as_ref().unwrap();
         assert_eq!((r.cpu_slots, r.gpus, r.gpu_mem_mb), (2, 1, 16000));
@@ -160,18 +190,25 @@ mod tests {
         assert_eq!(sleep.kind, "sleep");
         assert_eq!(sleep.payload_json, r#"{"ms":20}"#);
         let noop = &submit(&["--kind", "noop"]).unwrap()[0];
-        assert_eq!((noop.kind.as_str(), noop.payload_json.as_str()), ("noop", ""));
+        assert_eq!(
+            (noop.kind.as_str(), noop.payload_json.as_str()),
+            ("noop", "")
+        );
     }
 
     #[test]
     fn contradictory_or_missing_flags_are_explained() {
         assert_eq!(
-            submit(&["--kind", "noop", "--ms", "5"]).unwrap_err().to_string(),
+            submit(&["--kind", "noop", "--ms", "5"])
+                .unwrap_err()
+                .to_string(),
             r#"--ms makes a sleep job, but --kind is "noop""#
         );
         assert_eq!(submit(&[]).unwrap_err(), SpecError::NoKind);
         assert_eq!(
-            submit(&["--kind", "sleep", "--payload", "[1]"]).unwrap_err().to_string(),
+            submit(&["--kind", "sleep", "--payload", "[1]"])
+                .unwrap_err()
+                .to_string(),
             "--payload must be a JSON object, found an array"
         );
         assert!(submit(&["--kind", "sleep", "--payload", "{ms: 1}"])
@@ -184,6 +221,7 @@ mod tests {
     fn out_of_range_flags_are_usage_errors() {
         for flags in [
             &["submit", "--kind", "noop", "--cpu-slots", "-2"][..],
+            &["submit", "--kind", "noop", "--gpus", "-1"],
             &["submit", "--kind", "noop", "--cpu-slots", "5000"],
             &["submit", "--kind", "noop", "--count", "0"],
             &["submit", "--kind", "noop", "--depends-on", "0"],

@@ -27,7 +27,10 @@ pub async fn run(coordinator: &str, json: bool, args: &SubmitArgs) -> anyhow::Re
         Some(path) => jobfile::load(path, args.experiment.as_deref())?,
         None => spec::specs_from_flags(args)?,
     };
-    let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let key = args
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let api = Api::connect(coordinator).await?;
     let submitted = submit(&api, specs, &key).await?;
     if json {
@@ -47,7 +50,10 @@ pub async fn run(coordinator: &str, json: bool, args: &SubmitArgs) -> anyhow::Re
 pub async fn submit(api: &Api, specs: Vec<JobSpec>, key: &str) -> anyhow::Result<Submitted> {
     let requests = plan(specs, key);
     let chunks = requests.len();
-    let mut out = Submitted { job_ids: Vec::new(), deduplicated: true };
+    let mut out = Submitted {
+        job_ids: Vec::new(),
+        deduplicated: true,
+    };
     for (n, request) in requests.into_iter().enumerate() {
         let response = match api.submit(request).await {
             Ok(response) => response,
@@ -72,10 +78,15 @@ pub async fn submit(api: &Api, specs: Vec<JobSpec>, key: &str) -> anyhow::Result
 /// job of another chunk; `depends_on_batch` is rebased to each chunk.
 pub fn plan(specs: Vec<JobSpec>, key: &str) -> Vec<SubmitRequest> {
     let crosses = specs.iter().enumerate().any(|(i, s)| {
-        s.depends_on_batch.iter().any(|&d| d as usize / CHUNK_JOBS != i / CHUNK_JOBS)
+        s.depends_on_batch
+            .iter()
+            .any(|&d| d as usize / CHUNK_JOBS != i / CHUNK_JOBS)
     });
     if specs.len() <= CHUNK_JOBS || crosses {
-        return vec![SubmitRequest { idempotency_key: key.to_string(), jobs: specs }];
+        return vec![SubmitRequest {
+            idempotency_key: key.to_string(),
+            jobs: specs,
+        }];
     }
     let mut requests = Vec::new();
     let mut rest = specs.into_iter().peekable();
@@ -90,14 +101,21 @@ pub fn plan(specs: Vec<JobSpec>, key: &str) -> Vec<SubmitRequest> {
                 s
             })
             .collect();
-        requests.push(SubmitRequest { idempotency_key: format!("{key}-{n}"), jobs });
+        requests.push(SubmitRequest {
+            idempotency_key: format!("{key}-{n}"),
+            jobs,
+        });
     }
     requests
 }
 
 pub fn summary(s: &Submitted, key: &str) -> String {
     let jobs = if s.job_ids.len() == 1 { "job" } else { "jobs" };
-    let ids = if s.job_ids.is_empty() { "none".to_string() } else { id_ranges(&s.job_ids) };
+    let ids = if s.job_ids.is_empty() {
+        "none".to_string()
+    } else {
+        id_ranges(&s.job_ids)
+    };
     if s.deduplicated {
         format!(
             "already submitted with idempotency key {key}, nothing new stored: {} {jobs}: {ids}",
@@ -113,7 +131,11 @@ mod tests {
     use super::*;
 
     fn noop(deps: &[u32]) -> JobSpec {
-        JobSpec { kind: "noop".into(), depends_on_batch: deps.to_vec(), ..Default::default() }
+        JobSpec {
+            kind: "noop".into(),
+            depends_on_batch: deps.to_vec(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -132,7 +154,10 @@ mod tests {
         let requests = plan(specs, "k");
         let sizes: Vec<usize> = requests.iter().map(|r| r.jobs.len()).collect();
         assert_eq!(sizes, [5_000, 5_000, 2_001]);
-        let keys: Vec<&str> = requests.iter().map(|r| r.idempotency_key.as_str()).collect();
+        let keys: Vec<&str> = requests
+            .iter()
+            .map(|r| r.idempotency_key.as_str())
+            .collect();
         assert_eq!(keys, ["k-0", "k-1", "k-2"]);
         assert_eq!(requests[1].jobs[1].depends_on_batch, [0]);
         assert_eq!(requests[2].jobs[2_000].depends_on_batch, [0, 1]);
@@ -150,9 +175,15 @@ mod tests {
 
     #[test]
     fn the_summary_reads_as_a_sentence() {
-        let s = Submitted { job_ids: vec![1, 2, 3], deduplicated: false };
+        let s = Submitted {
+            job_ids: vec![1, 2, 3],
+            deduplicated: false,
+        };
         assert_eq!(summary(&s, "k"), "submitted 3 jobs: 1..3");
-        let s = Submitted { job_ids: vec![9], deduplicated: true };
+        let s = Submitted {
+            job_ids: vec![9],
+            deduplicated: true,
+        };
         assert_eq!(
             summary(&s, "k"),
             "already submitted with idempotency key k, nothing new stored: 1 job: 9"

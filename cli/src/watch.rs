@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use stackhive_proto::v1::{JobState, StateCounts, WatchRequest};
 
 use crate::args::WatchArgs;
@@ -47,7 +47,11 @@ pub async fn run(coordinator: &str, json: bool, args: &WatchArgs) -> anyhow::Res
     if !json {
         outln!("{}", final_line(&outcome));
     }
-    Ok(if outcome.counts.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if outcome.counts.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `3000/3000 finished in 12.3s: blocked 0 · queued 0 · …`
@@ -66,7 +70,11 @@ pub fn final_line(outcome: &Outcome) -> String {
 pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let mut stream = api.watch(request).await?;
-    let bar = if show == Show::Bar { progress_bar() } else { ProgressBar::hidden() };
+    let bar = if show == Show::Bar {
+        progress_bar()
+    } else {
+        ProgressBar::hidden()
+    };
     let mut failures_seen = HashSet::new();
     let mut last = StateCounts::default();
     loop {
@@ -92,13 +100,29 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
             });
             outln!("{line}");
         } else if show == Show::Bar {
+            let first = bar.length().is_none();
             bar.set_length(total(&last));
             bar.set_position(finished(&last));
+            if first {
+                if let Some(style) = bar_style() {
+                    bar.set_style(style);
+                }
+                // Jobs finished before the watch began say nothing about the rate.
+                bar.reset_eta();
+            }
             bar.set_message(short_counts(&last));
-            for job in event.changed.iter().filter(|j| j.state() == JobState::Failed) {
+            for job in event
+                .changed
+                .iter()
+                .filter(|j| j.state() == JobState::Failed)
+            {
                 if failures_seen.insert(job.id) && failures_seen.len() <= FAILURES_SHOWN {
                     let name = job.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-                    let label = if name.is_empty() { String::new() } else { format!(" ({name})") };
+                    let label = if name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({name})")
+                    };
                     // Above the bar, and on stdout: these are results, not decoration.
                     bar.suspend(|| {
                         let mut stdout = std::io::stdout();
@@ -114,21 +138,40 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
             if show == Show::Bar && hidden > 0 {
                 outln!("… and {hidden} more failed jobs (stackhive jobs --state failed)");
             }
-            return Ok(Outcome { counts: last, elapsed: start.elapsed() });
+            return Ok(Outcome {
+                counts: last,
+                elapsed: start.elapsed(),
+            });
         }
     }
 }
 
+/// A spinner until the first event: a bar of length 0 would render as full.
 fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    // A template error is a programming error caught by the first run; fall back quietly.
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} · {per_sec} · eta {eta} · {msg}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message("waiting for the coordinator");
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+fn bar_style() -> Option<ProgressStyle> {
+    // A template error is a programming error caught by the first run; keep the spinner then.
+    let style = ProgressStyle::with_template(
+        // Two lines, so that the per-state counts fit an 80-column terminal.
+        "{spinner} [{bar:40}] {pos}/{len} · {rate} · eta {eta}\n  {elapsed_precise} · {msg}",
+    )
+    .ok()?;
+    Some(
+        style
+            .progress_chars("=> ")
+            // indicatif's own {per_sec} prints four decimals.
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} jobs/s", state.per_sec());
+                },
+            ),
+    )
 }
 
 /// The non-zero states, shortest first-glance form for the bar.
@@ -154,9 +197,18 @@ mod tests {
 
     #[test]
     fn the_bar_message_lists_non_zero_states() {
-        let c = StateCounts { queued: 3, running: 2, succeeded: 10, failed: 1, ..Default::default() };
+        let c = StateCounts {
+            queued: 3,
+            running: 2,
+            succeeded: 10,
+            failed: 1,
+            ..Default::default()
+        };
         assert_eq!(short_counts(&c), "queued 3 running 2 ok 10 failed 1");
-        let outcome = Outcome { counts: c, elapsed: Duration::from_millis(1500) };
+        let outcome = Outcome {
+            counts: c,
+            elapsed: Duration::from_millis(1500),
+        };
         assert_eq!(
             final_line(&outcome),
             "11/16 finished in 1.5s: blocked 0 · queued 3 · running 2 · succeeded 10 · failed 1 · cancelled 0"

@@ -48,7 +48,12 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) 
         qb.push(" AND j.kind = ").push_bind(k.clone());
     }
     if let Some(e) = &f.experiment {
-        qb.push(" AND j.experiment = ").push_bind(e.clone());
+        qb.push(" AND j.id IN (SELECT job_id FROM experiment_jobs WHERE experiment = ")
+            .push_bind(e.clone());
+        if let (true, Some(a)) = (paged, f.after_id) {
+            qb.push(" AND job_id > ").push_bind(a);
+        }
+        qb.push(")");
     }
     if !f.ids.is_empty() {
         qb.push(" AND j.id = ANY(").push_bind(f.ids.clone()).push(")");
@@ -257,22 +262,27 @@ pub async fn list_workers(pool: &PgPool, policy: &Policy, include_dead: bool) ->
 }
 
 pub async fn purge(pool: &PgPool, before: Millis, limit: u32) -> Result<u64> {
-    let n = sqlx::query(
-        "DELETE FROM jobs WHERE id IN (
-            SELECT j.id FROM jobs j
-            WHERE j.state >= 4 AND j.finished_at < $1
-              AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.job_id
-                              WHERE d.dep_id = j.id AND c.state < 4)
-            ORDER BY j.id LIMIT $2)",
+    let n: i64 = sqlx::query_scalar(
+        "WITH d AS (
+            DELETE FROM jobs WHERE id IN (
+                SELECT j.id FROM jobs j
+                WHERE j.state >= 4 AND j.finished_at < $1
+                  AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.job_id
+                                  WHERE d.dep_id = j.id AND c.state < 4)
+                ORDER BY j.id LIMIT $2)
+            RETURNING id, experiment
+        ), e AS (
+            DELETE FROM experiment_jobs x USING d
+            WHERE x.experiment = d.experiment AND x.job_id = d.id
+        ) SELECT count(*) FROM d",
     )
     .bind(before)
     .bind(limit as i64)
-    .execute(pool)
-    .await?
-    .rows_affected();
+    .fetch_one(pool)
+    .await?;
     sqlx::query("DELETE FROM submissions WHERE created_at < $1")
         .bind(before)
         .execute(pool)
         .await?;
-    Ok(n)
+    Ok(n as u64)
 }

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::{encode_f32s, encode_u32s};
 
+/// The filters are written so the planner estimates them well (`run_after = 0`, `has_tags`):
+/// a bad estimate makes it sort the whole queue instead of walking the queue index.
 pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
     if q.max_jobs == 0 || q.free.cpu_slots == 0 {
         return Ok(Vec::new());
@@ -18,9 +20,9 @@ pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
     let sql = format!(
         "WITH cand AS (
             SELECT id, cpu_slots, gpus, sort_key FROM jobs
-            WHERE state = 2 AND run_after <= sh_now_ms()
+            WHERE state = 2 AND (run_after = 0 OR run_after <= sh_now_ms())
               AND cpu_slots <= $1 AND gpus <= $2 AND (gpus = 0 OR gpu_mem_mb <= $3)
-              AND tags <@ $4
+              AND (NOT has_tags OR tags <@ $4)
             ORDER BY sort_key, id
             LIMIT $5
             FOR UPDATE SKIP LOCKED

@@ -71,13 +71,6 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
     }
 
     let n = batch.jobs.len();
-    let ids: Vec<JobId> = sqlx::query_scalar(
-        "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, $1)",
-    )
-    .bind(n as i64)
-    .fetch_all(&mut *tx)
-    .await?;
-
     let mut has_dependents = vec![false; n];
     for job in &batch.jobs {
         for &i in &job.depends_on_batch {
@@ -86,46 +79,40 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
     }
 
     let mut c = Columns::with_capacity(n);
-    let mut dep_job = Vec::new();
-    let mut dep_on = Vec::new();
+    let mut queued = 0;
     for (i, job) in batch.jobs.iter().enumerate() {
         let mut pending = job.depends_on_batch.len() as i32;
         for d in &job.depends_on {
             if ext_state.get(d) != Some(&JobState::Succeeded) {
                 pending += 1;
             }
-            dep_job.push(ids[i]);
-            dep_on.push(*d);
         }
-        for &b in &job.depends_on_batch {
-            dep_job.push(ids[i]);
-            dep_on.push(ids[b as usize]);
-        }
-        c.push(ids[i], job, policy, pending, has_dependents[i]);
+        queued += (pending == 0) as usize;
+        c.push(job, policy, pending, has_dependents[i]);
     }
 
-    let queued: i64 = sqlx::query_scalar(
-        "WITH ins AS (
-            INSERT INTO jobs (id, kind, name, experiment, payload, priority, sort_key, state,
-                cpu_slots, gpus, gpu_mem_mb, tags, max_attempts, crash_limit, timeout_s,
-                expect_oof_rows, expect_test_rows, deps_pending, has_dependents,
-                created_at, updated_at)
-            SELECT id, kind, name, experiment, payload, priority,
-                sh_now_ms() - priority::BIGINT * $18,
-                CASE WHEN pending = 0 THEN 2 ELSE 1 END,
-                cpu_slots, gpus, gpu_mem_mb,
-                CASE WHEN tags = '' THEN '{}'::TEXT[] ELSE string_to_array(tags, $19) END,
-                max_attempts, crash_limit, timeout_s, oof, test, pending, has_deps,
-                sh_now_ms(), sh_now_ms()
-            FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::INT[],
-                $7::INT[], $8::INT[], $9::BIGINT[], $10::TEXT[], $11::INT[], $12::INT[],
-                $13::INT[], $14::INT[], $15::INT[], $16::INT[], $17::BOOLEAN[])
-                AS t(id, kind, name, experiment, payload, priority, cpu_slots, gpus, gpu_mem_mb,
-                     tags, max_attempts, crash_limit, timeout_s, oof, test, pending, has_deps)
-            RETURNING state
-        ) SELECT count(*) FILTER (WHERE state = 2) FROM ins",
+    // Ids come from the identity default in row order: the rows are returned in the order they
+    // were inserted, which is the order of the arrays. The check below proves it for this call
+    // (one session's identity values only grow), so batch indices map to ids safely.
+    let ids: Vec<JobId> = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, name, experiment, payload, priority, sort_key, state,
+            cpu_slots, gpus, gpu_mem_mb, tags, max_attempts, crash_limit, timeout_s,
+            expect_oof_rows, expect_test_rows, deps_pending, has_dependents,
+            created_at, updated_at)
+        SELECT kind, name, experiment, payload, priority,
+            sh_now_ms() - priority::BIGINT * $17,
+            CASE WHEN pending = 0 THEN 2 ELSE 1 END,
+            cpu_slots, gpus, gpu_mem_mb,
+            CASE WHEN tags = '' THEN '{}'::TEXT[] ELSE string_to_array(tags, $18) END,
+            max_attempts, crash_limit, timeout_s, oof, test, pending, has_deps,
+            sh_now_ms(), sh_now_ms()
+        FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[],
+            $6::INT[], $7::INT[], $8::BIGINT[], $9::TEXT[], $10::INT[], $11::INT[],
+            $12::INT[], $13::INT[], $14::INT[], $15::INT[], $16::BOOLEAN[])
+            AS t(kind, name, experiment, payload, priority, cpu_slots, gpus, gpu_mem_mb,
+                 tags, max_attempts, crash_limit, timeout_s, oof, test, pending, has_deps)
+        RETURNING id",
     )
-    .bind(&c.id)
     .bind(&c.kind)
     .bind(&c.name)
     .bind(&c.experiment)
@@ -144,9 +131,35 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
     .bind(&c.has_deps)
     .bind(policy.aging_ms_per_priority)
     .bind(TAG_SEP.to_string())
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    if ids.len() != n || ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::Config(format!(
+            "inserted {} jobs but the database returned {} ids out of insertion order",
+            n,
+            ids.len()
+        )));
+    }
 
+    let (mut dep_job, mut dep_on) = (Vec::new(), Vec::new());
+    for (i, job) in batch.jobs.iter().enumerate() {
+        for &d in &job.depends_on {
+            dep_job.push(ids[i]);
+            dep_on.push(d);
+        }
+        for &b in &job.depends_on_batch {
+            dep_job.push(ids[i]);
+            dep_on.push(ids[b as usize]);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO experiment_jobs (experiment, job_id)
+         SELECT e, id FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS t(e, id) WHERE e <> ''",
+    )
+    .bind(&c.experiment)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
     if !dep_job.is_empty() {
         sqlx::query(
             "INSERT INTO job_deps (job_id, dep_id) SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[]) \
@@ -174,7 +187,6 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
 /// Column-major copy of a batch for UNNEST.
 #[derive(Default)]
 struct Columns {
-    id: Vec<i64>,
     kind: Vec<String>,
     name: Vec<String>,
     experiment: Vec<String>,
@@ -196,13 +208,12 @@ struct Columns {
 impl Columns {
     fn with_capacity(n: usize) -> Self {
         let mut c = Self::default();
-        c.id.reserve(n);
+        c.kind.reserve(n);
         c
     }
 
-    fn push(&mut self, id: JobId, j: &NewJob, p: &Policy, pending: i32, has_deps: bool) {
+    fn push(&mut self, j: &NewJob, p: &Policy, pending: i32, has_deps: bool) {
         let or = |v: u32, d: u32| if v == 0 { d } else { v } as i32;
-        self.id.push(id);
         self.kind.push(j.kind.clone());
         self.name.push(j.name.clone());
         self.experiment.push(j.experiment.clone());
