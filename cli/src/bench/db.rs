@@ -36,7 +36,7 @@ impl BenchDb {
         }
     }
 
-    pub async fn drop_db(self) -> anyhow::Result<()> {
+    pub async fn drop_db(&self) -> anyhow::Result<()> {
         if let Some((admin, name)) = &self.admin {
             let mut c = sqlx::PgConnection::connect(admin).await?;
             sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use sqlx::Connection;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::transport::Channel;
@@ -19,7 +18,10 @@ pub async fn seed(backend: Backend, url: &str, n: u64) -> anyhow::Result<()> {
     let mut left = n;
     match backend {
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url).await?;
+            use sqlx::ConnectOptions;
+            let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+            // Seeding statements are slow on purpose; keep sqlx from warning about them.
+            let mut c = opts.log_slow_statements(log::LevelFilter::Off, Default::default()).connect().await?;
             while left > 0 {
                 let k = left.min(CHUNK);
                 sqlx::query(
@@ -37,7 +39,9 @@ pub async fn seed(backend: Backend, url: &str, n: u64) -> anyhow::Result<()> {
             sqlx::query("VACUUM ANALYZE jobs").execute(&mut c).await?;
         }
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(url).await?;
+            use sqlx::ConnectOptions;
+            let opts: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+            let mut c = opts.log_slow_statements(log::LevelFilter::Off, Default::default()).connect().await?;
             let t = stackhive_coordinator::model::now_ms() - 86_400_000;
             while left > 0 {
                 let k = left.min(CHUNK);

@@ -49,7 +49,7 @@ pub struct QueueArgs {
     pub submitters: u32,
 
     /// Workers (each with its own gRPC connection, lease loop and reporter).
-    #[arg(long, env = "STACKHIVE_BENCH_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "STACKHIVE_BENCH_WORKERS", default_value_t = 3)]
     pub workers: u32,
 
     /// CPU slots per worker (a no-op job takes one).

@@ -61,6 +61,12 @@ struct WorkerArgs {
 
 async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
     let db = BenchDb::create(backend, &a.pg_url).await?;
+    let figures = measure(backend, a, &db).await;
+    db.drop_db().await?;
+    figures
+}
+
+async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Result<Figures> {
     eprintln!("== {backend:?}: {} no-op jobs, {} workers, batches of {}", a.jobs, a.workers, a.batch);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -93,7 +99,13 @@ async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
             let _ = rx.wait_for(|stop| *stop).await;
         })));
     }
-    wait_workers(&mut jobs, a.workers as usize).await?;
+    if let Err(e) = wait_workers(&mut jobs, a.workers as usize).await {
+        // A worker that refused its settings has already ended: its error says why.
+        for w in workers.into_iter().filter(|w| w.is_finished()) {
+            w.await?.context("bench worker")?;
+        }
+        return Err(e);
+    }
 
     let started = Instant::now();
     let started_ms = stackhive_coordinator::model::now_ms();
@@ -125,20 +137,40 @@ async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
     }
     let submit_s = started.elapsed().as_secs_f64();
     loop {
+        // Only unfinished jobs are counted: the database holds nothing but this run's jobs, and
+        // counting a whole experiment on every poll would be load of its own.
         let counts = jobs
-            .list_jobs(pb::ListJobsRequest { experiment: "bench".into(), page_size: 1, ..Default::default() })
+            .list_jobs(pb::ListJobsRequest {
+                states: vec![
+                    pb::JobState::Blocked as i32,
+                    pb::JobState::Queued as i32,
+                    pb::JobState::Running as i32,
+                ],
+                page_size: 1,
+                ..Default::default()
+            })
             .await?
             .into_inner()
             .counts
             .unwrap_or_default();
-        anyhow::ensure!(counts.failed == 0, "{} bench jobs failed", counts.failed);
-        if counts.succeeded == a.jobs {
+        if counts.blocked + counts.queued + counts.running == 0 {
             break;
         }
         // Polling is only for knowing when to stop: the figures come from the store's own
         // timestamps, so a slow poll costs no accuracy and adds no load worth measuring.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let done = jobs
+        .list_jobs(pb::ListJobsRequest { experiment: "bench".into(), page_size: 1, ..Default::default() })
+        .await?
+        .into_inner()
+        .counts
+        .unwrap_or_default();
+    anyhow::ensure!(
+        done.succeeded == a.jobs,
+        "expected {} bench jobs to succeed, found {done:?}",
+        a.jobs
+    );
     let _ = stop_workers.send(true);
     for w in workers {
         w.await?.context("bench worker")?;
@@ -187,7 +219,6 @@ async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
     drop(channel);
     let _ = stop_coord.send(());
     coordinator.await?.context("bench coordinator")?;
-    db.drop_db().await?;
     Ok(f)
 }
 
