@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stackhive/v1/types.proto",
         "stackhive/v1/jobs.proto",
         "stackhive/v1/worker.proto",
+        "stackhive/v1/datasets.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("stackhive_v1_descriptor.bin"))

@@ -55,6 +55,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Benchmarks that print figures (queue throughput and latency).
     Bench(crate::bench::BenchArgs),
+    /// Generate, validate, register and cache datasets.
+    Dataset(crate::dataset::DatasetArgs),
+    /// Report and compute fold assignments.
+    Folds(crate::dataset::FoldsArgs),
 }
 
 #[derive(Args, Debug)]

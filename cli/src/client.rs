@@ -34,6 +34,7 @@ pub enum ApiError {
 #[derive(Clone)]
 pub struct Api {
     url: String,
+    channel: Channel,
     inner: JobServiceClient<Channel>,
 }
 
@@ -55,14 +56,19 @@ impl Api {
                 url: url.clone(),
                 reason: error_chain(&e),
             })?;
-        let inner = JobServiceClient::new(channel)
+        let inner = JobServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Api { url, inner })
+        Ok(Api { url, channel, inner })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The connection, for the other services (datasets).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     pub async fn submit(&self, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {

@@ -21,6 +21,7 @@ pub mod args;
 pub mod bench;
 pub mod client;
 pub mod control;
+pub mod dataset;
 pub mod demo;
 pub mod jobfile;
 pub mod output;
@@ -29,6 +30,7 @@ pub mod query;
 pub mod serve;
 pub mod spec;
 pub mod submit;
+pub mod upload;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -50,6 +52,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workers(a) => query::workers(url, json, a).await?,
         Command::Demo(a) => return demo::run(json, a).await,
         Command::Bench(a) => bench::run(json, a).await?,
+        Command::Dataset(a) => dataset::run(url, json, a).await?,
+        Command::Folds(a) => dataset::run_folds(url, json, a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,12 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "STACKHIVE_MAX_MESSAGE_MB", default_value_t = 64)]
     pub max_message_mb: u32,
 
+    /// Where uploaded datasets are kept, one folder per content hash. Coordinators that share a
+    /// database should share this folder too (a network file system), or each can serve only
+    /// the datasets uploaded through it.
+    #[arg(long, env = "STACKHIVE_DATA_DIR", default_value = "stackhive-data")]
+    pub data_dir: std::path::PathBuf,
+
     /// Finished jobs older than this are deleted (0 keeps them forever).
     #[arg(long, env = "STACKHIVE_RETENTION_HOURS", default_value_t = 0)]
     pub retention_hours: u32,
@@ -78,6 +84,7 @@ impl CoordinatorConfig {
             reap_interval_ms: 1_000,
             max_batch_jobs: 10_000,
             max_message_mb: 64,
+            data_dir: "stackhive-data".into(),
             retention_hours: 0,
             metrics_addr: None,
             default_max_attempts: 3,

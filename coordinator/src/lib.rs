@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod config;
+pub mod datasets;
 pub mod error;
+pub mod folds;
 pub mod kinds;
 pub mod metrics;
 pub mod model;

@@ -347,3 +347,32 @@ pub fn now_ms() -> Millis {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A registered dataset: content stored once under its hash, known by one or more names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DatasetRecord {
+    pub hash: String,
+    pub names: Vec<String>,
+    /// The file manifest (paths, sizes, per-file hashes) as JSON.
+    pub manifest: String,
+    /// Row counts and rates as JSON.
+    pub summary: String,
+    /// Where the coordinator keeps the files.
+    pub storage_path: String,
+    pub total_bytes: u64,
+    pub files: u32,
+    pub registered_at: Millis,
+}
+
+/// The folds of one (dataset, scheme, k, seed), computed once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FoldsRecord {
+    pub dataset_hash: String,
+    pub scheme: String,
+    pub k: u32,
+    pub seed: u64,
+    /// Validation fold per train row, i16 little endian; -1 never validates.
+    pub assignment: Vec<u8>,
+    pub report: String,
+    pub created_at: Millis,
+}

@@ -6,11 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stackhive_proto::v1::dataset_service_server::DatasetServiceServer;
 use stackhive_proto::v1::job_service_server::JobServiceServer;
 use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 
-use crate::api::{JobApi, WorkerApi};
+use crate::api::{DatasetApi, JobApi, WorkerApi};
+use crate::datasets::DatasetFiles;
 use crate::config::CoordinatorConfig;
 use crate::error::{Error, Result};
 use crate::store::{self, Store};
@@ -61,7 +63,15 @@ pub async fn serve(
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
 
+    let datasets = DatasetServiceServer::new(DatasetApi::new(
+        store.clone(),
+        DatasetFiles::new(config.data_dir.clone()),
+    ))
+    .max_decoding_message_size(max_msg)
+    .max_encoding_message_size(max_msg);
+
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<DatasetServiceServer<DatasetApi>>().await;
     health_reporter.set_serving::<JobServiceServer<JobApi>>().await;
     health_reporter.set_serving::<WorkerServiceServer<WorkerApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -87,6 +97,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(jobs)
         .add_service(workers)
+        .add_service(datasets)
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     reaper.abort();

@@ -369,6 +369,47 @@ pub async fn concurrent_claims_take_each_job_once(s: Arc<dyn Store>) {
     assert_eq!(s.count_states(&JobFilter::default()).await.unwrap().succeeded, n as u64);
 }
 
+pub async fn datasets_and_folds_are_stored_once(s: Arc<dyn Store>) {
+    let rec = DatasetRecord {
+        hash: "ab12".into(),
+        manifest: "{\"files\":[]}".into(),
+        summary: "{}".into(),
+        storage_path: "/data/ab12".into(),
+        total_bytes: 10,
+        files: 3,
+        ..Default::default()
+    };
+    let first = s.register_dataset(&rec, "isic-small").await.unwrap();
+    assert_eq!(first.names, vec!["isic-small".to_string()]);
+    let again = s.register_dataset(&rec, "alias").await.unwrap();
+    assert_eq!(again.names, vec!["alias".to_string(), "isic-small".to_string()]);
+    assert_eq!(again.registered_at, first.registered_at, "content row written once");
+    let other = DatasetRecord { hash: "cd34".into(), ..rec.clone() };
+    assert!(matches!(s.register_dataset(&other, "alias").await, Err(Error::AlreadyExists(_))));
+    assert!(matches!(s.get_dataset("cd34").await, Err(Error::NotFound(_))), "nothing half-registered");
+    assert_eq!(s.get_dataset("isic-small").await.unwrap().hash, "ab12");
+    assert_eq!(s.get_dataset("ab12").await.unwrap().files, 3);
+    assert_eq!(s.list_datasets().await.unwrap().len(), 1);
+
+    let folds = FoldsRecord {
+        dataset_hash: "ab12".into(),
+        scheme: "triple-stratified".into(),
+        k: 5,
+        seed: u64::MAX - 1,
+        assignment: vec![0, 0, 1, 0, 255, 255],
+        report: "{}".into(),
+        created_at: 0,
+    };
+    let (stored, inserted) = s.put_folds(&folds).await.unwrap();
+    assert!(inserted);
+    assert_eq!((stored.seed, stored.assignment.clone()), (u64::MAX - 1, folds.assignment.clone()));
+    let changed = FoldsRecord { assignment: vec![9, 9], ..folds.clone() };
+    let (kept, inserted) = s.put_folds(&changed).await.unwrap();
+    assert!(!inserted);
+    assert_eq!(kept.assignment, folds.assignment, "folds are computed once and kept");
+    assert!(s.get_folds("ab12", "group", 5, 1).await.unwrap().is_none());
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -404,6 +445,7 @@ macro_rules! suite {
             case!(listing_paging_and_workers);
             case!(retention_purges_only_old_finished);
             case!(concurrent_claims_take_each_job_once);
+            case!(datasets_and_folds_are_stored_once);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn aging_prevents_starvation() {

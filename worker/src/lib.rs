@@ -8,6 +8,7 @@ mod capacity;
 mod client;
 pub mod config;
 mod daemon;
+pub mod datasets;
 #[cfg(test)]
 mod daemon_tests;
 mod error;

@@ -30,6 +30,8 @@ struct Figures {
     start_latency_p99_ms: f64,
     end_to_end_p50_ms: f64,
     end_to_end_p99_ms: f64,
+    idle_start_p50_ms: f64,
+    idle_start_p99_ms: f64,
     history_rows: u64,
     claim1_p50_ms_before: f64,
     claim1_p99_ms_before: f64,
@@ -171,12 +173,33 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
         "expected {} bench jobs to succeed, found {done:?}",
         a.jobs
     );
+    // Light load: one job at a time into idle workers, so the figure is the wake-up path
+    // (NOTIFY or the in-process signal, then a claim), not queueing behind 100k jobs.
+    let idle_jobs = 200;
+    for k in 0..idle_jobs {
+        let spec = pb::JobSpec { kind: "noop".into(), experiment: "idle".into(), ..Default::default() };
+        jobs.submit(pb::SubmitRequest { idempotency_key: format!("idle-{k}"), jobs: vec![spec] }).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    loop {
+        let c = jobs
+            .list_jobs(pb::ListJobsRequest { experiment: "idle".into(), page_size: 1, ..Default::default() })
+            .await?
+            .into_inner()
+            .counts
+            .unwrap_or_default();
+        if c.succeeded == idle_jobs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = stop_workers.send(true);
     for w in workers {
         w.await?.context("bench worker")?;
     }
 
-    let (start_lat, e2e_lat, last_finish) = latencies(&db.url).await?;
+    let (start_lat, e2e_lat, last_finish) = latencies(&db.url, "bench").await?;
+    let (idle_lat, _, _) = latencies(&db.url, "idle").await?;
     let wall_s = (last_finish - started_ms) as f64 / 1e3;
     let mut f = Figures {
         backend: match backend {
@@ -193,6 +216,8 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
         start_latency_p99_ms: percentile(&start_lat, 99.0),
         end_to_end_p50_ms: percentile(&e2e_lat, 50.0),
         end_to_end_p99_ms: percentile(&e2e_lat, 99.0),
+        idle_start_p50_ms: percentile(&idle_lat, 50.0),
+        idle_start_p99_ms: percentile(&idle_lat, 99.0),
         history_rows: 0,
         claim1_p50_ms_before: f64::NAN,
         claim1_p99_ms_before: f64::NAN,
@@ -248,10 +273,10 @@ async fn wait_workers(jobs: &mut JobServiceClient<Channel>, n: usize) -> anyhow:
 /// timestamps (one clock for both ends).
 /// Also returns the last finish time (epoch ms): with the store on this machine, its clock is
 /// this machine's clock.
-async fn latencies(url: &str) -> anyhow::Result<(Vec<f64>, Vec<f64>, i64)> {
+async fn latencies(url: &str, experiment: &str) -> anyhow::Result<(Vec<f64>, Vec<f64>, i64)> {
     let store = stackhive_coordinator::store::open(url, Policy::default(), 2).await?;
     let mut filter = JobFilter {
-        experiment: Some("bench".into()),
+        experiment: Some(experiment.into()),
         states: vec![JobState::Succeeded],
         limit: 20_000,
         ..Default::default()
@@ -278,6 +303,7 @@ fn print_human(f: &Figures) {
     println!("  submit only       {:>10.0} jobs/s", f.submit_jobs_per_s);
     println!("  submit → start    p50 {:>8.1} ms   p99 {:>8.1} ms", f.start_latency_p50_ms, f.start_latency_p99_ms);
     println!("  submit → finish   p50 {:>8.1} ms   p99 {:>8.1} ms", f.end_to_end_p50_ms, f.end_to_end_p99_ms);
+    println!("  submit → start, one job at a time into idle workers   p50 {:>6.1} ms   p99 {:>6.1} ms", f.idle_start_p50_ms, f.idle_start_p99_ms);
     if f.history_rows > 0 {
         println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.jobs, f.claim1_p50_ms_before, f.claim1_p99_ms_before);
         println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.history_rows, f.claim1_p50_ms_history, f.claim1_p99_ms_history);

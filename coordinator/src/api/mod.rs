@@ -2,8 +2,10 @@
 //! and SQL live in `crate::store`; error codes come from `impl From<Error> for Status`.
 
 mod convert;
+pub mod datasets;
 pub mod jobs;
 pub mod workers;
 
+pub use datasets::DatasetApi;
 pub use jobs::JobApi;
 pub use workers::WorkerApi;

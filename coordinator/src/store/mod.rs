@@ -111,6 +111,28 @@ pub trait Store: Send + Sync + 'static {
     /// `Queued` in their old place. Safe to run from several coordinators at once.
     async fn reap_expired(&self) -> Result<ReapOutcome>;
 
+    /// Records a dataset whose files are stored and verified, under `name`. The content row is
+    /// written once per hash; a name already used for other content is `AlreadyExists`.
+    /// Returns the record with every name it has.
+    async fn register_dataset(&self, rec: &DatasetRecord, name: &str) -> Result<DatasetRecord>;
+
+    /// By hash or by name; `NotFound` otherwise.
+    async fn get_dataset(&self, hash_or_name: &str) -> Result<DatasetRecord>;
+
+    async fn list_datasets(&self) -> Result<Vec<DatasetRecord>>;
+
+    /// Stores folds unless folds for the same (dataset, scheme, k, seed) exist; returns the
+    /// stored record and whether this call stored it.
+    async fn put_folds(&self, rec: &FoldsRecord) -> Result<(FoldsRecord, bool)>;
+
+    async fn get_folds(
+        &self,
+        dataset_hash: &str,
+        scheme: &str,
+        k: u32,
+        seed: u64,
+    ) -> Result<Option<FoldsRecord>>;
+
     /// Deletes up to `limit` finished jobs that finished before `before` and have no unfinished
     /// dependents (retention). Returns how many were deleted.
     async fn purge_finished(&self, before: Millis, limit: u32) -> Result<u64>;

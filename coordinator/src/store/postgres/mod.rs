@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 mod admin;
+mod datasets;
 mod rows;
 mod run;
 mod submit;
@@ -215,5 +216,31 @@ impl Store for PgStore {
 
     async fn purge_finished(&self, before: Millis, limit: u32) -> Result<u64> {
         admin::purge(&self.pool, before, limit).await
+    }
+
+    async fn register_dataset(&self, rec: &DatasetRecord, name: &str) -> Result<DatasetRecord> {
+        datasets::register(&self.pool, rec, name).await
+    }
+
+    async fn get_dataset(&self, hash_or_name: &str) -> Result<DatasetRecord> {
+        datasets::get(&self.pool, hash_or_name).await
+    }
+
+    async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
+        datasets::list(&self.pool).await
+    }
+
+    async fn put_folds(&self, rec: &FoldsRecord) -> Result<(FoldsRecord, bool)> {
+        datasets::put_folds(&self.pool, rec).await
+    }
+
+    async fn get_folds(
+        &self,
+        dataset_hash: &str,
+        scheme: &str,
+        k: u32,
+        seed: u64,
+    ) -> Result<Option<FoldsRecord>> {
+        datasets::get_folds(&self.pool, dataset_hash, scheme, k, seed).await
     }
 }
