@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 /// Kinds that workers of this version can run.
-pub const KNOWN_KINDS: &[&str] = &["noop", "sleep", "shell"];
+pub const KNOWN_KINDS: &[&str] = &["noop", "sleep", "shell", "dataset-prefetch"];
 
 const MAX_SLEEP_MS: u64 = 7 * 24 * 3_600_000;
 
@@ -48,6 +48,13 @@ pub fn validate_payload(kind: &str, p: &Map<String, Value>) -> Result<(), String
             }
             only_fields(p, &["command", "env", "cwd"])
         }
+        "dataset-prefetch" => match p.get("dataset") {
+            Some(Value::String(d)) if !d.trim().is_empty() => only_fields(p, &["dataset"]),
+            Some(v) => Err(format!(
+                "dataset-prefetch payload field \"dataset\" must be a dataset hash or name, found {v}"
+            )),
+            None => Err("dataset-prefetch payload needs a field \"dataset\" (hash or name)".into()),
+        },
         other => Err(format!(
             "unknown job kind {other:?}, expected one of {}",
             KNOWN_KINDS.join(", ")

@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn rejects_bad_jobs_with_clear_messages() {
         let cases = [
-            (spec("nop", ""), "job 0: unknown job kind \"nop\", expected one of noop, sleep, shell"),
+            (spec("nop", ""), "job 0: unknown job kind \"nop\", expected one of noop, sleep, shell, dataset-prefetch"),
             (spec("sleep", "{\"ms\": -5}"), "job 0: sleep payload field \"ms\" must be an integer"),
             (spec("shell", "[1]"), "job 0: payload must be a JSON object, found an array"),
             (spec("noop", "{"), "job 0: payload is not valid JSON"),

@@ -42,7 +42,7 @@ async fn bad_input_is_refused_and_stores_nothing(db: TestDb) {
 
     let e = refused(&mut c, vec![spec("noop", json!({})), spec("train-magic", json!({}))], "").await;
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(e.message(), "job 1: unknown job kind \"train-magic\", expected one of noop, sleep, shell");
+    assert_eq!(e.message(), "job 1: unknown job kind \"train-magic\", expected one of noop, sleep, shell, dataset-prefetch");
 
     let mut s = spec("sleep", json!({ "ms": 5 }));
     s.resources = Some(pb::Resources { cpu_slots: 5000, ..Default::default() });

@@ -106,6 +106,19 @@ async fn register_fetch_verify_and_fold_a_dataset() {
     }
     let got = client.get_folds(req).await.unwrap().into_inner();
     assert_eq!(got.fold, first.fold);
+
+    // Through a real worker: a prefetch job finds the coordinator's own folder on this machine
+    // (the shared-folder case) and reports it.
+    let mut jobs = coord.jobs().await;
+    let spec = stackhive_tests::cluster::spec("dataset-prefetch", serde_json::json!({ "dataset": "tiny" }));
+    let id = stackhive_tests::cluster::submit(&mut jobs, vec![spec]).await[0];
+    let wcache = tmp.path().join("daemon-cache");
+    let w = stackhive_tests::cluster::Worker::start("prefetcher", &coord.url, &["--slots", "1", "--dataset-cache", wcache.to_str().unwrap()]);
+    let done = stackhive_tests::cluster::wait_state(&mut jobs, id, pb::JobState::Succeeded, std::time::Duration::from_secs(60)).await;
+    let result: serde_json::Value = serde_json::from_str(&done.result_json).unwrap();
+    assert_eq!(result["source"], "shared", "{result}");
+    assert_eq!(PathBuf::from(result["path"].as_str().unwrap()), store_dir.join(&hash));
+    w.terminate(std::time::Duration::from_secs(20)).await;
     coord.kill().await;
 }
 

@@ -63,6 +63,15 @@ pub struct WorkerConfig {
     /// Most completions sent in one Complete call.
     #[arg(long, env = "STACKHIVE_REPORT_BATCH", default_value_t = 1000)]
     pub report_batch: u32,
+
+    /// Where fetched datasets are kept, one folder per content hash, for every later job.
+    #[arg(long, env = "STACKHIVE_DATASET_CACHE", default_value = "stackhive-cache/datasets")]
+    pub dataset_cache: std::path::PathBuf,
+
+    /// Folders that may hold datasets as `<folder>/<hash>` (a shared file system); a dataset
+    /// found there with the right content is read in place instead of fetched (comma separated).
+    #[arg(long, env = "STACKHIVE_SHARED_DATA", value_delimiter = ',')]
+    pub shared_data: Vec<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -79,6 +88,8 @@ impl WorkerConfig {
             lease_wait_ms: 10_000,
             drain_timeout_s: 30,
             report_batch: 1000,
+            dataset_cache: "stackhive-cache/datasets".into(),
+            shared_data: Vec::new(),
         }
     }
 

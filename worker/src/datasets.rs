@@ -66,7 +66,8 @@ impl DatasetCache {
         self
     }
 
-    /// Returns a local folder holding dataset `hash`, verified.
+    /// Returns a local folder holding dataset `hash` (a content hash or a registered name),
+    /// verified.
     pub async fn ensure(
         &self,
         channel: Channel,
@@ -87,6 +88,8 @@ impl DatasetCache {
             DatasetError::Corrupt { hash: hash.into(), what: format!("manifest is not valid JSON ({e})") }
         })?;
 
+        // `hash` may be a name; from here on the content hash names everything.
+        let hash = info.hash.as_str();
         let cached = self.cache_dir.join(hash);
         let (path, source) = if cached.join(".complete").exists() {
             (cached, Source::Cached)

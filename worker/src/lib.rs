@@ -30,7 +30,23 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WorkerError> {
-    run_with(config, ExecutorRegistry::with_builtins(), shutdown).await
+    let registry = builtin_registry(&config)?;
+    run_with(config, registry, shutdown).await
+}
+
+/// The built-in kinds plus `dataset-prefetch`, which needs the dataset cache and a channel to
+/// the coordinator.
+pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, WorkerError> {
+    let mut registry = ExecutorRegistry::with_builtins();
+    let channel = tonic::transport::Endpoint::from_shared(config.coordinator.trim().to_string())
+        .map_err(|e| WorkerError::Endpoint { url: config.coordinator.clone(), message: e.to_string() })?
+        .connect_lazy();
+    let cache = datasets::DatasetCache::new(&config.dataset_cache, config.shared_data.clone());
+    registry.register(
+        "dataset-prefetch",
+        executor::PrefetchExecutor::new(std::sync::Arc::new(cache), channel),
+    );
+    Ok(registry)
 }
 
 /// [`run`] with the kinds of `registry`.

@@ -4,6 +4,7 @@
 //! daemon reports what they return.
 
 mod builtin;
+mod prefetch;
 pub(crate) mod shell;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use stackhive_proto::v1::{LeasedJob, Predictions};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use builtin::{NoopExecutor, SleepExecutor};
+pub use prefetch::PrefetchExecutor;
 pub use shell::{ShellExecutor, TAIL_BYTES};
 
 /// Runs the jobs of one kind.
