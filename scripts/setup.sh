@@ -35,3 +35,35 @@ ensure_postgres() {
     echo "error: PostgreSQL did not accept connections on $host:$port within 60 s" >&2
     exit 1
 }
+
+# libtorch for the trainer (tch 0.24 wants libtorch 2.11) comes from the PyTorch wheel, pip-installed
+# into a project-local virtual environment: the Python registry is the one source a fresh machine
+# can reach. The default Linux x86_64 wheel is the CUDA 13.0 build (~4.6 GB with its nvidia-*
+# dependencies); it also runs on CPU-only machines. torch-sys finds it through the venv's python
+# when LIBTORCH_USE_PYTORCH=1, at build time; the binaries carry a RUNPATH to it.
+ensure_libtorch() {
+    local version=2.11.0 root venv
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    venv="$root/.venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        command -v python3 >/dev/null 2>&1 || { echo "error: python3 not found; it is needed to install libtorch" >&2; exit 1; }
+        log "creating the virtual environment $venv"
+        python3 -m venv "$venv"
+    fi
+    if ! "$venv/bin/python" - "$version" 2>/dev/null <<'PY'
+import importlib.metadata as m, pathlib, sys
+dist = m.distribution("torch")
+lib = pathlib.Path(dist.locate_file("torch/lib/libtorch_cpu.so"))
+sys.exit(0 if dist.version == sys.argv[1] and lib.exists() else 1)
+PY
+    then
+        log "installing torch $version into .venv (about 4.6 GB with its CUDA libraries)"
+        "$venv/bin/python" -m pip install --quiet "torch==$version"
+    fi
+    export LIBTORCH_USE_PYTORCH=1
+    export TORCH_CPP_LOG_LEVEL=ERROR
+    case "$PATH" in
+        "$venv/bin:"*) ;;
+        *) export PATH="$venv/bin:$PATH" ;;
+    esac
+}

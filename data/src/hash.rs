@@ -40,9 +40,9 @@ pub struct Manifest {
 
 impl Manifest {
     /// The dataset hash these entries stand for: BLAKE3 over a domain tag and, per file in
-    /// path order, the path's length and bytes, the file's length and its BLAKE3. Hashing the
-    /// per-file hashes rather than the concatenated bytes is what lets a worker check a fetched
-    /// manifest against the registered name before fetching any file.
+    /// path order, the path's length and bytes, the file's length and its BLAKE3 in hex.
+    /// Hashing the per-file hashes rather than the concatenated bytes is what lets a worker
+    /// check a fetched manifest against the registered name before fetching any file.
     pub fn dataset_hash(&self) -> String {
         let mut h = blake3::Hasher::new();
         h.update(DOMAIN);
@@ -162,7 +162,9 @@ fn is_layout_path(p: &str) -> bool {
         return true;
     }
     match p.strip_prefix(IMAGES_DIR).and_then(|r| r.strip_prefix('/')) {
-        Some(name) => !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']),
+        Some(name) => {
+            !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
+        }
         None => false,
     }
 }
@@ -221,10 +223,16 @@ fn hash_file(root: &Path, rel: &str) -> Result<ManifestEntry, DataError> {
 pub fn dataset_hash(root: &Path) -> Result<(String, Manifest), DataError> {
     let files = dataset_files(root)?;
     for required in [TRAIN_CSV, TEST_CSV] {
-        if files.binary_search_by(|f| f.as_str().cmp(required)).is_err() {
+        if files
+            .binary_search_by(|f| f.as_str().cmp(required))
+            .is_err()
+        {
             return Err(DataError::Read {
                 path: root.join(required),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "expected a file, found none"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "expected a file, found none",
+                ),
             });
         }
     }

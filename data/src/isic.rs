@@ -154,7 +154,10 @@ fn read_header(
     required: &[&str],
     optional: &[&str],
 ) -> Result<(Columns, Vec<String>), DataError> {
-    let headers = reader.byte_headers().map_err(|e| csv_error(path, e))?.clone();
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| csv_error(path, e))?
+        .clone();
     let names: Vec<String> = headers
         .iter()
         .map(|h| {
@@ -187,7 +190,13 @@ fn read_header(
     let extra = names
         .iter()
         .filter(|n| !known.contains(n.as_str()) || !seen.insert(n.as_str()))
-        .map(|n| if n.is_empty() { "(unnamed)".to_string() } else { n.clone() })
+        .map(|n| {
+            if n.is_empty() {
+                "(unnamed)".to_string()
+            } else {
+                n.clone()
+            }
+        })
         .collect();
     let source = optional
         .contains(&SOURCE_COLUMN)
@@ -204,14 +213,15 @@ fn read_header(
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> DataError {
+    let message = e.to_string();
     match e.into_kind() {
         csv::ErrorKind::Io(source) => DataError::Read {
             path: path.to_path_buf(),
             source,
         },
-        other => DataError::Csv {
+        _ => DataError::Csv {
             path: path.to_path_buf(),
-            message: format!("{other:?}"),
+            message,
         },
     }
 }
@@ -274,7 +284,18 @@ fn read_table<T>(
                 }
             }
         }
-        let source = columns.source.and_then(|i| field(i).ok());
+        let source = match columns.source.map(field) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(())) => {
+                utf8_ok = false;
+                problems.push((
+                    ProblemKind::MalformedRow,
+                    format!("expected utf-8 text in {SOURCE_COLUMN}, found invalid bytes"),
+                ));
+                None
+            }
+        };
         let image_name = fields[0].trim().to_string();
         let parsed = if problems.is_empty() && utf8_ok {
             parse(&fields, source, &mut problems)
@@ -303,11 +324,7 @@ fn is_missing(v: &str) -> bool {
     v.is_empty() || v.eq_ignore_ascii_case("nan")
 }
 
-fn parse_name(
-    column: &str,
-    v: &str,
-    problems: &mut Vec<(ProblemKind, String)>,
-) -> Option<String> {
+fn parse_name(column: &str, v: &str, problems: &mut Vec<(ProblemKind, String)>) -> Option<String> {
     let v = v.trim();
     if v.is_empty() {
         problems.push((
@@ -317,9 +334,7 @@ fn parse_name(
         return None;
     }
     // image_name becomes part of a path: refuse anything that could leave images/.
-    if column == "image_name"
-        && (v.contains(['/', '\\', '\0']) || v == "." || v == "..")
-    {
+    if column == "image_name" && (v.contains(['/', '\\', '\0']) || v == "." || v == "..") {
         problems.push((
             ProblemKind::BadValue,
             format!("expected an image_name without path separators, found {v:?}"),
@@ -581,7 +596,8 @@ pub fn merge_folders(
     let parent = out.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(
         ".{}.merge-{}",
-        out.file_name().map_or("out".into(), |n| n.to_string_lossy()),
+        out.file_name()
+            .map_or("out".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
     let built = (|| {

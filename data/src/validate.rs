@@ -53,9 +53,7 @@ pub struct ValidateOptions {
 
 /// What can be wrong with one row. The order is the order of the checks: a dropped row with
 /// several problems is counted under the first.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProblemKind {
     /// Wrong number of fields, or bytes that are not UTF-8.
@@ -310,7 +308,7 @@ pub fn load_and_validate(
         }
     }
 
-    // Every usable name once, checked in parallel; results come back in input order.
+    // Every usable name once (a duplicate row shares its image), checked in parallel.
     let mut names: Vec<&str> = train
         .records
         .iter()
@@ -320,48 +318,46 @@ pub fn load_and_validate(
         .collect();
     names.sort_unstable();
     names.dedup();
-    let image_results: HashMap<&str, (ProblemKind, String)> = if opts.image_check == ImageCheck::Skip
-    {
-        HashMap::new()
-    } else {
-        names
-            .par_iter()
-            .filter_map(|&name| {
-                check_image(&isic::image_path(root, name), opts.image_check)
-                    .err()
-                    .map(|p| (name, p))
-            })
-            .collect()
-    };
+    let image_results: HashMap<&str, (ProblemKind, String)> =
+        if opts.image_check == ImageCheck::Skip {
+            HashMap::new()
+        } else {
+            names
+                .par_iter()
+                .filter_map(|&name| {
+                    check_image(&isic::image_path(root, name), opts.image_check)
+                        .err()
+                        .map(|p| (name, p))
+                })
+                .collect()
+        };
     let images_checked = if opts.image_check == ImageCheck::Skip {
         0
     } else {
         names.len()
     };
-    for (records, problems) in [
-        (
-            train.records.iter().map(|r| &r.image_name).collect::<Vec<_>>(),
-            &mut train_problems,
-        ),
-        (
-            test.records.iter().map(|r| &r.image_name).collect(),
-            &mut test_problems,
-        ),
-    ] {
-        for (i, name) in records.into_iter().enumerate() {
-            if let Some(p) = image_results.get(name.as_str()) {
-                problems[i].push(p.clone());
-            }
-        }
-    }
+    attach(&train.records, &mut train_problems, &image_results);
+    attach(&test.records, &mut test_problems, &image_results);
 
     let mut all = Problems {
         root: root.to_path_buf(),
         kinds: BTreeMap::new(),
     };
     let mut dropped = BTreeMap::new();
-    collect(TRAIN_CSV, &train.records, &mut train_problems, &mut all, &mut dropped);
-    collect(TEST_CSV, &test.records, &mut test_problems, &mut all, &mut dropped);
+    collect(
+        TRAIN_CSV,
+        &train.records,
+        &mut train_problems,
+        &mut all,
+        &mut dropped,
+    );
+    collect(
+        TEST_CSV,
+        &test.records,
+        &mut test_problems,
+        &mut all,
+        &mut dropped,
+    );
     if !all.is_empty() && !opts.drop_invalid {
         tracing::warn!(root = %root.display(), problems = all.total(), "dataset rejected");
         return Err(DataError::Invalid(Box::new(all)));
@@ -384,7 +380,11 @@ pub fn load_and_validate(
         .extra_columns
         .iter()
         .map(|c| format!("{TRAIN_CSV}: {c}"))
-        .chain(test.extra_columns.iter().map(|c| format!("{TEST_CSV}: {c}")))
+        .chain(
+            test.extra_columns
+                .iter()
+                .map(|c| format!("{TEST_CSV}: {c}")),
+        )
         .collect();
     let report = ValidationReport {
         root: root.to_path_buf(),
@@ -442,6 +442,19 @@ fn collect<T>(
                 kind: *kind,
                 detail: detail.clone(),
             });
+        }
+    }
+}
+
+/// Adds each row's image problem, if its image has one.
+fn attach<T>(
+    records: &[Record<T>],
+    problems: &mut RowProblems,
+    image_results: &HashMap<&str, (ProblemKind, String)>,
+) {
+    for (record, row_problems) in records.iter().zip(problems.iter_mut()) {
+        if let Some(p) = image_results.get(record.image_name.as_str()) {
+            row_problems.push(p.clone());
         }
     }
 }

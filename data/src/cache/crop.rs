@@ -4,7 +4,7 @@
 //! corners are not near black, falling back to the plain centre square when nothing is dark. It
 //! must stay deterministic: the cache's round trip is checked against it pixel for pixel.
 
-use image::imageops::{self, FilterType};
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
 /// Luminance below which a corner patch counts as the vignette's black. Dark skin and dark
@@ -39,20 +39,23 @@ pub fn crop_box(img: &RgbImage) -> CropBox {
     let patch = (full as f32 / 60.0).max(2.0);
     let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
     let corners_ok = |half: f32| -> bool {
-        [(-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0)].iter().all(|&(sx, sy)| {
-            let mut lumas = [0.0f32; 25];
-            for (k, l) in lumas.iter_mut().enumerate() {
-                // Offsets run inwards from the corner, so the patch lies inside the square.
-                let ox = (k % 5) as f32 / 4.0 * patch;
-                let oy = (k / 5) as f32 / 4.0 * patch;
-                let x = (cx + sx * (half - ox - 0.5)).clamp(0.0, (w - 1) as f32) as u32;
-                let y = (cy + sy * (half - oy - 0.5)).clamp(0.0, (h - 1) as f32) as u32;
-                let p = img.get_pixel(x, y).0;
-                *l = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
-            }
-            lumas.sort_by(f32::total_cmp);
-            lumas[12] >= DARK_LUMA
-        })
+        [(-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0)]
+            .iter()
+            .all(|&(sx, sy)| {
+                let mut lumas = [0.0f32; 25];
+                for (k, l) in lumas.iter_mut().enumerate() {
+                    // Offsets run inwards from the corner, so the patch lies inside the square.
+                    let ox = (k % 5) as f32 / 4.0 * patch;
+                    let oy = (k / 5) as f32 / 4.0 * patch;
+                    let x = (cx + sx * (half - ox - 0.5)).clamp(0.0, (w - 1) as f32) as u32;
+                    let y = (cy + sy * (half - oy - 0.5)).clamp(0.0, (h - 1) as f32) as u32;
+                    let p = img.get_pixel(x, y).0;
+                    *l =
+                        0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+                }
+                lumas.sort_by(f32::total_cmp);
+                lumas[12] >= DARK_LUMA
+            })
     };
     let step = (full / 512).max(1);
     let mut side = full;
@@ -70,15 +73,33 @@ pub fn crop_box(img: &RgbImage) -> CropBox {
 }
 
 fn centred(w: u32, h: u32, side: u32, vignette: bool) -> CropBox {
-    CropBox { x: (w - side) / 2, y: (h - side) / 2, side, vignette }
+    CropBox {
+        x: (w - side) / 2,
+        y: (h - side) / 2,
+        side,
+        vignette,
+    }
 }
 
-/// Crops (see [`crop_box`]) and resizes to `size`×`size` with a triangle (bilinear) filter, which
-/// widens its support when shrinking, so downscaling does not alias.
+/// Crops (see [`crop_box`]) and resizes to `size`×`size` with `fast_image_resize`'s bilinear
+/// convolution, whose kernel widens when shrinking, so downscaling does not alias. Its SIMD
+/// paths make resizing cheaper than decoding; the pixels are identical on one machine, which
+/// is all a per-machine cache needs.
 pub fn preprocess(img: &RgbImage, size: u32) -> (RgbImage, CropBox) {
+    assert!(
+        size > 0,
+        "preprocess needs a target size of at least 1 pixel, found 0"
+    );
     let b = crop_box(img);
-    let view = imageops::crop_imm(img, b.x, b.y, b.side, b.side);
-    (imageops::resize(&*view, size, size, FilterType::Triangle), b)
+    let mut out = RgbImage::new(size, size);
+    let side = f64::from(b.side);
+    let options = ResizeOptions::new()
+        .crop(f64::from(b.x), f64::from(b.y), side, side)
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new()
+        .resize(img, &mut out, &options)
+        .expect("source and destination are both RGB8 and the crop lies inside the source");
+    (out, b)
 }
 
 #[cfg(test)]
@@ -89,12 +110,28 @@ mod tests {
     #[test]
     fn plain_image_keeps_the_centre_square() {
         let img = RgbImage::from_pixel(120, 80, Rgb([200, 150, 120]));
-        assert_eq!(crop_box(&img), CropBox { x: 20, y: 0, side: 80, vignette: false });
+        assert_eq!(
+            crop_box(&img),
+            CropBox {
+                x: 20,
+                y: 0,
+                side: 80,
+                vignette: false
+            }
+        );
     }
 
     #[test]
     fn all_dark_image_falls_back_to_the_centre_square() {
         let img = RgbImage::from_pixel(64, 64, Rgb([5, 5, 5]));
-        assert_eq!(crop_box(&img), CropBox { x: 0, y: 0, side: 64, vignette: false });
+        assert_eq!(
+            crop_box(&img),
+            CropBox {
+                x: 0,
+                y: 0,
+                side: 64,
+                vignette: false
+            }
+        );
     }
 }

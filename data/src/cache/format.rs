@@ -44,7 +44,9 @@ impl Header {
 
     /// Expected file length, or `None` when the header's numbers overflow (a corrupt header).
     pub(crate) fn file_len(&self) -> Option<u64> {
-        self.n.checked_mul(self.image_bytes())?.checked_add(self.pixel_offset)
+        self.n
+            .checked_mul(self.image_bytes())?
+            .checked_add(self.pixel_offset)
     }
 }
 
@@ -57,7 +59,13 @@ pub(crate) fn encode_prefix(names: &[String], size: u32) -> (Header, Vec<u8>) {
     }
     let names_len = index.len() as u64;
     let pixel_offset = (HEADER_LEN as u64 + names_len).div_ceil(PAGE) * PAGE;
-    let header = Header { n: names.len() as u64, height: size, width: size, names_len, pixel_offset };
+    let header = Header {
+        n: names.len() as u64,
+        height: size,
+        width: size,
+        names_len,
+        pixel_offset,
+    };
     let mut out = Vec::with_capacity(pixel_offset as usize);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -75,7 +83,10 @@ pub(crate) fn encode_prefix(names: &[String], size: u32) -> (Header, Vec<u8>) {
 
 /// Checks `bytes` (the whole file) and returns its header and image names.
 pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Header, Vec<String>), CacheError> {
-    let corrupt = |reason: String| CacheError::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| CacheError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     if bytes.len() < HEADER_LEN {
         return Err(CacheError::WrongLength {
             path: path.to_path_buf(),
@@ -84,17 +95,25 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Header, Vec<String>),
         });
     }
     if bytes[..8] != MAGIC {
-        return Err(CacheError::BadMagic { path: path.to_path_buf(), found: bytes[..8].to_vec() });
+        return Err(CacheError::BadMagic {
+            path: path.to_path_buf(),
+            found: bytes[..8].to_vec(),
+        });
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32_at(8);
     if version != VERSION {
-        return Err(CacheError::UnsupportedVersion { path: path.to_path_buf(), found: version });
+        return Err(CacheError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
     }
     let channels = u32_at(12);
     if channels != CHANNELS {
-        return Err(corrupt(format!("expected {CHANNELS} channels, the header says {channels}")));
+        return Err(corrupt(format!(
+            "expected {CHANNELS} channels, the header says {channels}"
+        )));
     }
     let header = Header {
         height: u32_at(16),
@@ -103,7 +122,9 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Header, Vec<String>),
         names_len: u64_at(32),
         pixel_offset: u64_at(40),
     };
-    let expected_offset = (HEADER_LEN as u64).checked_add(header.names_len).map(|e| e.div_ceil(PAGE) * PAGE);
+    let expected_offset = (HEADER_LEN as u64)
+        .checked_add(header.names_len)
+        .map(|e| e.div_ceil(PAGE) * PAGE);
     if expected_offset != Some(header.pixel_offset) {
         return Err(corrupt(format!(
             "pixel block offset {} does not follow a name index of {} bytes",
@@ -111,10 +132,17 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Header, Vec<String>),
         )));
     }
     let expected = header.file_len().ok_or_else(|| {
-        corrupt(format!("header sizes overflow: {} images of {}×{}", header.n, header.height, header.width))
+        corrupt(format!(
+            "header sizes overflow: {} images of {}×{}",
+            header.n, header.height, header.width
+        ))
     })?;
     if bytes.len() as u64 != expected {
-        return Err(CacheError::WrongLength { path: path.to_path_buf(), expected, found: bytes.len() as u64 });
+        return Err(CacheError::WrongLength {
+            path: path.to_path_buf(),
+            expected,
+            found: bytes.len() as u64,
+        });
     }
     let mut names = Vec::with_capacity(header.n.min(1 << 24) as usize);
     let index = &bytes[HEADER_LEN..HEADER_LEN + header.names_len as usize];
@@ -127,12 +155,17 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Header, Vec<String>),
         let raw = index
             .get(at + 4..at + 4 + len)
             .ok_or_else(|| corrupt(format!("name index ends inside name {i} of {}", header.n)))?;
-        let name = std::str::from_utf8(raw).map_err(|_| corrupt(format!("name {i} is not UTF-8")))?;
+        let name =
+            std::str::from_utf8(raw).map_err(|_| corrupt(format!("name {i} is not UTF-8")))?;
         names.push(name.to_string());
         at += 4 + len;
     }
     if at != index.len() {
-        return Err(corrupt(format!("name index has {} bytes left over after {} names", index.len() - at, header.n)));
+        return Err(corrupt(format!(
+            "name index has {} bytes left over after {} names",
+            index.len() - at,
+            header.n
+        )));
     }
     Ok((header, names))
 }

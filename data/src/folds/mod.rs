@@ -67,7 +67,9 @@ impl FromStr for Scheme {
             "triple-stratified" | "triple" => Ok(Scheme::TripleStratified),
             "stratified" => Ok(Scheme::Stratified),
             "group" => Ok(Scheme::Group),
-            _ => Err(DataError::UnknownScheme { found: s.to_string() }),
+            _ => Err(DataError::UnknownScheme {
+                found: s.to_string(),
+            }),
         }
     }
 }
@@ -113,13 +115,17 @@ impl Folds {
     /// Rows that validate in fold `f`.
     pub fn validation_rows(&self, f: u16) -> Vec<usize> {
         let f = f as i16;
-        (0..self.fold.len()).filter(|&i| self.fold[i] == f).collect()
+        (0..self.fold.len())
+            .filter(|&i| self.fold[i] == f)
+            .collect()
     }
 
     /// Rows that train when fold `f` validates: every other fold and all external rows.
     pub fn training_rows(&self, f: u16) -> Vec<usize> {
         let f = f as i16;
-        (0..self.fold.len()).filter(|&i| self.fold[i] != f).collect()
+        (0..self.fold.len())
+            .filter(|&i| self.fold[i] != f)
+            .collect()
     }
 
     /// Compact storage: 4 magic bytes, k (u16 LE), then the folds as i16 LE — 2 bytes a row.
@@ -150,7 +156,7 @@ impl Folds {
             )));
         }
         let body = &bytes[6..];
-        if body.len() % 2 != 0 {
+        if !body.len().is_multiple_of(2) {
             return Err(DataError::FoldsBytes(format!(
                 "expected 2 bytes per row, found {} bytes after the header",
                 body.len()

@@ -27,7 +27,8 @@ impl Quantiles {
             return Quantiles::default();
         }
         counts.sort_unstable();
-        let at = |q: f64| counts[((q * counts.len() as f64).ceil() as usize).clamp(1, counts.len()) - 1];
+        let at =
+            |q: f64| counts[((q * counts.len() as f64).ceil() as usize).clamp(1, counts.len()) - 1];
         Quantiles {
             p10: at(0.10),
             p50: at(0.50),
@@ -63,7 +64,11 @@ impl FoldStats {
             rows: n,
             patients: per_patient.len(),
             positives,
-            rate: if n == 0 { 0.0 } else { positives as f64 / n as f64 },
+            rate: if n == 0 {
+                0.0
+            } else {
+                positives as f64 / n as f64
+            },
             images_per_patient: Quantiles::of(per_patient.into_values().collect()),
         }
     }
@@ -108,7 +113,11 @@ impl FoldReport {
         const HEAD: &str = "   rows  pats   pos   rate  ipp p10/p50/p90/max";
         let width = HEAD.len();
         let mut out = String::new();
-        let max_k = columns.iter().map(|(_, r)| r.folds.len()).max().unwrap_or(0);
+        let max_k = columns
+            .iter()
+            .map(|(_, r)| r.folds.len())
+            .max()
+            .unwrap_or(0);
         let _ = write!(out, "{:>7}", "");
         for (label, r) in columns {
             let title = format!("{label} (k={})", r.k);
@@ -157,8 +166,15 @@ impl FoldReport {
             );
             let _ = write!(out, " | {text:<width$}");
         }
-        out.push('\n');
-        out
+        // The last column block is padded like the others; trailing blanks help no one.
+        let mut trimmed: String = out
+            .lines()
+            .map(|l| l.trim_end().to_string() + "\n")
+            .collect();
+        if trimmed.is_empty() {
+            trimmed.push('\n');
+        }
+        trimmed
     }
 }
 

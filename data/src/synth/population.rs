@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, StandardNormal};
 
 use super::{mix_seed, SynthConfig};
+use crate::isic::Sex;
 
 /// Seed streams: one per purpose, so adding draws to one never shifts another.
 const STREAM_POPULATION: u64 = 1;
@@ -63,8 +64,11 @@ const BENIGN_DIAGNOSES: [(&str, f64); 6] = [
     ("solar lentigo", 0.0002),
 ];
 /// ISIC 2019 images all carry a diagnosis.
-const BENIGN_DIAGNOSES_2019: [(&str, f64); 3] =
-    [("nevus", 0.8), ("seborrheic keratosis", 0.15), ("solar lentigo", 0.05)];
+const BENIGN_DIAGNOSES_2019: [(&str, f64); 3] = [
+    ("nevus", 0.8),
+    ("seborrheic keratosis", 0.15),
+    ("solar lentigo", 0.05),
+];
 
 /// Where a row ends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,22 +91,6 @@ impl Split {
     }
 }
 
-/// Sex as written in the CSV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PatientSex {
-    Male,
-    Female,
-}
-
-impl PatientSex {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            PatientSex::Male => "male",
-            PatientSex::Female => "female",
-        }
-    }
-}
-
 /// The look a patient's ordinary moles share; each lesion deviates from it by its outlier score.
 #[derive(Debug, Clone)]
 pub(crate) struct NevusStyle {
@@ -121,7 +109,7 @@ pub(crate) struct NevusStyle {
 pub(crate) struct Patient {
     pub id: String,
     pub split: Split,
-    pub sex: Option<PatientSex>,
+    pub sex: Option<Sex>,
     pub age: Option<f32>,
     pub style: NevusStyle,
     /// Skin tone, 0 = very fair, 1 = dark.
@@ -162,7 +150,8 @@ pub(crate) struct Population {
 
 /// Draws the whole population: train patients, test patients, then external patients.
 pub(crate) fn draw(cfg: &SynthConfig) -> Population {
-    let mut rng: ChaCha8Rng = rand::SeedableRng::seed_from_u64(mix_seed(cfg.seed, STREAM_POPULATION, 0));
+    let mut rng: ChaCha8Rng =
+        rand::SeedableRng::seed_from_u64(mix_seed(cfg.seed, STREAM_POPULATION, 0));
     let mut patients = Vec::new();
     let mut lesions = Vec::new();
     let groups = [
@@ -179,24 +168,34 @@ pub(crate) fn draw(cfg: &SynthConfig) -> Population {
     let mut external_left = cfg.external_2019;
     while external_left > 0 {
         let count = rng.random_range(1..=4usize).min(external_left);
-        add_patient(&mut rng, Split::External, count, &mut patients, &mut lesions);
+        add_patient(
+            &mut rng,
+            Split::External,
+            count,
+            &mut patients,
+            &mut lesions,
+        );
         external_left -= count;
     }
 
     // One intercept for the 2020 population (train and test share it), one for ISIC 2019, whose
     // melanoma share is much higher.
-    let logits = |split: Split| -> Vec<f64> {
+    let logits = |external: bool| -> Vec<f64> {
         lesions
             .iter()
-            .filter(|l| patients[l.patient].split == split || (split == Split::Train && patients[l.patient].split == Split::Test))
+            .filter(|l| (patients[l.patient].split == Split::External) == external)
             .map(|l| l.logit_meta + l.logit_image)
             .collect()
     };
-    let b2020 = solve_intercept(&logits(Split::Train), cfg.positive_rate);
-    let b2019 = solve_intercept(&logits(Split::External), cfg.external_positive_rate);
+    let b2020 = solve_intercept(&logits(false), cfg.positive_rate);
+    let b2019 = solve_intercept(&logits(true), cfg.external_positive_rate);
     for lesion in &mut lesions {
         let split = patients[lesion.patient].split;
-        let b = if split == Split::External { b2019 } else { b2020 };
+        let b = if split == Split::External {
+            b2019
+        } else {
+            b2020
+        };
         lesion.probability = sigmoid(b + lesion.logit_meta + lesion.logit_image);
         lesion.target = u8::from(rng.random_bool(lesion.probability));
         lesion.diagnosis = if lesion.target == 1 {
@@ -229,9 +228,9 @@ fn add_patient(
     let sex = if rng.random_bool(SEX_MISSING_RATE) {
         None
     } else if rng.random_bool(0.515) {
-        Some(PatientSex::Male)
+        Some(Sex::Male)
     } else {
-        Some(PatientSex::Female)
+        Some(Sex::Female)
     };
     // ISIC's age_approx is in 5-year steps; mean 49, sd 14.
     let age = if rng.random_bool(AGE_MISSING_RATE) {
@@ -258,8 +257,8 @@ fn add_patient(
 
     let patient = patients.len();
     let sex_logit = match sex {
-        Some(PatientSex::Male) => MALE_LOGIT,
-        Some(PatientSex::Female) => -MALE_LOGIT,
+        Some(Sex::Male) => MALE_LOGIT,
+        Some(Sex::Female) => -MALE_LOGIT,
         None => 0.0,
     };
     let age_logit = age.map_or(0.0, |a| AGE_LOGIT_PER_YEAR * (f64::from(a) - AGE_MEAN));
@@ -306,7 +305,15 @@ fn add_patient(
             diagnosis: "",
         });
     }
-    patients.push(Patient { id: String::new(), split, sex, age, style, skin_tone, hairiness });
+    patients.push(Patient {
+        id: String::new(),
+        split,
+        sex,
+        age,
+        style,
+        skin_tone,
+        hairiness,
+    });
 }
 
 /// ISIC-style identifiers (`ISIC_0123456`, `IP_0123456`), unique and in random order, so that a
@@ -341,7 +348,8 @@ fn solve_intercept(logits: &[f64], rate: f64) -> f64 {
     if logits.is_empty() {
         return 0.0;
     }
-    let mean_at = |b: f64| logits.iter().map(|&l| sigmoid(b + l)).sum::<f64>() / logits.len() as f64;
+    let mean_at =
+        |b: f64| logits.iter().map(|&l| sigmoid(b + l)).sum::<f64>() / logits.len() as f64;
     let (mut lo, mut hi) = (-40.0, 40.0);
     for _ in 0..100 {
         let mid = 0.5 * (lo + hi);
@@ -389,33 +397,5 @@ mod tests {
         let b = solve_intercept(&logits, 0.02);
         let mean = logits.iter().map(|&l| sigmoid(b + l)).sum::<f64>() / 1000.0;
         assert!((mean - 0.02).abs() < 1e-9, "mean probability {mean}");
-    }
-}
-
-#[cfg(test)]
-mod calibration {
-    use super::*;
-    use crate::auc::roc_auc;
-
-    #[test]
-    #[ignore]
-    fn print_calibration() {
-        for seed in 0..3 {
-            let cfg = SynthConfig { patients: 5000, test_patients: 0, seed, ..SynthConfig::default() };
-            let pop = draw(&cfg);
-            let labels: Vec<u8> = pop.lesions.iter().map(|l| l.target).collect();
-            let p: Vec<f32> = pop.lesions.iter().map(|l| l.probability as f32).collect();
-            let m: Vec<f32> = pop.lesions.iter().map(|l| l.logit_meta as f32).collect();
-            let im: Vec<f32> = pop.lesions.iter().map(|l| l.logit_image as f32).collect();
-            let pos = labels.iter().filter(|&&l| l == 1).count();
-            println!(
-                "n {} pos {} oracle {:.3} meta {:.3} image {:.3}",
-                labels.len(),
-                pos,
-                roc_auc(&labels, &p).unwrap(),
-                roc_auc(&labels, &m).unwrap(),
-                roc_auc(&labels, &im).unwrap()
-            );
-        }
     }
 }

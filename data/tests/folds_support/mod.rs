@@ -24,7 +24,11 @@ fn row(image: usize, patient: &str, target: u8, source: &str) -> TrainRow {
     TrainRow {
         image_name: format!("ISIC_{image:07}"),
         patient_id: patient.to_string(),
-        sex: if image % 3 == 0 { None } else { Some(Sex::Female) },
+        sex: if image.is_multiple_of(3) {
+            None
+        } else {
+            Some(Sex::Female)
+        },
         age_approx: Some(45.0),
         site: Some("torso".into()),
         diagnosis: if target == 1 { "melanoma" } else { "unknown" }.into(),
