@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use stackhive_data::folds::{self as f, FoldSpec, Scheme};
+use stackhive_data::validate::{load_and_validate, ImageCheck, ValidateOptions};
 use stackhive_proto::v1 as pb;
 
 use crate::error::{Error, Result};
@@ -40,7 +41,9 @@ fn scheme_of(name: &str) -> Scheme {
 pub async fn compute(root: PathBuf, hash: &str, (scheme, k, seed): (String, u32, u64)) -> Result<FoldsRecord> {
     let hash = hash.to_string();
     tokio::task::spawn_blocking(move || {
-        let ds = stackhive_data::isic::Dataset::load(&root)
+        // The files were verified against their hash at upload: reading the CSVs is enough.
+        let opts = ValidateOptions { drop_invalid: false, image_check: ImageCheck::Skip };
+        let (ds, _) = load_and_validate(&root, &opts)
             .map_err(|e| Error::FailedPrecondition(format!("dataset {hash} cannot be loaded: {e}")))?;
         let fs = FoldSpec { scheme: scheme_of(&scheme), k: k as u16, seed };
         let folds = f::assign(&ds.train, &fs).map_err(|e| Error::invalid(e.to_string()))?;

@@ -303,7 +303,10 @@ fn print_human(f: &Figures) {
     println!("  submit only       {:>10.0} jobs/s", f.submit_jobs_per_s);
     println!("  submit → start    p50 {:>8.1} ms   p99 {:>8.1} ms", f.start_latency_p50_ms, f.start_latency_p99_ms);
     println!("  submit → finish   p50 {:>8.1} ms   p99 {:>8.1} ms", f.end_to_end_p50_ms, f.end_to_end_p99_ms);
-    println!("  submit → start, one job at a time into idle workers   p50 {:>6.1} ms   p99 {:>6.1} ms", f.idle_start_p50_ms, f.idle_start_p99_ms);
+    println!(
+        "  submit → start, one job at a time into idle workers   p50 {:>6.1} ms   p99 {:>6.1} ms",
+        f.idle_start_p50_ms, f.idle_start_p99_ms
+    );
     if f.history_rows > 0 {
         println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.jobs, f.claim1_p50_ms_before, f.claim1_p99_ms_before);
         println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.history_rows, f.claim1_p50_ms_history, f.claim1_p99_ms_history);
