@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The tests: unit tests, the shared store suite on PostgreSQL and SQLite, and the cluster tests
-# with real coordinator and worker processes. Starts PostgreSQL when it is not running.
+# with real coordinator and worker processes, and the CPU trainer tests. Starts PostgreSQL when it
+# is not running and installs libtorch (the PyTorch wheel) into .venv when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
 ensure_rust
 ensure_postgres
+ensure_libtorch
 export RUST_LOG="${RUST_LOG:-warn}"
 log "building"
 cargo build --workspace --bins --tests --quiet
