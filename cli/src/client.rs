@@ -59,7 +59,11 @@ impl Api {
         let inner = JobServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Api { url, channel, inner })
+        Ok(Api {
+            url,
+            channel,
+            inner,
+        })
     }
 
     pub fn url(&self) -> &str {

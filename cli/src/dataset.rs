@@ -127,16 +127,21 @@ pub async fn run(coordinator: &str, json: bool, args: &DatasetArgs) -> anyhow::R
 pub async fn run_folds(coordinator: &str, json: bool, args: &FoldsArgs) -> anyhow::Result<()> {
     match &args.command {
         FoldsCommand::Report { path, k, seed } => folds_report(json, path, *k, *seed).await,
-        FoldsCommand::Compute { dataset, scheme, k, seed } => {
-            folds_compute(coordinator, json, dataset, scheme, *k, *seed).await
-        }
+        FoldsCommand::Compute {
+            dataset,
+            scheme,
+            k,
+            seed,
+        } => folds_compute(coordinator, json, dataset, scheme, *k, *seed).await,
     }
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await.context("worker thread failed")?
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("worker thread failed")?
 }
 
 async fn synth(json: bool, a: &SynthArgs) -> anyhow::Result<()> {
@@ -178,10 +183,17 @@ fn validate_blocking(
     path: PathBuf,
     drop_invalid: bool,
     full: bool,
-) -> anyhow::Result<(stackhive_data::isic::Dataset, stackhive_data::validate::ValidationReport)> {
+) -> anyhow::Result<(
+    stackhive_data::isic::Dataset,
+    stackhive_data::validate::ValidationReport,
+)> {
     let opts = ValidateOptions {
         drop_invalid,
-        image_check: if full { ImageCheck::Full } else { ImageCheck::Header },
+        image_check: if full {
+            ImageCheck::Full
+        } else {
+            ImageCheck::Header
+        },
     };
     Ok(load_and_validate(&path, &opts)?)
 }
@@ -215,12 +227,19 @@ fn summary(ds: &stackhive_data::isic::Dataset) -> serde_json::Value {
 
 /// Writes the kept rows of a dataset with dropped rows into a staging folder, linking the
 /// images, so that what is hashed and registered is exactly what validated.
-fn stage_cleaned(ds: &stackhive_data::isic::Dataset, src: &Path) -> anyhow::Result<tempfile::TempDir> {
+fn stage_cleaned(
+    ds: &stackhive_data::isic::Dataset,
+    src: &Path,
+) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     stackhive_data::isic::write_train_csv(&dir.path().join("train.csv"), &ds.train)?;
     stackhive_data::isic::write_test_csv(&dir.path().join("test.csv"), &ds.test)?;
     std::fs::create_dir(dir.path().join("images"))?;
-    let names = ds.train.iter().map(|r| &r.image_name).chain(ds.test.iter().map(|r| &r.image_name));
+    let names = ds
+        .train
+        .iter()
+        .map(|r| &r.image_name)
+        .chain(ds.test.iter().map(|r| &r.image_name));
     for name in names {
         let from = stackhive_data::isic::image_path(src, name);
         let to = stackhive_data::isic::image_path(dir.path(), name);
@@ -237,17 +256,37 @@ async fn add(coordinator: &str, json: bool, a: &AddArgs) -> anyhow::Result<()> {
     let (staged, dir, hash, manifest, summary, report) = blocking(move || {
         let (ds, report) = validate_blocking(path.clone(), drop_invalid, false)?;
         let summary = summary(&ds);
-        let staged = if report.dropped_total() > 0 { Some(stage_cleaned(&ds, &path)?) } else { None };
-        let dir = staged.as_ref().map(|d| d.path().to_path_buf()).unwrap_or(path);
+        let staged = if report.dropped_total() > 0 {
+            Some(stage_cleaned(&ds, &path)?)
+        } else {
+            None
+        };
+        let dir = staged
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or(path);
         let (hash, manifest) = stackhive_data::hash::dataset_hash(&dir)?;
         Ok((staged, dir, hash, manifest, summary, report))
     })
     .await?;
     if report.dropped_total() > 0 && !json {
-        eprintln!("dropped {} invalid rows: {:?}", report.dropped_total(), report.dropped);
+        eprintln!(
+            "dropped {} invalid rows: {:?}",
+            report.dropped_total(),
+            report.dropped
+        );
     }
-    let up = crate::upload::upload(api.channel(), api.url(), &a.name, &dir, &hash, &manifest, &summary, !json)
-        .await?;
+    let up = crate::upload::upload(
+        api.channel(),
+        api.url(),
+        &a.name,
+        &dir,
+        &hash,
+        &manifest,
+        &summary,
+        !json,
+    )
+    .await?;
     drop(staged);
     if json {
         print_json(&json!({
@@ -296,7 +335,15 @@ async fn list(coordinator: &str, json: bool) -> anyhow::Result<()> {
         print_json(&json!(all.iter().map(info_json).collect::<Vec<_>>()));
         return Ok(());
     }
-    let mut t = Table::new(&["HASH", "NAMES", "FILES", "BYTES", "TRAIN", "TEST", "POSITIVES"]);
+    let mut t = Table::new(&[
+        "HASH",
+        "NAMES",
+        "FILES",
+        "BYTES",
+        "TRAIN",
+        "TEST",
+        "POSITIVES",
+    ]);
     for d in &all {
         let s: serde_json::Value = serde_json::from_str(&d.summary_json).unwrap_or_default();
         t.push(vec![
@@ -316,7 +363,9 @@ async fn list(coordinator: &str, json: bool) -> anyhow::Result<()> {
 async fn show(coordinator: &str, json: bool, dataset: &str) -> anyhow::Result<()> {
     let api = Api::connect(coordinator).await?;
     let d = datasets_client(&api)
-        .get_dataset(pb::GetDatasetRequest { dataset: dataset.to_string() })
+        .get_dataset(pb::GetDatasetRequest {
+            dataset: dataset.to_string(),
+        })
         .await
         .map_err(|s| status_error(api.url(), &s))?
         .into_inner();
@@ -331,7 +380,12 @@ async fn show(coordinator: &str, json: bool, dataset: &str) -> anyhow::Result<()
 async fn cache(json: bool, a: &CacheArgs) -> anyhow::Result<()> {
     let (path, size, dir) = (a.path.clone(), a.size, a.cache_dir.clone());
     let progress = !json;
-    let ensured = blocking(move || Ok(stackhive_data::cache::ensure_cache(&path, size, &dir, progress)?)).await?;
+    let ensured = blocking(move || {
+        Ok(stackhive_data::cache::ensure_cache(
+            &path, size, &dir, progress,
+        )?)
+    })
+    .await?;
     let c = &ensured.cache;
     if json {
         print_json(&json!({
@@ -346,12 +400,20 @@ async fn cache(json: bool, a: &CacheArgs) -> anyhow::Result<()> {
         }));
     } else {
         match &ensured.built {
-            Some(r) => outln!(
+            Some(r) => {
+                outln!(
                 "built {} ({} images of {}×{}) in {:.1} s, {:.0} images/s, {} vignettes cropped",
                 c.path().display(), c.len(), c.size(), c.size(), r.elapsed.as_secs_f64(),
                 r.images_per_sec(), r.vignettes
+            )
+            }
+            None => outln!(
+                "reused {} ({} images of {}×{})",
+                c.path().display(),
+                c.len(),
+                c.size(),
+                c.size()
             ),
-            None => outln!("reused {} ({} images of {}×{})", c.path().display(), c.len(), c.size(), c.size()),
         }
     }
     Ok(())
@@ -372,11 +434,17 @@ async fn folds_report(json: bool, path: &Path, k: u16, seed: u64) -> anyhow::Res
     if json {
         let v: serde_json::Map<String, serde_json::Value> = reports
             .iter()
-            .map(|(s, r)| (s.name().to_string(), serde_json::to_value(r).unwrap_or_default()))
+            .map(|(s, r)| {
+                (
+                    s.name().to_string(),
+                    serde_json::to_value(r).unwrap_or_default(),
+                )
+            })
             .collect();
         print_json(&serde_json::Value::Object(v));
     } else {
-        let cols: Vec<(&str, &folds::FoldReport)> = reports.iter().map(|(s, r)| (s.name(), r)).collect();
+        let cols: Vec<(&str, &folds::FoldReport)> =
+            reports.iter().map(|(s, r)| (s.name(), r)).collect();
         out!("{}", folds::FoldReport::render_table(&cols));
     }
     Ok(())
@@ -392,7 +460,12 @@ async fn folds_compute(
 ) -> anyhow::Result<()> {
     let api = Api::connect(coordinator).await?;
     let r = datasets_client(&api)
-        .compute_folds(pb::FoldsRequest { dataset: dataset.to_string(), scheme: scheme.to_string(), k, seed })
+        .compute_folds(pb::FoldsRequest {
+            dataset: dataset.to_string(),
+            scheme: scheme.to_string(),
+            k,
+            seed,
+        })
         .await
         .map_err(|s| status_error(api.url(), &s))?
         .into_inner();
@@ -403,10 +476,24 @@ async fn folds_compute(
             "computed_now": r.computed_now, "rows": r.fold.len(), "report": report,
         }));
     } else {
-        let how = if r.computed_now { "computed and stored" } else { "already stored" };
-        outln!("{} folds k={} seed={} of {}: {how}, {} rows", r.scheme, r.k, r.seed, r.dataset_hash, r.fold.len());
+        let how = if r.computed_now {
+            "computed and stored"
+        } else {
+            "already stored"
+        };
+        outln!(
+            "{} folds k={} seed={} of {}: {how}, {} rows",
+            r.scheme,
+            r.k,
+            r.seed,
+            r.dataset_hash,
+            r.fold.len()
+        );
         if let Ok(rep) = serde_json::from_value::<folds::FoldReport>(report) {
-            out!("{}", folds::FoldReport::render_table(&[(r.scheme.as_str(), &rep)]));
+            out!(
+                "{}",
+                folds::FoldReport::render_table(&[(r.scheme.as_str(), &rep)])
+            );
         }
     }
     Ok(())

@@ -35,7 +35,9 @@ pub async fn upload(
 ) -> anyhow::Result<Uploaded> {
     let mut client = DatasetServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let stored = client
-        .stat_dataset(pb::StatDatasetRequest { hash: hash.to_string() })
+        .stat_dataset(pb::StatDatasetRequest {
+            hash: hash.to_string(),
+        })
         .await
         .map_err(|s| status_error(url, &s))?
         .into_inner()
@@ -46,12 +48,18 @@ pub async fn upload(
         manifest_json: serde_json::to_string(manifest)?,
         summary_json: summary.to_string(),
     };
-    let total: u64 = if stored { 0 } else { manifest.files.iter().map(|f| f.size).sum() };
+    let total: u64 = if stored {
+        0
+    } else {
+        manifest.files.iter().map(|f| f.size).sum()
+    };
     let bar = if progress && total > 0 {
         let b = ProgressBar::new(total);
         b.set_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} · {bytes_per_sec} · eta {eta}")
-                .expect("static template"),
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} · {bytes_per_sec} · eta {eta}",
+            )
+            .expect("static template"),
         );
         b
     } else {
@@ -61,12 +69,22 @@ pub async fn upload(
     let files: Vec<(String, std::path::PathBuf)> = if stored {
         Vec::new()
     } else {
-        manifest.files.iter().map(|f| (f.path.clone(), dir.join(&f.path))).collect()
+        manifest
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), dir.join(&f.path)))
+            .collect()
     };
     let sender = {
         let bar = bar.clone();
         tokio::spawn(async move {
-            if tx.send(pb::UploadDatasetRequest { item: Some(Item::Header(header)) }).await.is_err() {
+            if tx
+                .send(pb::UploadDatasetRequest {
+                    item: Some(Item::Header(header)),
+                })
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
             for (rel, path) in files {
@@ -76,13 +94,26 @@ pub async fn upload(
                 let mut offset = 0u64;
                 loop {
                     let mut buf = vec![0u8; CHUNK];
-                    let n = f.read(&mut buf).await.with_context(|| format!("cannot read {}", path.display()))?;
+                    let n = f
+                        .read(&mut buf)
+                        .await
+                        .with_context(|| format!("cannot read {}", path.display()))?;
                     if n == 0 {
                         break;
                     }
                     buf.truncate(n);
-                    let chunk = pb::FileChunk { path: rel.clone(), offset, data: buf };
-                    if tx.send(pb::UploadDatasetRequest { item: Some(Item::Chunk(chunk)) }).await.is_err() {
+                    let chunk = pb::FileChunk {
+                        path: rel.clone(),
+                        offset,
+                        data: buf,
+                    };
+                    if tx
+                        .send(pb::UploadDatasetRequest {
+                            item: Some(Item::Chunk(chunk)),
+                        })
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                     offset += n as u64;
@@ -99,5 +130,8 @@ pub async fn upload(
     bar.finish_and_clear();
     sender.await??;
     let r = response?.into_inner();
-    Ok(Uploaded { info: r.dataset.unwrap_or_default(), sent_bytes: r.received_bytes })
+    Ok(Uploaded {
+        info: r.dataset.unwrap_or_default(),
+        sent_bytes: r.received_bytes,
+    })
 }

@@ -68,7 +68,11 @@ pub struct CoordinatorConfig {
     pub backoff_max_ms: u32,
 
     /// Waiting time worth one priority point (anti-starvation aging).
-    #[arg(long, env = "STACKHIVE_AGING_MS_PER_PRIORITY", default_value_t = 60_000)]
+    #[arg(
+        long,
+        env = "STACKHIVE_AGING_MS_PER_PRIORITY",
+        default_value_t = 60_000
+    )]
     pub aging_ms_per_priority: u32,
 }
 

@@ -42,9 +42,18 @@ impl DatasetFiles {
         for f in &manifest.files {
             check_rel_path(&f.path)?;
         }
-        let staging = self.root.join(".incoming").join(uuid::Uuid::new_v4().simple().to_string());
-        tokio::fs::create_dir_all(&staging).await.map_err(io("create the staging folder"))?;
-        let sizes = manifest.files.iter().map(|f| (f.path.clone(), (f.size, 0u64))).collect();
+        let staging = self
+            .root
+            .join(".incoming")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(io("create the staging folder"))?;
+        let sizes = manifest
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), (f.size, 0u64)))
+            .collect();
         Ok(Upload {
             target: self.path_of(hash),
             hash: hash.to_string(),
@@ -79,7 +88,9 @@ impl Upload {
             )));
         }
         let Some((size, written)) = self.sizes.get_mut(path) else {
-            return Err(Error::invalid(format!("{path} is not in the dataset's manifest")));
+            return Err(Error::invalid(format!(
+                "{path} is not in the dataset's manifest"
+            )));
         };
         if offset != *written {
             return Err(Error::invalid(format!(
@@ -96,7 +107,9 @@ impl Upload {
         if self.open.as_ref().map(|(p, _)| p.as_str()) != Some(path) {
             let dest = self.staging.join(path);
             if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(io("create a dataset folder"))?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(io("create a dataset folder"))?;
             }
             let f = tokio::fs::OpenOptions::new()
                 .create(true)
@@ -107,7 +120,9 @@ impl Upload {
             self.open = Some((path.to_string(), f));
         }
         let (_, f) = self.open.as_mut().expect("opened above");
-        f.write_all(data).await.map_err(io("write a dataset file"))?;
+        f.write_all(data)
+            .await
+            .map_err(io("write a dataset file"))?;
         Ok(())
     }
 
@@ -136,17 +151,24 @@ impl Upload {
             let p = self.staging.join(&f.path);
             if f.size == 0 && !p.exists() {
                 if let Some(parent) = p.parent() {
-                    tokio::fs::create_dir_all(parent).await.map_err(io("create a dataset folder"))?;
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(io("create a dataset folder"))?;
                 }
-                tokio::fs::write(&p, b"").await.map_err(io("write a dataset file"))?;
+                tokio::fs::write(&p, b"")
+                    .await
+                    .map_err(io("write a dataset file"))?;
             }
         }
         let staging = self.staging.clone();
         let want = self.hash.clone();
-        let (got, manifest) = tokio::task::spawn_blocking(move || stackhive_data::hash::dataset_hash(&staging))
-            .await
-            .map_err(|e| Error::Config(format!("hashing task failed: {e}")))?
-            .map_err(|e| Error::invalid(format!("uploaded dataset cannot be read back: {e}")))?;
+        let (got, manifest) =
+            tokio::task::spawn_blocking(move || stackhive_data::hash::dataset_hash(&staging))
+                .await
+                .map_err(|e| Error::Config(format!("hashing task failed: {e}")))?
+                .map_err(|e| {
+                    Error::invalid(format!("uploaded dataset cannot be read back: {e}"))
+                })?;
         if got != want {
             let bad: Vec<&str> = manifest
                 .files
@@ -158,17 +180,25 @@ impl Upload {
                 .collect();
             return Err(Error::invalid(format!(
                 "uploaded files hash to {got}, the header says {want}; differing files: {}",
-                if bad.is_empty() { "none listed (the file sets differ)".to_string() } else { bad.join(", ") }
+                if bad.is_empty() {
+                    "none listed (the file sets differ)".to_string()
+                } else {
+                    bad.join(", ")
+                }
             )));
         }
-        tokio::fs::write(self.staging.join(".complete"), b"").await.map_err(io("mark the dataset"))?;
+        tokio::fs::write(self.staging.join(".complete"), b"")
+            .await
+            .map_err(io("mark the dataset"))?;
         let total = self.manifest.files.iter().map(|f| f.size).sum();
         if self.target.join(".complete").exists() {
             // Someone stored the same content meanwhile: keep theirs.
             return Ok((self.target.clone(), total));
         }
         let _ = tokio::fs::remove_dir_all(&self.target).await;
-        tokio::fs::rename(&self.staging, &self.target).await.map_err(io("move the dataset into place"))?;
+        tokio::fs::rename(&self.staging, &self.target)
+            .await
+            .map_err(io("move the dataset into place"))?;
         Ok((self.target.clone(), total))
     }
 }
@@ -198,7 +228,9 @@ pub fn check_rel_path(p: &str) -> Result<()> {
     let path = Path::new(p);
     let ok = !p.is_empty()
         && path.is_relative()
-        && path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
     if !ok {
         return Err(Error::invalid(format!(
             "dataset file path {p:?} is not a plain relative path inside the dataset"

@@ -28,9 +28,15 @@ pub fn spec(scheme: &str, k: u32, seed: u64) -> Result<(String, u32, u64)> {
     };
     let k = if k == 0 { DEFAULT_K } else { k };
     if !(2..=100).contains(&k) {
-        return Err(Error::invalid(format!("k must be between 2 and 100, found {k}")));
+        return Err(Error::invalid(format!(
+            "k must be between 2 and 100, found {k}"
+        )));
     }
-    Ok((scheme.to_string(), k, if seed == 0 { DEFAULT_SEED } else { seed }))
+    Ok((
+        scheme.to_string(),
+        k,
+        if seed == 0 { DEFAULT_SEED } else { seed },
+    ))
 }
 
 fn scheme_of(name: &str) -> Scheme {
@@ -38,14 +44,26 @@ fn scheme_of(name: &str) -> Scheme {
 }
 
 /// Loads the dataset at `root` and assigns its folds (on a blocking thread: it reads files).
-pub async fn compute(root: PathBuf, hash: &str, (scheme, k, seed): (String, u32, u64)) -> Result<FoldsRecord> {
+pub async fn compute(
+    root: PathBuf,
+    hash: &str,
+    (scheme, k, seed): (String, u32, u64),
+) -> Result<FoldsRecord> {
     let hash = hash.to_string();
     tokio::task::spawn_blocking(move || {
         // The files were verified against their hash at upload: reading the CSVs is enough.
-        let opts = ValidateOptions { drop_invalid: false, image_check: ImageCheck::Skip };
-        let (ds, _) = load_and_validate(&root, &opts)
-            .map_err(|e| Error::FailedPrecondition(format!("dataset {hash} cannot be loaded: {e}")))?;
-        let fs = FoldSpec { scheme: scheme_of(&scheme), k: k as u16, seed };
+        let opts = ValidateOptions {
+            drop_invalid: false,
+            image_check: ImageCheck::Skip,
+        };
+        let (ds, _) = load_and_validate(&root, &opts).map_err(|e| {
+            Error::FailedPrecondition(format!("dataset {hash} cannot be loaded: {e}"))
+        })?;
+        let fs = FoldSpec {
+            scheme: scheme_of(&scheme),
+            k: k as u16,
+            seed,
+        };
         let folds = f::assign(&ds.train, &fs).map_err(|e| Error::invalid(e.to_string()))?;
         let report = f::report(&ds.train, &folds).map_err(|e| Error::invalid(e.to_string()))?;
         Ok(FoldsRecord {
@@ -63,8 +81,12 @@ pub async fn compute(root: PathBuf, hash: &str, (scheme, k, seed): (String, u32,
 }
 
 pub fn response(r: &FoldsRecord, computed_now: bool) -> Result<pb::FoldsResponse> {
-    let folds = f::Folds::from_bytes(&r.assignment)
-        .map_err(|e| Error::Config(format!("stored folds of {} are unreadable: {e}", r.dataset_hash)))?;
+    let folds = f::Folds::from_bytes(&r.assignment).map_err(|e| {
+        Error::Config(format!(
+            "stored folds of {} are unreadable: {e}",
+            r.dataset_hash
+        ))
+    })?;
     Ok(pb::FoldsResponse {
         dataset_hash: r.dataset_hash.clone(),
         scheme: r.scheme.clone(),

@@ -12,8 +12,8 @@ use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 
 use crate::api::{DatasetApi, JobApi, WorkerApi};
-use crate::datasets::DatasetFiles;
 use crate::config::CoordinatorConfig;
+use crate::datasets::DatasetFiles;
 use crate::error::{Error, Result};
 use crate::store::{self, Store};
 
@@ -71,16 +71,24 @@ pub async fn serve(
     .max_encoding_message_size(max_msg);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<DatasetServiceServer<DatasetApi>>().await;
-    health_reporter.set_serving::<JobServiceServer<JobApi>>().await;
-    health_reporter.set_serving::<WorkerServiceServer<WorkerApi>>().await;
+    health_reporter
+        .set_serving::<DatasetServiceServer<DatasetApi>>()
+        .await;
+    health_reporter
+        .set_serving::<JobServiceServer<JobApi>>()
+        .await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<WorkerApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackhive_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Config(format!("cannot build gRPC reflection: {e}")))?;
 
-    let addr = listener.local_addr().map_err(|e| Error::Config(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Config(e.to_string()))?;
     tracing::info!(%addr, backend = store.backend(), "coordinator serving");
     let on_shutdown = async move {
         shutdown.await;

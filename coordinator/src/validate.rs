@@ -25,7 +25,9 @@ pub const MAX_TEXT: usize = 256;
 pub fn submit(req: &pb::SubmitRequest, max_batch: u32) -> Result<SubmitBatch> {
     let n = req.jobs.len();
     if n == 0 {
-        return Err(Error::invalid("submit request holds no jobs, expected at least 1"));
+        return Err(Error::invalid(
+            "submit request holds no jobs, expected at least 1",
+        ));
     }
     if n > max_batch as usize {
         return Err(Error::invalid(format!(
@@ -46,7 +48,10 @@ pub fn submit(req: &pb::SubmitRequest, max_batch: u32) -> Result<SubmitBatch> {
         .map(|(i, j)| job(j, i, n).map_err(|e| Error::invalid(format!("job {i}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
     check_batch_cycles(&jobs)?;
-    let body = pb::SubmitRequest { idempotency_key: String::new(), jobs: req.jobs.clone() };
+    let body = pb::SubmitRequest {
+        idempotency_key: String::new(),
+        jobs: req.jobs.clone(),
+    };
     let body_hash = hex::encode(Sha256::digest(body.encode_to_vec()));
     Ok(SubmitBatch {
         idempotency_key: (!key.is_empty()).then(|| key.to_string()),
@@ -58,9 +63,16 @@ pub fn submit(req: &pb::SubmitRequest, max_batch: u32) -> Result<SubmitBatch> {
 fn job(j: &pb::JobSpec, index: usize, batch_len: usize) -> Result<NewJob, String> {
     let kind = j.kind.trim();
     if kind.is_empty() {
-        return Err(format!("job kind is empty, expected one of {}", kinds::KNOWN_KINDS.join(", ")));
+        return Err(format!(
+            "job kind is empty, expected one of {}",
+            kinds::KNOWN_KINDS.join(", ")
+        ));
     }
-    let payload_text = if j.payload_json.trim().is_empty() { "{}" } else { j.payload_json.as_str() };
+    let payload_text = if j.payload_json.trim().is_empty() {
+        "{}"
+    } else {
+        j.payload_json.as_str()
+    };
     if payload_text.len() > MAX_PAYLOAD_BYTES {
         return Err(format!(
             "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
@@ -69,9 +81,12 @@ fn job(j: &pb::JobSpec, index: usize, batch_len: usize) -> Result<NewJob, String
     }
     let payload: serde_json::Value = serde_json::from_str(payload_text)
         .map_err(|e| format!("payload is not valid JSON ({e})"))?;
-    let obj = payload
-        .as_object()
-        .ok_or_else(|| format!("payload must be a JSON object, found {}", json_type(&payload)))?;
+    let obj = payload.as_object().ok_or_else(|| {
+        format!(
+            "payload must be a JSON object, found {}",
+            json_type(&payload)
+        )
+    })?;
     kinds::validate_payload(kind, obj)?;
     text("name", &j.name)?;
     text("experiment", &j.experiment)?;
@@ -137,13 +152,17 @@ pub fn resources(r: &pb::Resources) -> Result<Resources, String> {
         ));
     }
     if r.tags.len() > MAX_TAGS {
-        return Err(format!("at most {MAX_TAGS} tags are allowed, found {}", r.tags.len()));
+        return Err(format!(
+            "at most {MAX_TAGS} tags are allowed, found {}",
+            r.tags.len()
+        ));
     }
     let mut tags = Vec::with_capacity(r.tags.len());
     for t in &r.tags {
         let ok = !t.is_empty()
             && t.len() <= 64
-            && t.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:=/".contains(c));
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:=/".contains(c));
         if !ok {
             return Err(format!(
                 "tag {t:?} is not valid, expected 1 to 64 characters of letters, digits and _-.:=/"
@@ -153,7 +172,12 @@ pub fn resources(r: &pb::Resources) -> Result<Resources, String> {
     }
     tags.sort();
     tags.dedup();
-    Ok(Resources { cpu_slots: r.cpu_slots, gpus: r.gpus, gpu_mem_mb: r.gpu_mem_mb, tags })
+    Ok(Resources {
+        cpu_slots: r.cpu_slots,
+        gpus: r.gpus,
+        gpu_mem_mb: r.gpu_mem_mb,
+        tags,
+    })
 }
 
 fn bounded(field: &str, v: u32, max: u32) -> Result<(), String> {
@@ -208,8 +232,11 @@ fn check_batch_cycles(jobs: &[NewJob]) -> Result<()> {
         }
     }
     if seen < n {
-        let in_cycle: Vec<String> =
-            (0..n).filter(|&i| indegree[i] > 0).take(5).map(|i| i.to_string()).collect();
+        let in_cycle: Vec<String> = (0..n)
+            .filter(|&i| indegree[i] > 0)
+            .take(5)
+            .map(|i| i.to_string())
+            .collect();
         return Err(Error::invalid(format!(
             "dependencies form a cycle among jobs {} of the batch",
             in_cycle.join(", ")
@@ -257,7 +284,11 @@ fn predictions(id: JobId, p: &pb::Predictions) -> Result<Predictions> {
             )));
         }
     }
-    Ok(Predictions { oof_rows: p.oof_rows.clone(), oof: p.oof.clone(), test: p.test.clone() })
+    Ok(Predictions {
+        oof_rows: p.oof_rows.clone(),
+        oof: p.oof.clone(),
+        test: p.test.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -265,7 +296,11 @@ mod tests {
     use super::*;
 
     fn spec(kind: &str, payload: &str) -> pb::JobSpec {
-        pb::JobSpec { kind: kind.into(), payload_json: payload.into(), ..Default::default() }
+        pb::JobSpec {
+            kind: kind.into(),
+            payload_json: payload.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -277,13 +312,25 @@ mod tests {
             (spec("noop", "{"), "job 0: payload is not valid JSON"),
         ];
         for (s, want) in cases {
-            let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![s] };
+            let req = pb::SubmitRequest {
+                idempotency_key: String::new(),
+                jobs: vec![s],
+            };
             let err = submit(&req, 10).unwrap_err().to_string();
-            assert!(err.starts_with(want), "{err:?} does not start with {want:?}");
+            assert!(
+                err.starts_with(want),
+                "{err:?} does not start with {want:?}"
+            );
         }
         let mut big = spec("noop", "");
-        big.resources = Some(pb::Resources { cpu_slots: 1_000_000, ..Default::default() });
-        let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![big] };
+        big.resources = Some(pb::Resources {
+            cpu_slots: 1_000_000,
+            ..Default::default()
+        });
+        let req = pb::SubmitRequest {
+            idempotency_key: String::new(),
+            jobs: vec![big],
+        };
         assert_eq!(
             submit(&req, 10).unwrap_err().to_string(),
             "job 0: cpu_slots must be at most 4096, found 1000000"
@@ -296,18 +343,42 @@ mod tests {
         let mut b = spec("noop", "");
         a.depends_on_batch = vec![1];
         b.depends_on_batch = vec![0];
-        let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![a.clone(), b] };
-        assert!(submit(&req, 10).unwrap_err().to_string().contains("cycle among jobs 0, 1"));
+        let req = pb::SubmitRequest {
+            idempotency_key: String::new(),
+            jobs: vec![a.clone(), b],
+        };
+        assert!(submit(&req, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("cycle among jobs 0, 1"));
         a.depends_on_batch = vec![0];
-        let req = pb::SubmitRequest { idempotency_key: String::new(), jobs: vec![a] };
-        assert_eq!(submit(&req, 10).unwrap_err().to_string(), "job 0: job depends on itself");
+        let req = pb::SubmitRequest {
+            idempotency_key: String::new(),
+            jobs: vec![a],
+        };
+        assert_eq!(
+            submit(&req, 10).unwrap_err().to_string(),
+            "job 0: job depends on itself"
+        );
     }
 
     #[test]
     fn same_body_same_hash_whatever_the_key() {
         let jobs = vec![spec("sleep", "{\"ms\":1}")];
-        let a = submit(&pb::SubmitRequest { idempotency_key: "a".into(), jobs: jobs.clone() }, 10);
-        let b = submit(&pb::SubmitRequest { idempotency_key: "b".into(), jobs }, 10);
+        let a = submit(
+            &pb::SubmitRequest {
+                idempotency_key: "a".into(),
+                jobs: jobs.clone(),
+            },
+            10,
+        );
+        let b = submit(
+            &pb::SubmitRequest {
+                idempotency_key: "b".into(),
+                jobs,
+            },
+            10,
+        );
         assert_eq!(a.unwrap().body_hash, b.unwrap().body_hash);
     }
 
@@ -317,7 +388,11 @@ mod tests {
             id: 3,
             attempt: 1,
             result_json: String::new(),
-            predictions: Some(pb::Predictions { oof_rows: vec![0, 1], oof: vec![0.5, f32::NAN], test: vec![] }),
+            predictions: Some(pb::Predictions {
+                oof_rows: vec![0, 1],
+                oof: vec![0.5, f32::NAN],
+                test: vec![],
+            }),
         };
         assert_eq!(
             completions(&[c]).unwrap_err().to_string(),

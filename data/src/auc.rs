@@ -3,7 +3,11 @@
 
 /// ROC AUC of `scores` against binary `labels` (0 or 1). `None` when one class is absent.
 pub fn roc_auc(labels: &[u8], scores: &[f32]) -> Option<f64> {
-    assert_eq!(labels.len(), scores.len(), "labels and scores differ in length");
+    assert_eq!(
+        labels.len(),
+        scores.len(),
+        "labels and scores differ in length"
+    );
     let pos = labels.iter().filter(|&&l| l == 1).count();
     let neg = labels.len() - pos;
     if pos == 0 || neg == 0 {

@@ -5,9 +5,9 @@
 
 pub mod auc;
 pub mod cache;
+pub mod error;
 pub mod folds;
 pub mod hash;
 pub mod isic;
 pub mod synth;
 pub mod validate;
-pub mod error;

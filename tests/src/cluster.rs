@@ -23,10 +23,21 @@ pub fn bin(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         // target/<profile>/deps/<test-exe> -> target/<profile>
         let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .expect("target dir")
+            .to_path_buf();
         let profile_release = dir.file_name().is_some_and(|n| n == "release");
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "stackhive-cli", "-p", "stackhive-worker"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "stackhive-cli",
+                "-p",
+                "stackhive-worker",
+            ])
             .args(profile_release.then_some("--release"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
@@ -39,7 +50,11 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A free TCP port on loopback (bound and released; fine for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Coordinator {
@@ -54,9 +69,18 @@ impl Coordinator {
     pub async fn start(db_url: &str, port: u16, extra: &[&str]) -> Coordinator {
         let port = if port == 0 { free_port() } else { port };
         let mut child = Command::new(bin("stackhive"))
-            .args(["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--db", db_url])
+            .args([
+                "coordinator",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--db",
+                db_url,
+            ])
             .args(extra)
-            .env("RUST_LOG", std::env::var("STACKHIVE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("STACKHIVE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -79,7 +103,12 @@ impl Coordinator {
                 eprintln!("[coordinator] {line}");
             }
         });
-        Coordinator { child, addr, url: format!("http://{addr}"), log }
+        Coordinator {
+            child,
+            addr,
+            url: format!("http://{addr}"),
+            log,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -98,12 +127,16 @@ impl Coordinator {
     }
 
     pub async fn workers_api(&self) -> WorkerServiceClient<Channel> {
-        WorkerServiceClient::connect(self.url.clone()).await.expect("connect worker api")
+        WorkerServiceClient::connect(self.url.clone())
+            .await
+            .expect("connect worker api")
     }
 }
 
 pub async fn job_client(url: &str) -> JobServiceClient<Channel> {
-    JobServiceClient::connect(url.to_string()).await.expect("connect job api")
+    JobServiceClient::connect(url.to_string())
+        .await
+        .expect("connect job api")
 }
 
 pub struct Worker {
@@ -115,15 +148,28 @@ impl Worker {
     /// Starts `stackhive-worker` against `coordinator_url` with extra flags.
     pub fn start(name: &str, coordinator_url: &str, extra: &[&str]) -> Worker {
         let child = Command::new(bin("stackhive-worker"))
-            .args(["--coordinator", coordinator_url, "--name", name, "--lease-wait-ms", "1000"])
+            .args([
+                "--coordinator",
+                coordinator_url,
+                "--name",
+                name,
+                "--lease-wait-ms",
+                "1000",
+            ])
             .args(extra)
-            .env("RUST_LOG", std::env::var("STACKHIVE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("STACKHIVE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn stackhive-worker");
-        Worker { child, name: name.to_string() }
+        Worker {
+            child,
+            name: name.to_string(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -163,30 +209,43 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 pub fn spec(kind: &str, payload: serde_json::Value) -> pb::JobSpec {
-    pb::JobSpec { kind: kind.into(), payload_json: payload.to_string(), ..Default::default() }
+    pb::JobSpec {
+        kind: kind.into(),
+        payload_json: payload.to_string(),
+        ..Default::default()
+    }
 }
 
 pub async fn submit(c: &mut JobServiceClient<Channel>, jobs: Vec<pb::JobSpec>) -> Vec<i64> {
-    c.submit(pb::SubmitRequest { idempotency_key: uuid::Uuid::new_v4().to_string(), jobs })
-        .await
-        .expect("submit")
-        .into_inner()
-        .job_ids
+    c.submit(pb::SubmitRequest {
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+        jobs,
+    })
+    .await
+    .expect("submit")
+    .into_inner()
+    .job_ids
 }
 
 pub async fn job(c: &mut JobServiceClient<Channel>, id: i64) -> pb::Job {
-    c.get_job(pb::GetJobRequest { id, include_predictions: false })
-        .await
-        .expect("get job")
-        .into_inner()
-        .job
-        .expect("job in response")
+    c.get_job(pb::GetJobRequest {
+        id,
+        include_predictions: false,
+    })
+    .await
+    .expect("get job")
+    .into_inner()
+    .job
+    .expect("job in response")
 }
 
 pub fn state(j: &pb::Job) -> pb::JobState {

@@ -31,15 +31,24 @@ impl TestDb {
         let mut c = sqlx::PgConnection::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("tests need PostgreSQL at {admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-        Self { url: format!("{base}/{name}"), guard: Guard::Pg { admin, name } }
+        Self {
+            url: format!("{base}/{name}"),
+            guard: Guard::Pg { admin, name },
+        }
     }
 
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("stackhive.db").display());
-        Self { url, guard: Guard::Sqlite(dir) }
+        Self {
+            url,
+            guard: Guard::Sqlite(dir),
+        }
     }
 
     pub fn dir(&self) -> Option<&std::path::Path> {
@@ -56,7 +65,10 @@ impl Drop for Guard {
             let (admin, name) = (admin.clone(), name.clone());
             // Drop may run inside a test's runtime: use a thread with its own runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
@@ -78,13 +90,17 @@ pub struct TestStore {
 
 pub async fn postgres(policy: Policy) -> TestStore {
     let db = TestDb::postgres().await;
-    let store = store::open(&db.url, policy, 8).await.expect("open postgres store");
+    let store = store::open(&db.url, policy, 8)
+        .await
+        .expect("open postgres store");
     TestStore { store, db }
 }
 
 pub async fn sqlite(policy: Policy) -> TestStore {
     let db = TestDb::sqlite();
-    let store = store::open(&db.url, policy, 8).await.expect("open sqlite store");
+    let store = store::open(&db.url, policy, 8)
+        .await
+        .expect("open sqlite store");
     TestStore { store, db }
 }
 

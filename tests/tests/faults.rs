@@ -10,8 +10,16 @@ use stackhive_tests::db::TestDb;
 
 /// Short leases so a dead worker's jobs come back within a test.
 const FAST: &[&str] = &[
-    "--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "300", "--reap-interval-ms", "200",
-    "--backoff-base-ms", "200", "--backoff-max-ms", "800",
+    "--lease-ttl-ms",
+    "1500",
+    "--heartbeat-interval-ms",
+    "300",
+    "--reap-interval-ms",
+    "200",
+    "--backoff-base-ms",
+    "200",
+    "--backoff-max-ms",
+    "800",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,13 +48,25 @@ async fn killed_worker_job_is_retried_once_and_late_report_rejected() {
     let late = w
         .complete(pb::CompleteRequest {
             worker_id: running.worker_id.clone(),
-            completions: vec![pb::Completion { id, attempt: 1, result_json: "{\"late\":true}".into(), predictions: None }],
+            completions: vec![pb::Completion {
+                id,
+                attempt: 1,
+                result_json: "{\"late\":true}".into(),
+                predictions: None,
+            }],
         })
         .await
         .unwrap_err();
     assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late:?}");
     let late_fail = w
-        .fail(pb::FailRequest { worker_id: running.worker_id, id, attempt: 1, reason: "late".into(), retryable: true, handback: false })
+        .fail(pb::FailRequest {
+            worker_id: running.worker_id,
+            id,
+            attempt: 1,
+            reason: "late".into(),
+            retryable: true,
+            handback: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(late_fail.code(), tonic::Code::FailedPrecondition);
@@ -67,13 +87,17 @@ async fn crash_limit_fails_a_job_that_keeps_killing_workers() {
     let id = submit(&mut c, vec![s]).await[0];
     for round in 1..=2u32 {
         let w = Worker::start(&format!("victim-{round}"), &coord.url, &["--slots", "1"]);
-        wait_for("the job to run on the new worker", Duration::from_secs(30), || {
-            let mut c = c.clone();
-            async move {
-                let j = job(&mut c, id).await;
-                (state(&j) == pb::JobState::Running && j.attempt == round).then_some(())
-            }
-        })
+        wait_for(
+            "the job to run on the new worker",
+            Duration::from_secs(30),
+            || {
+                let mut c = c.clone();
+                async move {
+                    let j = job(&mut c, id).await;
+                    (state(&j) == pb::JobState::Running && j.attempt == round).then_some(())
+                }
+            },
+        )
         .await;
         w.kill().await;
     }
@@ -92,37 +116,61 @@ async fn coordinator_killed_and_restarted_loses_nothing() {
     let mut c = coord.jobs().await;
     let n = 400;
     let jobs = (0..n)
-        .map(|i| pb::JobSpec { experiment: "restart".into(), name: format!("j{i}"), ..spec("sleep", json!({ "ms": 15 })) })
+        .map(|i| pb::JobSpec {
+            experiment: "restart".into(),
+            name: format!("j{i}"),
+            ..spec("sleep", json!({ "ms": 15 }))
+        })
         .collect();
     submit(&mut c, jobs).await;
     let w1 = Worker::start("w1", &url, &["--slots", "4"]);
     let w2 = Worker::start("w2", &url, &["--slots", "4"]);
-    wait_for("some progress before the crash", Duration::from_secs(30), || {
-        let mut c = c.clone();
-        async move { (counts(&mut c, "restart").await.succeeded >= 40).then_some(()) }
-    })
+    wait_for(
+        "some progress before the crash",
+        Duration::from_secs(30),
+        || {
+            let mut c = c.clone();
+            async move { (counts(&mut c, "restart").await.succeeded >= 40).then_some(()) }
+        },
+    )
     .await;
     coord.kill().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let coord = Coordinator::start(&db.url, port, FAST).await;
     let mut c = coord.jobs().await;
-    let finished = wait_for("every job to finish after the restart", Duration::from_secs(90), || {
-        let mut c = c.clone();
-        async move {
-            let k = counts(&mut c, "restart").await;
-            (k.succeeded + k.failed + k.cancelled == n).then_some(k)
-        }
-    })
+    let finished = wait_for(
+        "every job to finish after the restart",
+        Duration::from_secs(90),
+        || {
+            let mut c = c.clone();
+            async move {
+                let k = counts(&mut c, "restart").await;
+                (k.succeeded + k.failed + k.cancelled == n).then_some(k)
+            }
+        },
+    )
     .await;
-    assert_eq!(finished.succeeded, n, "every accepted job succeeded: {finished:?}");
+    assert_eq!(
+        finished.succeeded, n,
+        "every accepted job succeeded: {finished:?}"
+    );
     let workers = c
-        .list_workers(pb::ListWorkersRequest { include_dead: false })
+        .list_workers(pb::ListWorkersRequest {
+            include_dead: false,
+        })
         .await
         .unwrap()
         .into_inner()
         .workers;
-    let names: std::collections::HashSet<String> = workers.iter().filter(|w| w.alive).map(|w| w.name.clone()).collect();
-    assert!(names.contains("w1") && names.contains("w2"), "both workers reconnected: {names:?}");
+    let names: std::collections::HashSet<String> = workers
+        .iter()
+        .filter(|w| w.alive)
+        .map(|w| w.name.clone())
+        .collect();
+    assert!(
+        names.contains("w1") && names.contains("w2"),
+        "both workers reconnected: {names:?}"
+    );
     w1.terminate(Duration::from_secs(20)).await;
     w2.terminate(Duration::from_secs(20)).await;
     coord.kill().await;
@@ -140,21 +188,34 @@ async fn two_coordinators_share_one_postgres() {
     let mut cb = b.jobs().await;
     for (i, c) in [&mut ca, &mut cb].into_iter().enumerate() {
         let jobs = (0..n / 2)
-            .map(|k| pb::JobSpec { experiment: "shared".into(), name: format!("{i}-{k}"), ..spec("noop", json!({})) })
+            .map(|k| pb::JobSpec {
+                experiment: "shared".into(),
+                name: format!("{i}-{k}"),
+                ..spec("noop", json!({}))
+            })
             .collect();
         submit(c, jobs).await;
     }
-    wait_for("all jobs done through two coordinators", Duration::from_secs(120), || {
-        let mut c = ca.clone();
-        async move { (counts(&mut c, "shared").await.succeeded == n).then_some(()) }
-    })
+    wait_for(
+        "all jobs done through two coordinators",
+        Duration::from_secs(120),
+        || {
+            let mut c = ca.clone();
+            async move { (counts(&mut c, "shared").await.succeeded == n).then_some(()) }
+        },
+    )
     .await;
     // Each job ran exactly once: one attempt, and both workers took part.
     let mut by_worker = std::collections::HashMap::<String, u64>::new();
     let mut token = String::new();
     loop {
         let page = cb
-            .list_jobs(pb::ListJobsRequest { experiment: "shared".into(), page_size: 1000, page_token: token, ..Default::default() })
+            .list_jobs(pb::ListJobsRequest {
+                experiment: "shared".into(),
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

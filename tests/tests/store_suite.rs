@@ -11,19 +11,35 @@ use stackhive_coordinator::Error;
 use stackhive_tests::db;
 
 fn noop() -> NewJob {
-    NewJob { kind: "noop".into(), payload: "{}".into(), ..Default::default() }
+    NewJob {
+        kind: "noop".into(),
+        payload: "{}".into(),
+        ..Default::default()
+    }
 }
 
 fn batch(jobs: Vec<NewJob>) -> SubmitBatch {
-    SubmitBatch { idempotency_key: None, body_hash: String::new(), jobs }
+    SubmitBatch {
+        idempotency_key: None,
+        body_hash: String::new(),
+        jobs,
+    }
 }
 
 fn cpu(slots: u32) -> Resources {
-    Resources { cpu_slots: slots, ..Default::default() }
+    Resources {
+        cpu_slots: slots,
+        ..Default::default()
+    }
 }
 
 fn q(free: Resources, max_jobs: u32) -> LeaseQuery {
-    LeaseQuery { worker_id: "w1".into(), free, max_jobs, lease_ttl_ms: 30_000 }
+    LeaseQuery {
+        worker_id: "w1".into(),
+        free,
+        max_jobs,
+        lease_ttl_ms: 30_000,
+    }
 }
 
 async fn submit(s: &dyn Store, jobs: Vec<NewJob>) -> Vec<JobId> {
@@ -35,35 +51,67 @@ async fn state(s: &dyn Store, id: JobId) -> JobState {
 }
 
 fn done(id: JobId, attempt: u32) -> Completion {
-    Completion { id, attempt, result: Some("{\"ok\":true}".into()), predictions: None }
+    Completion {
+        id,
+        attempt,
+        result: Some("{\"ok\":true}".into()),
+        predictions: None,
+    }
 }
 
 pub async fn submit_lease_complete(s: Arc<dyn Store>) {
     let ids = submit(&*s, vec![noop(), noop(), noop()]).await;
     assert_eq!(ids.len(), 3);
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow in submission order: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids grow in submission order: {ids:?}"
+    );
     let leased = s.lease(&q(cpu(2), 10)).await.unwrap();
     let got: Vec<JobId> = leased.iter().map(|j| j.id).collect::<Vec<_>>();
     let mut sorted = got.clone();
     sorted.sort();
     assert_eq!(sorted, ids[..2], "two slots claim the two oldest jobs");
     assert!(leased.iter().all(|j| j.attempt == 1 && j.kind == "noop"));
-    let out = s.complete("w1", &leased.iter().map(|j| done(j.id, 1)).collect::<Vec<_>>()).await.unwrap();
+    let out = s
+        .complete(
+            "w1",
+            &leased.iter().map(|j| done(j.id, 1)).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.accepted.len(), 2);
     assert!(out.stale.is_empty());
     let j = s.get_job(ids[0]).await.unwrap();
     assert_eq!(j.state, JobState::Succeeded);
     assert_eq!(j.result.as_deref(), Some("{\"ok\":true}"));
     assert!(j.finished_at.is_some() && j.started_at.is_some());
-    assert_eq!(j.worker_id.as_deref(), Some("w1"), "a finished job names the worker that ran it");
+    assert_eq!(
+        j.worker_id.as_deref(),
+        Some("w1"),
+        "a finished job names the worker that ran it"
+    );
     assert_eq!(state(&*s, ids[2]).await, JobState::Queued);
     let counts = s.count_states(&JobFilter::default()).await.unwrap();
     assert_eq!((counts.succeeded, counts.queued), (2, 1));
 }
 
 pub async fn priorities_and_aging(s: Arc<dyn Store>) {
-    let low = submit(&*s, vec![NewJob { priority: -5, ..noop() }]).await[0];
-    let high = submit(&*s, vec![NewJob { priority: 5, ..noop() }]).await[0];
+    let low = submit(
+        &*s,
+        vec![NewJob {
+            priority: -5,
+            ..noop()
+        }],
+    )
+    .await[0];
+    let high = submit(
+        &*s,
+        vec![NewJob {
+            priority: 5,
+            ..noop()
+        }],
+    )
+    .await[0];
     let first = s.lease(&q(cpu(1), 1)).await.unwrap();
     assert_eq!(first[0].id, high, "higher priority runs first");
     let second = s.lease(&q(cpu(1), 1)).await.unwrap();
@@ -72,35 +120,83 @@ pub async fn priorities_and_aging(s: Arc<dyn Store>) {
 
 pub async fn aging_prevents_starvation(s: Arc<dyn Store>) {
     // fast aging: one priority point is worth 20 ms of waiting
-    let low = submit(&*s, vec![NewJob { priority: 0, ..noop() }]).await[0];
+    let low = submit(
+        &*s,
+        vec![NewJob {
+            priority: 0,
+            ..noop()
+        }],
+    )
+    .await[0];
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let high = submit(&*s, vec![NewJob { priority: 5, ..noop() }]).await[0];
+    let high = submit(
+        &*s,
+        vec![NewJob {
+            priority: 5,
+            ..noop()
+        }],
+    )
+    .await[0];
     let first = s.lease(&q(cpu(1), 1)).await.unwrap();
-    assert_eq!(first[0].id, low, "a job that waited 400 ms outranks a +5 job worth 100 ms");
+    assert_eq!(
+        first[0].id, low,
+        "a job that waited 400 ms outranks a +5 job worth 100 ms"
+    );
     let second = s.lease(&q(cpu(1), 1)).await.unwrap();
     assert_eq!(second[0].id, high);
 }
 
 pub async fn resource_matching(s: Arc<dyn Store>) {
     let gpu_job = NewJob {
-        resources: Resources { cpu_slots: 1, gpus: 1, gpu_mem_mb: 16_000, tags: vec![] },
+        resources: Resources {
+            cpu_slots: 1,
+            gpus: 1,
+            gpu_mem_mb: 16_000,
+            tags: vec![],
+        },
         ..noop()
     };
-    let tagged = NewJob { resources: Resources { cpu_slots: 1, tags: vec!["bigmem".into()], ..Default::default() }, ..noop() };
+    let tagged = NewJob {
+        resources: Resources {
+            cpu_slots: 1,
+            tags: vec!["bigmem".into()],
+            ..Default::default()
+        },
+        ..noop()
+    };
     let ids = submit(&*s, vec![gpu_job, tagged, noop()]).await;
     let cpu_only = s.lease(&q(cpu(8), 10)).await.unwrap();
-    assert_eq!(cpu_only.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2]],
-        "a CPU-only, untagged worker gets neither the GPU job nor the tagged one");
-    let small_gpu = Resources { cpu_slots: 8, gpus: 1, gpu_mem_mb: 8_000, tags: vec![] };
-    assert!(s.lease(&q(small_gpu, 10)).await.unwrap().is_empty(), "8 GB GPU is too small");
-    let big_gpu = Resources { cpu_slots: 8, gpus: 2, gpu_mem_mb: 24_000, tags: vec!["bigmem".into(), "x".into()] };
+    assert_eq!(
+        cpu_only.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[2]],
+        "a CPU-only, untagged worker gets neither the GPU job nor the tagged one"
+    );
+    let small_gpu = Resources {
+        cpu_slots: 8,
+        gpus: 1,
+        gpu_mem_mb: 8_000,
+        tags: vec![],
+    };
+    assert!(
+        s.lease(&q(small_gpu, 10)).await.unwrap().is_empty(),
+        "8 GB GPU is too small"
+    );
+    let big_gpu = Resources {
+        cpu_slots: 8,
+        gpus: 2,
+        gpu_mem_mb: 24_000,
+        tags: vec!["bigmem".into(), "x".into()],
+    };
     let got = s.lease(&q(big_gpu, 10)).await.unwrap();
     let got: HashSet<JobId> = got.iter().map(|j| j.id).collect();
     assert_eq!(got, HashSet::from([ids[0], ids[1]]));
 }
 
 pub async fn claims_fit_capacity(s: Arc<dyn Store>) {
-    let two = NewJob { resources: cpu(2), ..noop() };
+    let two = NewJob {
+        resources: cpu(2),
+        ..noop()
+    };
     submit(&*s, vec![two.clone(), two.clone(), two]).await;
     let got = s.lease(&q(cpu(5), 10)).await.unwrap();
     assert_eq!(got.len(), 2, "5 free slots hold two 2-slot jobs, not three");
@@ -108,27 +204,58 @@ pub async fn claims_fit_capacity(s: Arc<dyn Store>) {
 }
 
 pub async fn dependencies_unblock_and_cascade(s: Arc<dyn Store>) {
-    let child = NewJob { depends_on_batch: vec![0, 1], ..noop() };
+    let child = NewJob {
+        depends_on_batch: vec![0, 1],
+        ..noop()
+    };
     let ids = submit(&*s, vec![noop(), noop(), child]).await;
     assert_eq!(state(&*s, ids[2]).await, JobState::Blocked);
     let leased = s.lease(&q(cpu(10), 10)).await.unwrap();
     assert_eq!(leased.len(), 2, "the blocked child is not claimable");
     s.complete("w1", &[done(ids[0], 1)]).await.unwrap();
-    assert_eq!(state(&*s, ids[2]).await, JobState::Blocked, "one parent is still running");
+    assert_eq!(
+        state(&*s, ids[2]).await,
+        JobState::Blocked,
+        "one parent is still running"
+    );
     s.complete("w1", &[done(ids[1], 1)]).await.unwrap();
     assert_eq!(state(&*s, ids[2]).await, JobState::Queued);
 
     // A dependency on an existing job, then a non-retryable failure of the parent.
     let parent = submit(&*s, vec![noop()]).await[0];
-    let kid = submit(&*s, vec![NewJob { depends_on: vec![parent], ..noop() }]).await[0];
-    let grandkid = submit(&*s, vec![NewJob { depends_on: vec![kid], ..noop() }]).await[0];
+    let kid = submit(
+        &*s,
+        vec![NewJob {
+            depends_on: vec![parent],
+            ..noop()
+        }],
+    )
+    .await[0];
+    let grandkid = submit(
+        &*s,
+        vec![NewJob {
+            depends_on: vec![kid],
+            ..noop()
+        }],
+    )
+    .await[0];
     s.lease(&q(cpu(10), 10)).await.unwrap();
-    let f = Failure { worker_id: "w1".into(), id: parent, attempt: 1, reason: "boom".into(), retryable: false, handback: false };
+    let f = Failure {
+        worker_id: "w1".into(),
+        id: parent,
+        attempt: 1,
+        reason: "boom".into(),
+        retryable: false,
+        handback: false,
+    };
     assert_eq!(s.fail(&f).await.unwrap().state, JobState::Failed);
     for id in [kid, grandkid] {
         let j = s.get_job(id).await.unwrap();
         assert_eq!(j.state, JobState::Failed);
-        assert_eq!(j.error.as_deref(), Some(format!("dependency {parent} failed: boom").as_str()));
+        assert_eq!(
+            j.error.as_deref(),
+            Some(format!("dependency {parent} failed: boom").as_str())
+        );
     }
     // Retrying the parent revives the dependents it took down.
     let revived: HashSet<JobId> = s.retry(&[parent]).await.unwrap().into_iter().collect();
@@ -138,9 +265,25 @@ pub async fn dependencies_unblock_and_cascade(s: Arc<dyn Store>) {
     assert_eq!(state(&*s, grandkid).await, JobState::Blocked);
     // A failed job cannot be depended on; a missing one neither; nothing is stored then.
     let before = s.count_states(&JobFilter::default()).await.unwrap().total();
-    let err = s.submit(batch(vec![noop(), NewJob { depends_on: vec![999_999], ..noop() }])).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(ref m) if m == "dependency 999999 does not exist"), "{err:?}");
-    assert_eq!(s.count_states(&JobFilter::default()).await.unwrap().total(), before, "nothing half-written");
+    let err = s
+        .submit(batch(vec![
+            noop(),
+            NewJob {
+                depends_on: vec![999_999],
+                ..noop()
+            },
+        ]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(ref m) if m == "dependency 999999 does not exist"),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.count_states(&JobFilter::default()).await.unwrap().total(),
+        before,
+        "nothing half-written"
+    );
 }
 
 pub async fn fencing_rejects_stale_reports(s: Arc<dyn Store>) {
@@ -161,14 +304,46 @@ pub async fn fencing_rejects_stale_reports(s: Arc<dyn Store>) {
     assert!(out.accepted.is_empty());
     assert_eq!(out.stale.len(), 1);
     assert!(out.stale[0].2.contains("attempt 2"), "{}", out.stale[0].2);
-    let stops = s.heartbeat("w-old", &[ActiveJob { id, attempt: 1, progress: None }], 30_000).await.unwrap();
-    assert_eq!(stops, vec![StopJob { id, attempt: 1, reason: StopReason::LeaseLost }]);
-    let stale_fail = Failure { worker_id: "w-old".into(), id, attempt: 1, reason: "late".into(), retryable: true, handback: false };
+    let stops = s
+        .heartbeat(
+            "w-old",
+            &[ActiveJob {
+                id,
+                attempt: 1,
+                progress: None,
+            }],
+            30_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stops,
+        vec![StopJob {
+            id,
+            attempt: 1,
+            reason: StopReason::LeaseLost
+        }]
+    );
+    let stale_fail = Failure {
+        worker_id: "w-old".into(),
+        id,
+        attempt: 1,
+        reason: "late".into(),
+        retryable: true,
+        handback: false,
+    };
     assert!(matches!(s.fail(&stale_fail).await, Err(Error::Stale(_))));
     assert_eq!(state(&*s, id).await, JobState::Running);
     // The live attempt completes once.
-    assert_eq!(s.complete("w1", &[done(id, 2)]).await.unwrap().accepted, vec![id]);
-    assert_eq!(s.complete("w1", &[done(id, 2)]).await.unwrap().stale.len(), 1, "a second completion is stale");
+    assert_eq!(
+        s.complete("w1", &[done(id, 2)]).await.unwrap().accepted,
+        vec![id]
+    );
+    assert_eq!(
+        s.complete("w1", &[done(id, 2)]).await.unwrap().stale.len(),
+        1,
+        "a second completion is stale"
+    );
 }
 
 pub async fn heartbeats_renew_leases(s: Arc<dyn Store>) {
@@ -178,9 +353,23 @@ pub async fn heartbeats_renew_leases(s: Arc<dyn Store>) {
     s.lease(&short).await.unwrap();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let stops = s.heartbeat("w1", &[ActiveJob { id, attempt: 1, progress: Some("{\"step\":1}".into()) }], 150).await.unwrap();
+        let stops = s
+            .heartbeat(
+                "w1",
+                &[ActiveJob {
+                    id,
+                    attempt: 1,
+                    progress: Some("{\"step\":1}".into()),
+                }],
+                150,
+            )
+            .await
+            .unwrap();
         assert!(stops.is_empty());
-        assert!(s.reap_expired().await.unwrap().requeued.is_empty(), "a renewed lease is not reaped");
+        assert!(
+            s.reap_expired().await.unwrap().requeued.is_empty(),
+            "a renewed lease is not reaped"
+        );
     }
     let j = s.get_job(id).await.unwrap();
     assert_eq!(j.state, JobState::Running);
@@ -188,36 +377,69 @@ pub async fn heartbeats_renew_leases(s: Arc<dyn Store>) {
 }
 
 pub async fn retries_back_off_then_fail(s: Arc<dyn Store>) {
-    let id = submit(&*s, vec![NewJob { max_attempts: 3, ..noop() }]).await[0];
+    let id = submit(
+        &*s,
+        vec![NewJob {
+            max_attempts: 3,
+            ..noop()
+        }],
+    )
+    .await[0];
     for attempt in 1..=3u32 {
         let mut got = s.lease(&q(cpu(1), 1)).await.unwrap();
         let waited = std::time::Instant::now();
         while got.is_empty() {
-            assert!(waited.elapsed() < Duration::from_secs(5), "backoff never ended");
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "backoff never ended"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
             got = s.lease(&q(cpu(1), 1)).await.unwrap();
         }
         if attempt > 1 {
             // base 100 ms doubling, equal jitter: at least half the step must have passed
-            assert!(waited.elapsed() >= Duration::from_millis(40), "retry {attempt} came too soon");
+            assert!(
+                waited.elapsed() >= Duration::from_millis(40),
+                "retry {attempt} came too soon"
+            );
         }
         assert_eq!(got[0].attempt, attempt);
-        let f = Failure { worker_id: "w1".into(), id, attempt, reason: format!("flaky {attempt}"), retryable: true, handback: false };
+        let f = Failure {
+            worker_id: "w1".into(),
+            id,
+            attempt,
+            reason: format!("flaky {attempt}"),
+            retryable: true,
+            handback: false,
+        };
         let out = s.fail(&f).await.unwrap();
         if attempt < 3 {
             assert_eq!(out.state, JobState::Queued);
             assert!(out.run_after > now_ms() - 5_000);
-            assert!(s.lease(&q(cpu(1), 1)).await.unwrap().is_empty(), "no claim during backoff");
+            assert!(
+                s.lease(&q(cpu(1), 1)).await.unwrap().is_empty(),
+                "no claim during backoff"
+            );
         } else {
             assert_eq!(out.state, JobState::Failed);
         }
     }
     let j = s.get_job(id).await.unwrap();
-    assert_eq!((j.state, j.failures, j.error.as_deref()), (JobState::Failed, 3, Some("flaky 3")));
+    assert_eq!(
+        (j.state, j.failures, j.error.as_deref()),
+        (JobState::Failed, 3, Some("flaky 3"))
+    );
 }
 
 pub async fn crash_limit_fails_the_job(s: Arc<dyn Store>) {
-    let id = submit(&*s, vec![NewJob { crash_limit: 2, ..noop() }]).await[0];
+    let id = submit(
+        &*s,
+        vec![NewJob {
+            crash_limit: 2,
+            ..noop()
+        }],
+    )
+    .await[0];
     let mut short = q(cpu(1), 1);
     short.lease_ttl_ms = 30;
     for round in 1..=2 {
@@ -232,50 +454,131 @@ pub async fn crash_limit_fails_the_job(s: Arc<dyn Store>) {
 
 pub async fn cancellation(s: Arc<dyn Store>) {
     let ids = submit(&*s, vec![noop(), noop()]).await;
-    let child = submit(&*s, vec![NewJob { depends_on: vec![ids[0]], ..noop() }]).await[0];
+    let child = submit(
+        &*s,
+        vec![NewJob {
+            depends_on: vec![ids[0]],
+            ..noop()
+        }],
+    )
+    .await[0];
     let running = s.lease(&q(cpu(1), 1)).await.unwrap();
     assert_eq!(running[0].id, ids[0]);
     let out = s.cancel(&[ids[0], ids[1]]).await.unwrap();
     assert_eq!(out.cancelled, vec![ids[1]]);
     assert_eq!(out.stopping, vec![ids[0]]);
     assert_eq!(state(&*s, ids[1]).await, JobState::Cancelled);
-    let stops = s.heartbeat("w1", &[ActiveJob { id: ids[0], attempt: 1, progress: None }], 30_000).await.unwrap();
-    assert_eq!(stops, vec![StopJob { id: ids[0], attempt: 1, reason: StopReason::Cancelled }]);
-    let f = Failure { worker_id: "w1".into(), id: ids[0], attempt: 1, reason: "killed".into(), retryable: true, handback: false };
+    let stops = s
+        .heartbeat(
+            "w1",
+            &[ActiveJob {
+                id: ids[0],
+                attempt: 1,
+                progress: None,
+            }],
+            30_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stops,
+        vec![StopJob {
+            id: ids[0],
+            attempt: 1,
+            reason: StopReason::Cancelled
+        }]
+    );
+    let f = Failure {
+        worker_id: "w1".into(),
+        id: ids[0],
+        attempt: 1,
+        reason: "killed".into(),
+        retryable: true,
+        handback: false,
+    };
     assert_eq!(s.fail(&f).await.unwrap().state, JobState::Cancelled);
     let c = s.get_job(child).await.unwrap();
     assert_eq!(c.state, JobState::Cancelled);
-    assert_eq!(c.error.as_deref(), Some(format!("dependency {} was cancelled", ids[0]).as_str()));
+    assert_eq!(
+        c.error.as_deref(),
+        Some(format!("dependency {} was cancelled", ids[0]).as_str())
+    );
     let again = s.cancel(&[ids[0]]).await.unwrap();
     assert_eq!(again.already_finished, vec![ids[0]]);
-    assert!(matches!(s.cancel(&[424_242]).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        s.cancel(&[424_242]).await,
+        Err(Error::NotFound(_))
+    ));
 }
 
 pub async fn idempotent_submit(s: Arc<dyn Store>) {
-    let b = SubmitBatch { idempotency_key: Some("k1".into()), body_hash: "h1".into(), jobs: vec![noop(), noop()] };
+    let b = SubmitBatch {
+        idempotency_key: Some("k1".into()),
+        body_hash: "h1".into(),
+        jobs: vec![noop(), noop()],
+    };
     let first = s.submit(b.clone()).await.unwrap();
     let again = s.submit(b.clone()).await.unwrap();
-    assert_eq!(again, SubmitOutcome { ids: first.ids.clone(), deduplicated: true });
-    let other = SubmitBatch { body_hash: "h2".into(), ..b };
-    assert!(matches!(s.submit(other).await, Err(Error::AlreadyExists(_))));
-    assert_eq!(s.count_states(&JobFilter::default()).await.unwrap().total(), 2);
+    assert_eq!(
+        again,
+        SubmitOutcome {
+            ids: first.ids.clone(),
+            deduplicated: true
+        }
+    );
+    let other = SubmitBatch {
+        body_hash: "h2".into(),
+        ..b
+    };
+    assert!(matches!(
+        s.submit(other).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(
+        s.count_states(&JobFilter::default()).await.unwrap().total(),
+        2
+    );
 }
 
 pub async fn predictions_are_checked_and_stored(s: Arc<dyn Store>) {
-    let id = submit(&*s, vec![NewJob { expect_oof_rows: 4, expect_test_rows: 2, ..noop() }]).await[0];
+    let id = submit(
+        &*s,
+        vec![NewJob {
+            expect_oof_rows: 4,
+            expect_test_rows: 2,
+            ..noop()
+        }],
+    )
+    .await[0];
     s.lease(&q(cpu(1), 1)).await.unwrap();
     let bad = Completion {
         id,
         attempt: 1,
         result: None,
-        predictions: Some(Predictions { oof_rows: vec![0, 1, 2], oof: vec![0.1, 0.2, 0.3], test: vec![0.5, 0.6] }),
+        predictions: Some(Predictions {
+            oof_rows: vec![0, 1, 2],
+            oof: vec![0.1, 0.2, 0.3],
+            test: vec![0.5, 0.6],
+        }),
     };
     let err = s.complete("w1", &[bad]).await.unwrap_err();
-    assert_eq!(err.to_string(), format!("predictions for job {id} have 3 out-of-fold rows, the job expects 4"));
+    assert_eq!(
+        err.to_string(),
+        format!("predictions for job {id} have 3 out-of-fold rows, the job expects 4")
+    );
     assert_eq!(state(&*s, id).await, JobState::Running, "nothing stored");
     assert_eq!(s.get_predictions(id).await.unwrap(), None);
-    let p = Predictions { oof_rows: vec![3, 5, 7, 9], oof: vec![0.1, 0.2, 0.3, 0.4], test: vec![0.5, 0.6] };
-    let good = Completion { id, attempt: 1, result: None, predictions: Some(p.clone()) };
+    let p = Predictions {
+        oof_rows: vec![3, 5, 7, 9],
+        oof: vec![0.1, 0.2, 0.3, 0.4],
+        test: vec![0.5, 0.6],
+    };
+    let good = Completion {
+        id,
+        attempt: 1,
+        result: None,
+        predictions: Some(p.clone()),
+    };
     assert_eq!(s.complete("w1", &[good]).await.unwrap().accepted, vec![id]);
     assert_eq!(s.get_predictions(id).await.unwrap(), Some(p));
     let j = s.get_job(id).await.unwrap();
@@ -285,20 +588,42 @@ pub async fn predictions_are_checked_and_stored(s: Arc<dyn Store>) {
 pub async fn handback_keeps_counters(s: Arc<dyn Store>) {
     let id = submit(&*s, vec![noop()]).await[0];
     s.lease(&q(cpu(1), 1)).await.unwrap();
-    let f = Failure { worker_id: "w1".into(), id, attempt: 1, reason: "worker shutting down".into(), retryable: true, handback: true };
+    let f = Failure {
+        worker_id: "w1".into(),
+        id,
+        attempt: 1,
+        reason: "worker shutting down".into(),
+        retryable: true,
+        handback: true,
+    };
     assert_eq!(s.fail(&f).await.unwrap().state, JobState::Queued);
     let j = s.get_job(id).await.unwrap();
     assert_eq!((j.failures, j.crashes, j.attempt), (0, 0, 1));
-    assert_eq!(s.lease(&q(cpu(1), 1)).await.unwrap()[0].attempt, 2, "claimable at once");
+    assert_eq!(
+        s.lease(&q(cpu(1), 1)).await.unwrap()[0].attempt,
+        2,
+        "claimable at once"
+    );
 }
 
 pub async fn listing_paging_and_workers(s: Arc<dyn Store>) {
     let mut jobs = Vec::new();
     for i in 0..25 {
-        jobs.push(NewJob { experiment: if i % 2 == 0 { "even".into() } else { "odd".into() }, ..noop() });
+        jobs.push(NewJob {
+            experiment: if i % 2 == 0 {
+                "even".into()
+            } else {
+                "odd".into()
+            },
+            ..noop()
+        });
     }
     submit(&*s, jobs).await;
-    let mut f = JobFilter { experiment: Some("even".into()), limit: 5, ..Default::default() };
+    let mut f = JobFilter {
+        experiment: Some("even".into()),
+        limit: 5,
+        ..Default::default()
+    };
     let mut seen = Vec::new();
     loop {
         let page = s.list_jobs(&f).await.unwrap();
@@ -310,14 +635,24 @@ pub async fn listing_paging_and_workers(s: Arc<dyn Store>) {
     }
     assert_eq!(seen.len(), 13);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
-    let info = WorkerInfo { name: "blade-1".into(), hostname: "h".into(), resources: cpu(4), gpu_mem_mb: vec![], kinds: vec!["noop".into()], version: "t".into() };
+    let info = WorkerInfo {
+        name: "blade-1".into(),
+        hostname: "h".into(),
+        resources: cpu(4),
+        gpu_mem_mb: vec![],
+        kinds: vec!["noop".into()],
+        version: "t".into(),
+    };
     let wid = s.register_worker(&info).await.unwrap();
     let mut lq = q(cpu(3), 3);
     lq.worker_id = wid.clone();
     s.lease(&lq).await.unwrap();
     let workers = s.list_workers(false).await.unwrap();
     assert_eq!(workers.len(), 1);
-    assert_eq!((workers[0].id.as_str(), workers[0].running_jobs), (wid.as_str(), 3));
+    assert_eq!(
+        (workers[0].id.as_str(), workers[0].running_jobs),
+        (wid.as_str(), 3)
+    );
     s.deregister_worker(&wid).await.unwrap();
     assert!(s.list_workers(false).await.unwrap().is_empty());
     assert_eq!(s.list_workers(true).await.unwrap().len(), 1);
@@ -337,7 +672,12 @@ pub async fn concurrent_claims_take_each_job_once(s: Arc<dyn Store>) {
     let n = 600;
     let mut all = Vec::new();
     for chunk in 0..3 {
-        let jobs = (0..n / 3).map(|i| NewJob { name: format!("{chunk}-{i}"), ..noop() }).collect();
+        let jobs = (0..n / 3)
+            .map(|i| NewJob {
+                name: format!("{chunk}-{i}"),
+                ..noop()
+            })
+            .collect();
         all.extend(submit(&*s, jobs).await);
     }
     let mut tasks = Vec::new();
@@ -366,7 +706,13 @@ pub async fn concurrent_claims_take_each_job_once(s: Arc<dyn Store>) {
     let unique: HashSet<JobId> = seen.iter().copied().collect();
     assert_eq!(seen.len(), n, "each job claimed exactly once");
     assert_eq!(unique, all.into_iter().collect());
-    assert_eq!(s.count_states(&JobFilter::default()).await.unwrap().succeeded, n as u64);
+    assert_eq!(
+        s.count_states(&JobFilter::default())
+            .await
+            .unwrap()
+            .succeeded,
+        n as u64
+    );
 }
 
 pub async fn datasets_and_folds_are_stored_once(s: Arc<dyn Store>) {
@@ -382,11 +728,26 @@ pub async fn datasets_and_folds_are_stored_once(s: Arc<dyn Store>) {
     let first = s.register_dataset(&rec, "isic-small").await.unwrap();
     assert_eq!(first.names, vec!["isic-small".to_string()]);
     let again = s.register_dataset(&rec, "alias").await.unwrap();
-    assert_eq!(again.names, vec!["alias".to_string(), "isic-small".to_string()]);
-    assert_eq!(again.registered_at, first.registered_at, "content row written once");
-    let other = DatasetRecord { hash: "cd34".into(), ..rec.clone() };
-    assert!(matches!(s.register_dataset(&other, "alias").await, Err(Error::AlreadyExists(_))));
-    assert!(matches!(s.get_dataset("cd34").await, Err(Error::NotFound(_))), "nothing half-registered");
+    assert_eq!(
+        again.names,
+        vec!["alias".to_string(), "isic-small".to_string()]
+    );
+    assert_eq!(
+        again.registered_at, first.registered_at,
+        "content row written once"
+    );
+    let other = DatasetRecord {
+        hash: "cd34".into(),
+        ..rec.clone()
+    };
+    assert!(matches!(
+        s.register_dataset(&other, "alias").await,
+        Err(Error::AlreadyExists(_))
+    ));
+    assert!(
+        matches!(s.get_dataset("cd34").await, Err(Error::NotFound(_))),
+        "nothing half-registered"
+    );
     assert_eq!(s.get_dataset("isic-small").await.unwrap().hash, "ab12");
     assert_eq!(s.get_dataset("ab12").await.unwrap().files, 3);
     assert_eq!(s.list_datasets().await.unwrap().len(), 1);
@@ -402,11 +763,20 @@ pub async fn datasets_and_folds_are_stored_once(s: Arc<dyn Store>) {
     };
     let (stored, inserted) = s.put_folds(&folds).await.unwrap();
     assert!(inserted);
-    assert_eq!((stored.seed, stored.assignment.clone()), (u64::MAX - 1, folds.assignment.clone()));
-    let changed = FoldsRecord { assignment: vec![9, 9], ..folds.clone() };
+    assert_eq!(
+        (stored.seed, stored.assignment.clone()),
+        (u64::MAX - 1, folds.assignment.clone())
+    );
+    let changed = FoldsRecord {
+        assignment: vec![9, 9],
+        ..folds.clone()
+    };
     let (kept, inserted) = s.put_folds(&changed).await.unwrap();
     assert!(!inserted);
-    assert_eq!(kept.assignment, folds.assignment, "folds are computed once and kept");
+    assert_eq!(
+        kept.assignment, folds.assignment,
+        "folds are computed once and kept"
+    );
     assert!(s.get_folds("ab12", "group", 5, 1).await.unwrap().is_none());
 }
 

@@ -65,7 +65,11 @@ pub struct WorkerConfig {
     pub report_batch: u32,
 
     /// Where fetched datasets are kept, one folder per content hash, for every later job.
-    #[arg(long, env = "STACKHIVE_DATASET_CACHE", default_value = "stackhive-cache/datasets")]
+    #[arg(
+        long,
+        env = "STACKHIVE_DATASET_CACHE",
+        default_value = "stackhive-cache/datasets"
+    )]
     pub dataset_cache: std::path::PathBuf,
 
     /// Folders that may hold datasets as `<folder>/<hash>` (a shared file system); a dataset

@@ -23,7 +23,10 @@ pub enum DatasetError {
     #[error("dataset {hash}: {what}")]
     Corrupt { hash: String, what: String },
     #[error("cannot {what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DatasetError {
@@ -73,20 +76,29 @@ impl DatasetCache {
         channel: Channel,
         hash: &str,
     ) -> Result<(PathBuf, Source), DatasetError> {
-        let lock = self.locks.lock().await.entry(hash.to_string()).or_default().clone();
+        let lock = self
+            .locks
+            .lock()
+            .await
+            .entry(hash.to_string())
+            .or_default()
+            .clone();
         let mut known = lock.lock().await;
         if let Some(p) = known.as_ref() {
             return Ok((p.clone(), Source::Cached));
         }
-        let mut client = DatasetServiceClient::new(channel)
-            .max_decoding_message_size(64 << 20);
+        let mut client = DatasetServiceClient::new(channel).max_decoding_message_size(64 << 20);
         let info = client
-            .get_dataset(pb::GetDatasetRequest { dataset: hash.to_string() })
+            .get_dataset(pb::GetDatasetRequest {
+                dataset: hash.to_string(),
+            })
             .await?
             .into_inner();
-        let manifest: Manifest = serde_json::from_str(&info.manifest_json).map_err(|e| {
-            DatasetError::Corrupt { hash: hash.into(), what: format!("manifest is not valid JSON ({e})") }
-        })?;
+        let manifest: Manifest =
+            serde_json::from_str(&info.manifest_json).map_err(|e| DatasetError::Corrupt {
+                hash: hash.into(),
+                what: format!("manifest is not valid JSON ({e})"),
+            })?;
 
         // `hash` may be a name; from here on the content hash names everything.
         let hash = info.hash.as_str();
@@ -106,8 +118,11 @@ impl DatasetCache {
 
     /// A shared folder whose files match the manifest and whose content hashes to `hash`.
     async fn find_shared(&self, info: &pb::DatasetInfo, manifest: &Manifest) -> Option<PathBuf> {
-        let mut candidates: Vec<PathBuf> =
-            self.shared_roots.iter().map(|root| root.join(&info.hash)).collect();
+        let mut candidates: Vec<PathBuf> = self
+            .shared_roots
+            .iter()
+            .map(|root| root.join(&info.hash))
+            .collect();
         // The coordinator's own folder, when this machine mounts it at the same path.
         if self.coordinator_path && !info.storage_path.is_empty() {
             candidates.push(PathBuf::from(&info.storage_path));
@@ -117,7 +132,8 @@ impl DatasetCache {
                 continue;
             }
             let d = dir.clone();
-            let hashed = tokio::task::spawn_blocking(move || stackhive_data::hash::dataset_hash(&d)).await;
+            let hashed =
+                tokio::task::spawn_blocking(move || stackhive_data::hash::dataset_hash(&d)).await;
             if let Ok(Ok((h, _))) = hashed {
                 if h == info.hash {
                     return Some(dir);
@@ -135,8 +151,12 @@ impl DatasetCache {
         hash: &str,
         manifest: &Manifest,
     ) -> Result<u64, DatasetError> {
-        tokio::fs::create_dir_all(&self.cache_dir).await.map_err(io("create the dataset cache"))?;
-        let partial = self.cache_dir.join(format!(".partial-{}", uuid::Uuid::new_v4().simple()));
+        tokio::fs::create_dir_all(&self.cache_dir)
+            .await
+            .map_err(io("create the dataset cache"))?;
+        let partial = self
+            .cache_dir
+            .join(format!(".partial-{}", uuid::Uuid::new_v4().simple()));
         let result = self.fetch_into(client, hash, manifest, &partial).await;
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&partial).await;
@@ -156,9 +176,15 @@ impl DatasetCache {
             .iter()
             .map(|f| (f.path.as_str(), (f.size, f.blake3.as_str())))
             .collect();
-        let corrupt = |what: String| DatasetError::Corrupt { hash: hash.to_string(), what };
+        let corrupt = |what: String| DatasetError::Corrupt {
+            hash: hash.to_string(),
+            what,
+        };
         let mut stream = client
-            .fetch_dataset(pb::FetchDatasetRequest { hash: hash.to_string(), paths: vec![] })
+            .fetch_dataset(pb::FetchDatasetRequest {
+                hash: hash.to_string(),
+                paths: vec![],
+            })
             .await?
             .into_inner();
         let mut current: Option<(String, tokio::fs::File, blake3::Hasher, u64)> = None;
@@ -183,20 +209,33 @@ impl DatasetCache {
                     f.flush().await.map_err(io("write a dataset file"))?;
                 }
                 if !expected.contains_key(chunk.path.as_str()) {
-                    return Err(corrupt(format!("coordinator sent {}, which is not in the manifest", chunk.path)));
+                    return Err(corrupt(format!(
+                        "coordinator sent {}, which is not in the manifest",
+                        chunk.path
+                    )));
                 }
                 let dest = partial.join(&chunk.path);
                 if let Some(parent) = dest.parent() {
-                    tokio::fs::create_dir_all(parent).await.map_err(io("create a dataset folder"))?;
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(io("create a dataset folder"))?;
                 }
-                let f = tokio::fs::File::create(&dest).await.map_err(io("create a dataset file"))?;
+                let f = tokio::fs::File::create(&dest)
+                    .await
+                    .map_err(io("create a dataset file"))?;
                 current = Some((chunk.path.clone(), f, blake3::Hasher::new(), 0));
             }
             let cur = current.as_mut().expect("set above");
             if chunk.offset != cur.3 {
-                return Err(corrupt(format!("{} chunk at byte {}, expected byte {}", cur.0, chunk.offset, cur.3)));
+                return Err(corrupt(format!(
+                    "{} chunk at byte {}, expected byte {}",
+                    cur.0, chunk.offset, cur.3
+                )));
             }
-            cur.1.write_all(&chunk.data).await.map_err(io("write a dataset file"))?;
+            cur.1
+                .write_all(&chunk.data)
+                .await
+                .map_err(io("write a dataset file"))?;
             cur.2.update(&chunk.data);
             cur.3 += chunk.data.len() as u64;
             bytes += chunk.data.len() as u64;
@@ -205,20 +244,28 @@ impl DatasetCache {
             f.flush().await.map_err(io("write a dataset file"))?;
         }
         if done != manifest.files.len() {
-            return Err(corrupt(format!("received {done} of {} files", manifest.files.len())));
+            return Err(corrupt(format!(
+                "received {done} of {} files",
+                manifest.files.len()
+            )));
         }
         let p = partial.to_path_buf();
-        let (whole, _) = tokio::task::spawn_blocking(move || stackhive_data::hash::dataset_hash(&p))
-            .await
-            .map_err(|e| corrupt(format!("hashing task failed: {e}")))?
-            .map_err(|e| corrupt(format!("fetched files cannot be read back: {e}")))?;
+        let (whole, _) =
+            tokio::task::spawn_blocking(move || stackhive_data::hash::dataset_hash(&p))
+                .await
+                .map_err(|e| corrupt(format!("hashing task failed: {e}")))?
+                .map_err(|e| corrupt(format!("fetched files cannot be read back: {e}")))?;
         if whole != hash {
             return Err(corrupt(format!("fetched files hash to {whole}")));
         }
-        tokio::fs::write(partial.join(".complete"), b"").await.map_err(io("mark the dataset"))?;
+        tokio::fs::write(partial.join(".complete"), b"")
+            .await
+            .map_err(io("mark the dataset"))?;
         let target = self.cache_dir.join(hash);
         let _ = tokio::fs::remove_dir_all(&target).await;
-        tokio::fs::rename(partial, &target).await.map_err(io("move the dataset into the cache"))?;
+        tokio::fs::rename(partial, &target)
+            .await
+            .map_err(io("move the dataset into the cache"))?;
         Ok(bytes)
     }
 }

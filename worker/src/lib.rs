@@ -8,9 +8,9 @@ mod capacity;
 mod client;
 pub mod config;
 mod daemon;
-pub mod datasets;
 #[cfg(test)]
 mod daemon_tests;
+pub mod datasets;
 mod error;
 pub mod executor;
 mod job;
@@ -39,7 +39,10 @@ pub async fn run(
 pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, WorkerError> {
     let mut registry = ExecutorRegistry::with_builtins();
     let channel = tonic::transport::Endpoint::from_shared(config.coordinator.trim().to_string())
-        .map_err(|e| WorkerError::Endpoint { url: config.coordinator.clone(), message: e.to_string() })?
+        .map_err(|e| WorkerError::Endpoint {
+            url: config.coordinator.clone(),
+            message: e.to_string(),
+        })?
         .connect_lazy();
     let cache = datasets::DatasetCache::new(&config.dataset_cache, config.shared_data.clone());
     registry.register(

@@ -20,8 +20,13 @@ impl BenchDb {
                 let mut c = sqlx::PgConnection::connect(pg_admin)
                     .await
                     .with_context(|| format!("cannot reach PostgreSQL at {pg_admin}"))?;
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await?;
-                let base = pg_admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(pg_admin);
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut c)
+                    .await?;
+                let base = pg_admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(pg_admin);
                 Ok(Self {
                     url: format!("{base}/{name}"),
                     admin: Some((pg_admin.to_string(), name)),
@@ -31,7 +36,11 @@ impl BenchDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir()?;
                 let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-                Ok(Self { url, admin: None, _dir: Some(dir) })
+                Ok(Self {
+                    url,
+                    admin: None,
+                    _dir: Some(dir),
+                })
             }
         }
     }

@@ -21,7 +21,10 @@ pub async fn seed(backend: Backend, url: &str, n: u64) -> anyhow::Result<()> {
             use sqlx::ConnectOptions;
             let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
             // Seeding statements are slow on purpose; keep sqlx from warning about them.
-            let mut c = opts.log_slow_statements(log::LevelFilter::Off, Default::default()).connect().await?;
+            let mut c = opts
+                .log_slow_statements(log::LevelFilter::Off, Default::default())
+                .connect()
+                .await?;
             while left > 0 {
                 let k = left.min(CHUNK);
                 sqlx::query(
@@ -41,7 +44,10 @@ pub async fn seed(backend: Backend, url: &str, n: u64) -> anyhow::Result<()> {
         Backend::Sqlite => {
             use sqlx::ConnectOptions;
             let opts: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-            let mut c = opts.log_slow_statements(log::LevelFilter::Off, Default::default()).connect().await?;
+            let mut c = opts
+                .log_slow_statements(log::LevelFilter::Off, Default::default())
+                .connect()
+                .await?;
             let t = stackhive_coordinator::model::now_ms() - 86_400_000;
             while left > 0 {
                 let k = left.min(CHUNK);
@@ -76,15 +82,30 @@ pub async fn claim_latency(
     while left > 0 {
         let k = left.min(5_000);
         let batch = (0..k)
-            .map(|_| pb::JobSpec { kind: "noop".into(), experiment: "claims".into(), ..Default::default() })
+            .map(|_| pb::JobSpec {
+                kind: "noop".into(),
+                experiment: "claims".into(),
+                ..Default::default()
+            })
             .collect();
-        jobs.submit(pb::SubmitRequest { idempotency_key: String::new(), jobs: batch }).await?;
+        jobs.submit(pb::SubmitRequest {
+            idempotency_key: String::new(),
+            jobs: batch,
+        })
+        .await?;
         left -= k;
     }
     let mut w = WorkerServiceClient::new(channel);
-    let free = pb::Resources { cpu_slots: max_jobs, ..Default::default() };
+    let free = pb::Resources {
+        cpu_slots: max_jobs,
+        ..Default::default()
+    };
     let id = w
-        .register(pb::RegisterRequest { name: "bench-claims".into(), resources: Some(free.clone()), ..Default::default() })
+        .register(pb::RegisterRequest {
+            name: "bench-claims".into(),
+            resources: Some(free.clone()),
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .worker_id;
@@ -92,17 +113,34 @@ pub async fn claim_latency(
     for _ in 0..claims {
         let t = Instant::now();
         let got = w
-            .lease(pb::LeaseRequest { worker_id: id.clone(), free: Some(free.clone()), max_jobs, wait_ms: 0 })
+            .lease(pb::LeaseRequest {
+                worker_id: id.clone(),
+                free: Some(free.clone()),
+                max_jobs,
+                wait_ms: 0,
+            })
             .await?
             .into_inner()
             .jobs;
         times.push(t.elapsed().as_secs_f64() * 1e3);
-        anyhow::ensure!(got.len() == max_jobs as usize, "lease returned {} jobs, expected {max_jobs}", got.len());
+        anyhow::ensure!(
+            got.len() == max_jobs as usize,
+            "lease returned {} jobs, expected {max_jobs}",
+            got.len()
+        );
         let completions = got
             .iter()
-            .map(|j| pb::Completion { id: j.id, attempt: j.attempt, ..Default::default() })
+            .map(|j| pb::Completion {
+                id: j.id,
+                attempt: j.attempt,
+                ..Default::default()
+            })
             .collect();
-        w.complete(pb::CompleteRequest { worker_id: id.clone(), completions }).await?;
+        w.complete(pb::CompleteRequest {
+            worker_id: id.clone(),
+            completions,
+        })
+        .await?;
     }
     times.sort_by(f64::total_cmp);
     Ok((percentile(&times, 50.0), percentile(&times, 99.0)))

@@ -29,11 +29,20 @@ pub enum Backend {
 #[derive(Args, Debug, Clone)]
 pub struct QueueArgs {
     /// Stores to measure.
-    #[arg(long, env = "STACKHIVE_BENCH_DB", value_delimiter = ',', default_value = "postgres,sqlite")]
+    #[arg(
+        long,
+        env = "STACKHIVE_BENCH_DB",
+        value_delimiter = ',',
+        default_value = "postgres,sqlite"
+    )]
     pub db: Vec<Backend>,
 
     /// Admin URL of a PostgreSQL server; the bench creates and drops its own database there.
-    #[arg(long, env = "STACKHIVE_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "STACKHIVE_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub pg_url: String,
 
     /// No-op jobs pushed end to end.

@@ -44,7 +44,9 @@ struct Figures {
 pub async fn run(json: bool, args: &QueueArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for &backend in &args.db {
-        let f = one(backend, args).await.with_context(|| format!("{backend:?} bench failed"))?;
+        let f = one(backend, args)
+            .await
+            .with_context(|| format!("{backend:?} bench failed"))?;
         if json {
             println!("{}", serde_json::to_string(&f)?);
         } else {
@@ -69,7 +71,10 @@ async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
 }
 
 async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Result<Figures> {
-    eprintln!("== {backend:?}: {} no-op jobs, {} workers, batches of {}", a.jobs, a.workers, a.batch);
+    eprintln!(
+        "== {backend:?}: {} no-op jobs, {} workers, batches of {}",
+        a.jobs, a.workers, a.batch
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let mut config = CoordinatorConfig::with_db(db.url.clone());
@@ -115,7 +120,11 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
     let mut submitters = Vec::new();
     for s in 0..a.submitters {
         let mut c = jobs.clone();
-        let n = if s == a.submitters - 1 { a.jobs - per * (a.submitters as u64 - 1) } else { per };
+        let n = if s == a.submitters - 1 {
+            a.jobs - per * (a.submitters as u64 - 1)
+        } else {
+            per
+        };
         let batch = a.batch as u64;
         submitters.push(tokio::spawn(async move {
             let mut left = n;
@@ -123,11 +132,18 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
             while left > 0 {
                 let size = left.min(batch);
                 let specs = (0..size)
-                    .map(|_| pb::JobSpec { kind: "noop".into(), experiment: "bench".into(), ..Default::default() })
+                    .map(|_| pb::JobSpec {
+                        kind: "noop".into(),
+                        experiment: "bench".into(),
+                        ..Default::default()
+                    })
                     .collect();
-                c.submit(pb::SubmitRequest { idempotency_key: format!("bench-{s}-{k}"), jobs: specs })
-                    .await
-                    .context("submit")?;
+                c.submit(pb::SubmitRequest {
+                    idempotency_key: format!("bench-{s}-{k}"),
+                    jobs: specs,
+                })
+                .await
+                .context("submit")?;
                 left -= size;
                 k += 1;
             }
@@ -163,7 +179,11 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let done = jobs
-        .list_jobs(pb::ListJobsRequest { experiment: "bench".into(), page_size: 1, ..Default::default() })
+        .list_jobs(pb::ListJobsRequest {
+            experiment: "bench".into(),
+            page_size: 1,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .counts
@@ -177,13 +197,25 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
     // (NOTIFY or the in-process signal, then a claim), not queueing behind 100k jobs.
     let idle_jobs = 200;
     for k in 0..idle_jobs {
-        let spec = pb::JobSpec { kind: "noop".into(), experiment: "idle".into(), ..Default::default() };
-        jobs.submit(pb::SubmitRequest { idempotency_key: format!("idle-{k}"), jobs: vec![spec] }).await?;
+        let spec = pb::JobSpec {
+            kind: "noop".into(),
+            experiment: "idle".into(),
+            ..Default::default()
+        };
+        jobs.submit(pb::SubmitRequest {
+            idempotency_key: format!("idle-{k}"),
+            jobs: vec![spec],
+        })
+        .await?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     loop {
         let c = jobs
-            .list_jobs(pb::ListJobsRequest { experiment: "idle".into(), page_size: 1, ..Default::default() })
+            .list_jobs(pb::ListJobsRequest {
+                experiment: "idle".into(),
+                page_size: 1,
+                ..Default::default()
+            })
             .await?
             .into_inner()
             .counts
@@ -260,7 +292,12 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
 
 async fn wait_workers(jobs: &mut JobServiceClient<Channel>, n: usize) -> anyhow::Result<()> {
     for _ in 0..200 {
-        let w = jobs.list_workers(pb::ListWorkersRequest { include_dead: false }).await?.into_inner();
+        let w = jobs
+            .list_workers(pb::ListWorkersRequest {
+                include_dead: false,
+            })
+            .await?
+            .into_inner();
         if w.workers.len() >= n {
             return Ok(());
         }
@@ -298,18 +335,39 @@ async fn latencies(url: &str, experiment: &str) -> anyhow::Result<(Vec<f64>, Vec
 }
 
 fn print_human(f: &Figures) {
-    println!("{} — {} no-op jobs, {} workers, submit batches of {}", f.backend, f.jobs, f.workers, f.submit_batch);
-    println!("  end to end        {:>10.0} jobs/s   ({:.2} s wall)", f.jobs_per_s, f.wall_s);
+    println!(
+        "{} — {} no-op jobs, {} workers, submit batches of {}",
+        f.backend, f.jobs, f.workers, f.submit_batch
+    );
+    println!(
+        "  end to end        {:>10.0} jobs/s   ({:.2} s wall)",
+        f.jobs_per_s, f.wall_s
+    );
     println!("  submit only       {:>10.0} jobs/s", f.submit_jobs_per_s);
-    println!("  submit → start    p50 {:>8.1} ms   p99 {:>8.1} ms", f.start_latency_p50_ms, f.start_latency_p99_ms);
-    println!("  submit → finish   p50 {:>8.1} ms   p99 {:>8.1} ms", f.end_to_end_p50_ms, f.end_to_end_p99_ms);
+    println!(
+        "  submit → start    p50 {:>8.1} ms   p99 {:>8.1} ms",
+        f.start_latency_p50_ms, f.start_latency_p99_ms
+    );
+    println!(
+        "  submit → finish   p50 {:>8.1} ms   p99 {:>8.1} ms",
+        f.end_to_end_p50_ms, f.end_to_end_p99_ms
+    );
     println!(
         "  submit → start, one job at a time into idle workers   p50 {:>6.1} ms   p99 {:>6.1} ms",
         f.idle_start_p50_ms, f.idle_start_p99_ms
     );
     if f.history_rows > 0 {
-        println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.jobs, f.claim1_p50_ms_before, f.claim1_p99_ms_before);
-        println!("  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms", f.history_rows, f.claim1_p50_ms_history, f.claim1_p99_ms_history);
-        println!("  claim of 100 jobs, {} finished rows p50 {:>6.2} ms   p99 {:>6.2} ms", f.history_rows, f.claim100_p50_ms_history, f.claim100_p99_ms_history);
+        println!(
+            "  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            f.jobs, f.claim1_p50_ms_before, f.claim1_p99_ms_before
+        );
+        println!(
+            "  claim of 1 job, {} finished rows   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            f.history_rows, f.claim1_p50_ms_history, f.claim1_p99_ms_history
+        );
+        println!(
+            "  claim of 100 jobs, {} finished rows p50 {:>6.2} ms   p99 {:>6.2} ms",
+            f.history_rows, f.claim100_p50_ms_history, f.claim100_p99_ms_history
+        );
     }
 }

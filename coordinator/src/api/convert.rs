@@ -86,7 +86,11 @@ pub fn counts(c: &StateCounts) -> pb::StateCounts {
 }
 
 pub fn predictions(p: Predictions) -> pb::Predictions {
-    pb::Predictions { oof_rows: p.oof_rows, oof: p.oof, test: p.test }
+    pb::Predictions {
+        oof_rows: p.oof_rows,
+        oof: p.oof,
+        test: p.test,
+    }
 }
 
 pub fn leased(j: LeasedJob) -> pb::LeasedJob {

@@ -43,7 +43,9 @@ fn info(r: &DatasetRecord) -> pb::DatasetInfo {
 fn check_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
     if !ok {
         return Err(Error::invalid(format!(
             "dataset name {name:?} is not valid, expected 1 to 128 letters, digits and _-."
@@ -73,7 +75,10 @@ impl DatasetService for DatasetApi {
         let header = match stream.message().await?.and_then(|m| m.item) {
             Some(Item::Header(h)) => h,
             Some(Item::Chunk(_)) => {
-                return Err(Error::invalid("upload must start with a dataset header, found a file chunk").into())
+                return Err(Error::invalid(
+                    "upload must start with a dataset header, found a file chunk",
+                )
+                .into())
             }
             None => return Err(Error::invalid("upload holds no dataset header").into()),
         };
@@ -98,10 +103,19 @@ impl DatasetService for DatasetApi {
         if self.files.has(&header.hash) {
             // Content already here: only the name is new. Any chunks sent anyway are ignored.
             while stream.message().await?.is_some() {}
-            let rec = self.store.register_dataset(&record(self.files.path_of(&header.hash)), &header.name).await?;
-            return Ok(Response::new(pb::UploadDatasetResponse { dataset: Some(info(&rec)), received_bytes: 0 }));
+            let rec = self
+                .store
+                .register_dataset(&record(self.files.path_of(&header.hash)), &header.name)
+                .await?;
+            return Ok(Response::new(pb::UploadDatasetResponse {
+                dataset: Some(info(&rec)),
+                received_bytes: 0,
+            }));
         }
-        let mut upload = self.files.start_upload(&header.hash, manifest.clone()).await?;
+        let mut upload = self
+            .files
+            .start_upload(&header.hash, manifest.clone())
+            .await?;
         while let Some(msg) = stream.message().await? {
             match msg.item {
                 Some(Item::Chunk(c)) => upload.write(&c.path, c.offset, &c.data).await?,
@@ -113,9 +127,15 @@ impl DatasetService for DatasetApi {
         }
         let received = upload.received;
         let (path, _) = upload.finish().await?;
-        let rec = self.store.register_dataset(&record(path), &header.name).await?;
+        let rec = self
+            .store
+            .register_dataset(&record(path), &header.name)
+            .await?;
         tracing::info!(hash = %rec.hash, name = %header.name, bytes = received, "dataset registered");
-        Ok(Response::new(pb::UploadDatasetResponse { dataset: Some(info(&rec)), received_bytes: received }))
+        Ok(Response::new(pb::UploadDatasetResponse {
+            dataset: Some(info(&rec)),
+            received_bytes: received,
+        }))
     }
 
     async fn get_dataset(
@@ -131,7 +151,9 @@ impl DatasetService for DatasetApi {
         _req: Request<pb::ListDatasetsRequest>,
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let all = self.store.list_datasets().await?;
-        Ok(Response::new(pb::ListDatasetsResponse { datasets: all.iter().map(info).collect() }))
+        Ok(Response::new(pb::ListDatasetsResponse {
+            datasets: all.iter().map(info).collect(),
+        }))
     }
 
     type FetchDatasetStream = ReceiverStream<Result<pb::FileChunk, Status>>;
@@ -151,11 +173,18 @@ impl DatasetService for DatasetApi {
             .into());
         }
         let manifest: stackhive_data::hash::Manifest = serde_json::from_str(&rec.manifest)
-            .map_err(|e| Error::Config(format!("stored manifest of {} is unreadable: {e}", rec.hash)))?;
+            .map_err(|e| {
+                Error::Config(format!(
+                    "stored manifest of {} is unreadable: {e}",
+                    rec.hash
+                ))
+            })?;
         let mut paths: Vec<String> = manifest.files.iter().map(|f| f.path.clone()).collect();
         if !r.paths.is_empty() {
             if let Some(p) = r.paths.iter().find(|p| !paths.contains(p)) {
-                return Err(Error::NotFound(format!("dataset {} has no file {p}", rec.hash)).into());
+                return Err(
+                    Error::NotFound(format!("dataset {} has no file {p}", rec.hash)).into(),
+                );
             }
             paths = r.paths.clone();
         }
@@ -166,7 +195,9 @@ impl DatasetService for DatasetApi {
                 let mut f = match tokio::fs::File::open(root.join(&p)).await {
                     Ok(f) => f,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("cannot read {p}: {e}")))).await;
+                        let _ = tx
+                            .send(Err(Status::internal(format!("cannot read {p}: {e}"))))
+                            .await;
                         return;
                     }
                 };
@@ -176,7 +207,9 @@ impl DatasetService for DatasetApi {
                     let n = match f.read(&mut buf).await {
                         Ok(n) => n,
                         Err(e) => {
-                            let _ = tx.send(Err(Status::internal(format!("cannot read {p}: {e}")))).await;
+                            let _ = tx
+                                .send(Err(Status::internal(format!("cannot read {p}: {e}"))))
+                                .await;
                             return;
                         }
                     };
@@ -184,7 +217,11 @@ impl DatasetService for DatasetApi {
                         break;
                     }
                     buf.truncate(n);
-                    let chunk = pb::FileChunk { path: p.clone(), offset, data: buf };
+                    let chunk = pb::FileChunk {
+                        path: p.clone(),
+                        offset,
+                        data: buf,
+                    };
                     if tx.send(Ok(chunk)).await.is_err() {
                         return;
                     }
@@ -205,7 +242,11 @@ impl DatasetService for DatasetApi {
         let r = req.into_inner();
         let rec = self.store.get_dataset(&r.dataset).await?;
         let spec = folds::spec(&r.scheme, r.k, r.seed)?;
-        if let Some(stored) = self.store.get_folds(&rec.hash, &spec.0, spec.1, spec.2).await? {
+        if let Some(stored) = self
+            .store
+            .get_folds(&rec.hash, &spec.0, spec.1, spec.2)
+            .await?
+        {
             return Ok(Response::new(folds::response(&stored, false)?));
         }
         if !self.files.has(&rec.hash) {
@@ -228,12 +269,16 @@ impl DatasetService for DatasetApi {
         let r = req.into_inner();
         let rec = self.store.get_dataset(&r.dataset).await?;
         let (scheme, k, seed) = folds::spec(&r.scheme, r.k, r.seed)?;
-        let stored = self.store.get_folds(&rec.hash, &scheme, k, seed).await?.ok_or_else(|| {
-            Error::NotFound(format!(
+        let stored = self
+            .store
+            .get_folds(&rec.hash, &scheme, k, seed)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
                 "no {scheme} folds with k={k} and seed={seed} for dataset {}; compute them first",
                 rec.hash
             ))
-        })?;
+            })?;
         Ok(Response::new(folds::response(&stored, false)?))
     }
 }

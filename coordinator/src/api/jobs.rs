@@ -35,7 +35,12 @@ impl JobApi {
         policy: Policy,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { store, max_batch, policy, shutdown }
+        Self {
+            store,
+            max_batch,
+            policy,
+            shutdown,
+        }
     }
 }
 
@@ -67,7 +72,10 @@ impl JobService for JobApi {
         if !out.deduplicated {
             metrics::counter!(m::SUBMITTED).increment(n as u64);
         }
-        Ok(Response::new(pb::SubmitResponse { job_ids: out.ids, deduplicated: out.deduplicated }))
+        Ok(Response::new(pb::SubmitResponse {
+            job_ids: out.ids,
+            deduplicated: out.deduplicated,
+        }))
     }
 
     async fn get_job(
@@ -77,11 +85,17 @@ impl JobService for JobApi {
         let r = req.into_inner();
         let job = self.store.get_job(r.id).await?;
         let predictions = if r.include_predictions {
-            self.store.get_predictions(r.id).await?.map(convert::predictions)
+            self.store
+                .get_predictions(r.id)
+                .await?
+                .map(convert::predictions)
         } else {
             None
         };
-        Ok(Response::new(pb::GetJobResponse { job: Some(convert::job(&job)), predictions }))
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(convert::job(&job)),
+            predictions,
+        }))
     }
 
     async fn list_jobs(
@@ -90,10 +104,17 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let r = req.into_inner();
         let mut filter = filter_from(&r.states, &r.kind, &r.experiment)?;
-        let page = if r.page_size == 0 { DEFAULT_PAGE } else { r.page_size.min(MAX_PAGE) };
+        let page = if r.page_size == 0 {
+            DEFAULT_PAGE
+        } else {
+            r.page_size.min(MAX_PAGE)
+        };
         if !r.page_token.is_empty() {
             let after: JobId = r.page_token.parse().map_err(|_| {
-                Error::invalid(format!("page token {:?} is not one this server issued", r.page_token))
+                Error::invalid(format!(
+                    "page token {:?} is not one this server issued",
+                    r.page_token
+                ))
             })?;
             filter.after_id = Some(after);
         }
@@ -121,14 +142,19 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = req.into_inner();
         if r.experiment.is_empty() && r.job_ids.is_empty() {
-            return Err(Error::invalid("watch needs an experiment or job ids, found neither").into());
+            return Err(
+                Error::invalid("watch needs an experiment or job ids, found neither").into(),
+            );
         }
         let filters: Vec<JobFilter> = [
             (!r.experiment.is_empty()).then(|| JobFilter {
                 experiment: Some(r.experiment.clone()),
                 ..Default::default()
             }),
-            (!r.job_ids.is_empty()).then(|| JobFilter { ids: r.job_ids.clone(), ..Default::default() }),
+            (!r.job_ids.is_empty()).then(|| JobFilter {
+                ids: r.job_ids.clone(),
+                ..Default::default()
+            }),
         ]
         .into_iter()
         .flatten()
@@ -196,7 +222,9 @@ impl JobService for JobApi {
             ids.extend(self.store.list_jobs(&f).await?.into_iter().map(|j| j.id));
         }
         if ids.is_empty() && r.experiment.is_empty() {
-            return Err(Error::invalid("cancel needs job ids or an experiment, found neither").into());
+            return Err(
+                Error::invalid("cancel needs job ids or an experiment, found neither").into(),
+            );
         }
         ids.sort_unstable();
         ids.dedup();

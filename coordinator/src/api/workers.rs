@@ -35,7 +35,12 @@ impl WorkerApi {
         heartbeat_interval_ms: u32,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { store, lease_ttl_ms, heartbeat_interval_ms, shutdown }
+        Self {
+            store,
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            shutdown,
+        }
     }
 }
 
@@ -160,13 +165,20 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = req.into_inner();
         let items = validate::completions(&r.completions)?;
-        let out = self.store.complete(worker_id(&r.worker_id)?, &items).await?;
+        let out = self
+            .store
+            .complete(worker_id(&r.worker_id)?, &items)
+            .await?;
         metrics::counter!(m::COMPLETED).increment(out.accepted.len() as u64);
         if out.accepted.is_empty() && !out.stale.is_empty() {
             let n = out.stale.len();
             metrics::counter!(m::STALE_REPORTS).increment(n as u64 - 1);
             let (_, _, why) = &out.stale[0];
-            let more = if n > 1 { format!(" (and {} more)", n - 1) } else { String::new() };
+            let more = if n > 1 {
+                format!(" (and {} more)", n - 1)
+            } else {
+                String::new()
+            };
             return Err(Error::Stale(format!("{why}{more}")).into());
         }
         metrics::counter!(m::STALE_REPORTS).increment(out.stale.len() as u64);
@@ -175,12 +187,19 @@ impl WorkerService for WorkerApi {
             rejected: out
                 .stale
                 .into_iter()
-                .map(|(id, attempt, reason)| pb::Rejection { id, attempt, reason })
+                .map(|(id, attempt, reason)| pb::Rejection {
+                    id,
+                    attempt,
+                    reason,
+                })
                 .collect(),
         }))
     }
 
-    async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+    async fn fail(
+        &self,
+        req: Request<pb::FailRequest>,
+    ) -> Result<Response<pb::FailResponse>, Status> {
         let r = req.into_inner();
         let mut reason = r.reason;
         if reason.len() > MAX_REASON {
@@ -213,7 +232,9 @@ impl WorkerService for WorkerApi {
         req: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::DeregisterResponse>, Status> {
         let r = req.into_inner();
-        self.store.deregister_worker(worker_id(&r.worker_id)?).await?;
+        self.store
+            .deregister_worker(worker_id(&r.worker_id)?)
+            .await?;
         tracing::info!(worker_id = %r.worker_id, "worker deregistered");
         Ok(Response::new(pb::DeregisterResponse {}))
     }

@@ -13,9 +13,9 @@ use tokio::sync::Notify;
 use crate::error::{Error, Result};
 use crate::model::*;
 
+mod codec;
 pub mod postgres;
 pub mod sqlite;
-mod codec;
 
 pub use codec::{decode_f32s, decode_u32s, encode_f32s, encode_u32s};
 
@@ -142,7 +142,9 @@ pub trait Store: Send + Sync + 'static {
 /// Migrations are applied before it returns.
 pub async fn open(url: &str, policy: Policy, max_connections: u32) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url, policy, max_connections).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect(url, policy, max_connections).await?,
+        ))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url, policy).await?))
     } else {

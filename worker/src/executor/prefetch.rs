@@ -37,7 +37,9 @@ impl Executor for PrefetchExecutor {
         };
         let (path, source) = ensured.map_err(|e| match e {
             // A missing dataset will not appear by retrying; a broken transfer may.
-            DatasetError::Rpc(ref s) if s.code() == tonic::Code::NotFound => JobError::permanent(e.to_string()),
+            DatasetError::Rpc(ref s) if s.code() == tonic::Code::NotFound => {
+                JobError::permanent(e.to_string())
+            }
             other => JobError::retryable(other.to_string()),
         })?;
         let (how, bytes) = match source {
@@ -46,6 +48,9 @@ impl Executor for PrefetchExecutor {
             Source::Fetched { bytes } => ("fetched", bytes),
         };
         let result = serde_json::json!({ "path": path, "source": how, "bytes": bytes });
-        Ok(JobOutput { result_json: result.to_string(), ..Default::default() })
+        Ok(JobOutput {
+            result_json: result.to_string(),
+            ..Default::default()
+        })
     }
 }

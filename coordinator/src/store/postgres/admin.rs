@@ -56,7 +56,9 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) 
         qb.push(")");
     }
     if !f.ids.is_empty() {
-        qb.push(" AND j.id = ANY(").push_bind(f.ids.clone()).push(")");
+        qb.push(" AND j.id = ANY(")
+            .push_bind(f.ids.clone())
+            .push(")");
     }
     if paged {
         if let Some(t) = f.updated_after {
@@ -85,7 +87,10 @@ pub async fn count_states(pool: &PgPool, f: &JobFilter) -> Result<StateCounts> {
     qb.push(" GROUP BY j.state");
     let mut c = StateCounts::default();
     for r in qb.build().fetch_all(pool).await? {
-        c.add(rows::state(r.try_get("state")?)?, r.try_get::<i64, _>("n")? as u64);
+        c.add(
+            rows::state(r.try_get("state")?)?,
+            r.try_get::<i64, _>("n")? as u64,
+        );
     }
     Ok(c)
 }
@@ -135,7 +140,13 @@ pub async fn cancel(pool: &PgPool, ids: &[JobId]) -> Result<CancelOutcome> {
     .execute(&mut *tx)
     .await?;
     for &id in &out.cancelled {
-        cascade(&mut tx, id, JobState::Cancelled, &format!("dependency {id} was cancelled")).await?;
+        cascade(
+            &mut tx,
+            id,
+            JobState::Cancelled,
+            &format!("dependency {id} was cancelled"),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(out)
@@ -209,18 +220,26 @@ pub async fn register_worker(pool: &PgPool, info: &WorkerInfo) -> Result<String>
 }
 
 pub async fn deregister_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
-    let n = sqlx::query("UPDATE workers SET deregistered = true, last_seen = sh_now_ms() WHERE id = $1")
-        .bind(worker_id)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let n = sqlx::query(
+        "UPDATE workers SET deregistered = true, last_seen = sh_now_ms() WHERE id = $1",
+    )
+    .bind(worker_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
     if n == 0 {
-        return Err(Error::NotFound(format!("worker {worker_id} is not registered")));
+        return Err(Error::NotFound(format!(
+            "worker {worker_id} is not registered"
+        )));
     }
     Ok(())
 }
 
-pub async fn list_workers(pool: &PgPool, policy: &Policy, include_dead: bool) -> Result<Vec<WorkerRecord>> {
+pub async fn list_workers(
+    pool: &PgPool,
+    policy: &Policy,
+    include_dead: bool,
+) -> Result<Vec<WorkerRecord>> {
     let rows = sqlx::query(
         "SELECT w.*, sh_now_ms() AS now,
             (SELECT count(*) FROM jobs j WHERE j.state = 3 AND j.worker_id = w.id) AS running
@@ -248,7 +267,11 @@ pub async fn list_workers(pool: &PgPool, policy: &Policy, include_dead: bool) ->
                     gpu_mem_mb: 0,
                     tags: r.try_get("tags")?,
                 },
-                gpu_mem_mb: r.try_get::<Vec<i64>, _>("gpu_mem_mb")?.into_iter().map(|m| m as u64).collect(),
+                gpu_mem_mb: r
+                    .try_get::<Vec<i64>, _>("gpu_mem_mb")?
+                    .into_iter()
+                    .map(|m| m as u64)
+                    .collect(),
                 kinds: r.try_get("kinds")?,
                 version: r.try_get("version")?,
             },

@@ -59,7 +59,12 @@ impl PgStore {
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         let notify = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), notify.clone()));
-        Ok(Self { pool, policy, notify, _listener: AbortOnDrop(listener) })
+        Ok(Self {
+            pool,
+            policy,
+            notify,
+            _listener: AbortOnDrop(listener),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -191,7 +196,8 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, worker_id: &str, items: &[Completion]) -> Result<CompleteOutcome> {
-        let (out, woke) = retry_conflicts!(run::complete(&self.pool, &self.policy, worker_id, items))?;
+        let (out, woke) =
+            retry_conflicts!(run::complete(&self.pool, &self.policy, worker_id, items))?;
         if woke {
             self.wake();
         }

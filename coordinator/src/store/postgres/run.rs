@@ -89,7 +89,11 @@ pub async fn heartbeat(
                 Some(true) => StopReason::Cancelled,
                 Some(false) => return None,
             };
-            Some(StopJob { id: j.id, attempt: j.attempt, reason })
+            Some(StopJob {
+                id: j.id,
+                attempt: j.attempt,
+                reason,
+            })
         })
         .collect())
 }
@@ -177,7 +181,11 @@ pub async fn complete(
                         // The fencing token matched, so the prediction sizes were wrong.
                         return Err(prediction_mismatch(c, oof, test));
                     }
-                    stale.push((c.id, c.attempt, stale_reason(c.id, c.attempt, attempt, state)));
+                    stale.push((
+                        c.id,
+                        c.attempt,
+                        stale_reason(c.id, c.attempt, attempt, state),
+                    ));
                 }
             }
         }
@@ -245,8 +253,10 @@ pub async fn complete(
 }
 
 fn prediction_mismatch(c: &Completion, oof: u32, test: u32) -> Error {
-    let (got_oof, got_test) =
-        c.predictions.as_ref().map_or((0, 0), |p| (p.oof.len(), p.test.len()));
+    let (got_oof, got_test) = c
+        .predictions
+        .as_ref()
+        .map_or((0, 0), |p| (p.oof.len(), p.test.len()));
     if oof != 0 && got_oof != oof as usize {
         Error::invalid(format!(
             "predictions for job {} have {got_oof} out-of-fold rows, the job expects {oof}",
@@ -293,11 +303,19 @@ pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOut
     } else if f.handback {
         (JobState::Queued, 0, failures)
     } else if f.retryable && failures + 1 < max_attempts {
-        (JobState::Queued, policy.backoff_ms(failures + 1), failures + 1)
+        (
+            JobState::Queued,
+            policy.backoff_ms(failures + 1),
+            failures + 1,
+        )
     } else {
         (JobState::Failed, 0, failures + 1)
     };
-    let reason = if cancel { "cancelled by request".to_string() } else { f.reason.clone() };
+    let reason = if cancel {
+        "cancelled by request".to_string()
+    } else {
+        f.reason.clone()
+    };
     let row = sqlx::query(
         "UPDATE jobs SET state = $2, failures = $3, error = $4, worker_id = NULL,
             lease_expires_at = NULL, updated_at = sh_now_ms(),
@@ -318,18 +336,31 @@ pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOut
     let run_after: i64 = row.try_get("run_after")?;
     match next {
         JobState::Failed => {
-            cascade(&mut tx, f.id, JobState::Failed, &format!("dependency {} failed: {reason}", f.id))
-                .await?;
+            cascade(
+                &mut tx,
+                f.id,
+                JobState::Failed,
+                &format!("dependency {} failed: {reason}", f.id),
+            )
+            .await?;
         }
         JobState::Cancelled => {
-            cascade(&mut tx, f.id, JobState::Cancelled, &format!("dependency {} was cancelled", f.id))
-                .await?;
+            cascade(
+                &mut tx,
+                f.id,
+                JobState::Cancelled,
+                &format!("dependency {} was cancelled", f.id),
+            )
+            .await?;
         }
         JobState::Queued if run_after_delay == 0 => notify(&mut tx).await?,
         _ => {}
     }
     tx.commit().await?;
-    Ok(FailOutcome { state: next, run_after })
+    Ok(FailOutcome {
+        state: next,
+        run_after,
+    })
 }
 
 /// Fails or cancels every blocked transitive dependent of `root`.
@@ -358,7 +389,10 @@ pub async fn cascade(
 }
 
 pub async fn notify(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, '')").bind(WORK_CHANNEL).execute(conn).await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WORK_CHANNEL)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -391,13 +425,23 @@ pub async fn reap(pool: &PgPool) -> Result<ReapOutcome> {
             JobState::Queued => out.requeued.push(id),
             JobState::Failed => {
                 let err: String = r.try_get("error")?;
-                cascade(&mut tx, id, JobState::Failed, &format!("dependency {id} failed: {err}"))
-                    .await?;
+                cascade(
+                    &mut tx,
+                    id,
+                    JobState::Failed,
+                    &format!("dependency {id} failed: {err}"),
+                )
+                .await?;
                 out.failed.push(id);
             }
             _ => {
-                cascade(&mut tx, id, JobState::Cancelled, &format!("dependency {id} was cancelled"))
-                    .await?;
+                cascade(
+                    &mut tx,
+                    id,
+                    JobState::Cancelled,
+                    &format!("dependency {id} was cancelled"),
+                )
+                .await?;
                 out.cancelled.push(id);
             }
         }

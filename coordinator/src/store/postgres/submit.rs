@@ -37,13 +37,20 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
                     "idempotency key {key:?} was already used for a different submission"
                 )));
             }
-            return Ok(SubmitOutcome { ids: row.try_get("job_ids")?, deduplicated: true });
+            return Ok(SubmitOutcome {
+                ids: row.try_get("job_ids")?,
+                deduplicated: true,
+            });
         }
     }
 
     // Existing dependencies: lock them (the UPDATE takes the row lock) so one that is finishing
     // right now either sees our job_deps rows or is seen by us as finished, never neither.
-    let mut external: Vec<JobId> = batch.jobs.iter().flat_map(|j| j.depends_on.iter().copied()).collect();
+    let mut external: Vec<JobId> = batch
+        .jobs
+        .iter()
+        .flat_map(|j| j.depends_on.iter().copied())
+        .collect();
     external.sort_unstable();
     external.dedup();
     let mut ext_state: HashMap<JobId, JobState> = HashMap::new();
@@ -178,10 +185,16 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
             .await?;
     }
     if queued > 0 {
-        sqlx::query("SELECT pg_notify($1, '')").bind(WORK_CHANNEL).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
-    Ok(SubmitOutcome { ids, deduplicated: false })
+    Ok(SubmitOutcome {
+        ids,
+        deduplicated: false,
+    })
 }
 
 /// Column-major copy of a batch for UNNEST.
@@ -223,8 +236,10 @@ impl Columns {
         self.gpus.push(j.resources.gpus as i32);
         self.gpu_mem_mb.push(j.resources.gpu_mem_mb as i64);
         self.tags.push(j.resources.tags.join(&TAG_SEP.to_string()));
-        self.max_attempts.push(or(j.max_attempts, p.default_max_attempts));
-        self.crash_limit.push(or(j.crash_limit, p.default_crash_limit));
+        self.max_attempts
+            .push(or(j.max_attempts, p.default_max_attempts));
+        self.crash_limit
+            .push(or(j.crash_limit, p.default_crash_limit));
         self.timeout_s.push(j.timeout_s as i32);
         self.oof.push(j.expect_oof_rows as i32);
         self.test.push(j.expect_test_rows as i32);

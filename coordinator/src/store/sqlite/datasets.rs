@@ -1,10 +1,10 @@
 //! Datasets and folds on SQLite: written once, read often; none of this is on the job path.
 
-use sqlx::{SqlitePool, Row};
+use sqlx::{Row, SqlitePool};
 
 use crate::error::{Error, Result};
-use crate::model::*;
 use crate::model::now_ms;
+use crate::model::*;
 
 const DATASET_COLUMNS: &str = "d.hash, d.manifest, d.summary, d.storage_path, d.total_bytes, \
     d.files, d.registered_at, \
