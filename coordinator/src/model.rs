@@ -341,6 +341,63 @@ impl Policy {
     }
 }
 
+/// What a failed attempt turns into; both stores apply it, so the rule lives in one place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AfterFailure {
+    pub state: JobState,
+    pub failures: u32,
+    /// Delay before the job may be claimed again (0: at once, or not re-queued).
+    pub backoff_ms: i64,
+    pub error: String,
+}
+
+impl Policy {
+    /// A requested cancel wins over everything (the user no longer wants the job run); a
+    /// handback re-queues without counting; a retryable failure with attempts left backs off;
+    /// anything else fails the job.
+    pub fn after_failure(
+        &self,
+        f: &Failure,
+        failures: u32,
+        max_attempts: u32,
+        cancel: bool,
+    ) -> AfterFailure {
+        let (state, failures, backoff_ms) = if cancel {
+            (JobState::Cancelled, failures, 0)
+        } else if f.handback {
+            (JobState::Queued, failures, 0)
+        } else if f.retryable && failures + 1 < max_attempts {
+            (
+                JobState::Queued,
+                failures + 1,
+                self.backoff_ms(failures + 1),
+            )
+        } else {
+            (JobState::Failed, failures + 1, 0)
+        };
+        let error = if cancel {
+            "cancelled by request".to_string()
+        } else {
+            f.reason.clone()
+        };
+        AfterFailure {
+            state,
+            failures,
+            backoff_ms,
+            error,
+        }
+    }
+}
+
+/// Why a report fenced by `(id, reported)` no longer matches a job now at `attempt` in `state`.
+pub fn stale_reason(id: JobId, reported: u32, attempt: u32, state: JobState) -> String {
+    if attempt != reported {
+        format!("job {id} is at attempt {attempt}, the report is for attempt {reported}")
+    } else {
+        format!("job {id} attempt {reported} is no longer running (it is {state})")
+    }
+}
+
 pub fn now_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

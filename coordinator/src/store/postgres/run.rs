@@ -270,14 +270,6 @@ fn prediction_mismatch(c: &Completion, oof: u32, test: u32) -> Error {
     }
 }
 
-pub fn stale_reason(id: JobId, reported: u32, attempt: u32, state: JobState) -> String {
-    if attempt != reported {
-        format!("job {id} is at attempt {attempt}, the report is for attempt {reported}")
-    } else {
-        format!("job {id} attempt {reported} is no longer running (it is {state})")
-    }
-}
-
 pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOutcome> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -298,24 +290,9 @@ pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOut
     let cancel: bool = row.try_get("cancel_requested")?;
     let priority: i32 = row.try_get("priority")?;
 
-    let (next, run_after_delay, failures) = if cancel {
-        (JobState::Cancelled, 0, failures)
-    } else if f.handback {
-        (JobState::Queued, 0, failures)
-    } else if f.retryable && failures + 1 < max_attempts {
-        (
-            JobState::Queued,
-            policy.backoff_ms(failures + 1),
-            failures + 1,
-        )
-    } else {
-        (JobState::Failed, 0, failures + 1)
-    };
-    let reason = if cancel {
-        "cancelled by request".to_string()
-    } else {
-        f.reason.clone()
-    };
+    let after = policy.after_failure(f, failures, max_attempts, cancel);
+    let (next, run_after_delay, failures, reason) =
+        (after.state, after.backoff_ms, after.failures, after.error);
     let row = sqlx::query(
         "UPDATE jobs SET state = $2, failures = $3, error = $4, worker_id = NULL,
             lease_expires_at = NULL, updated_at = sh_now_ms(),

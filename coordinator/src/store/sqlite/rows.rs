@@ -146,15 +146,6 @@ pub fn worker(row: &SqliteRow, dead_after_ms: i64, now: Millis) -> Result<Worker
     })
 }
 
-/// Why a report's fencing token `(id, reported)` does not match the job as stored.
-pub fn stale_reason(id: JobId, reported: u32, attempt: u32, state: JobState) -> String {
-    if attempt != reported {
-        format!("job {id} is at attempt {attempt}, the report is for attempt {reported}")
-    } else {
-        format!("job {id} attempt {reported} is no longer running (it is {state})")
-    }
-}
-
 /// Maps a unique violation to `AlreadyExists`, everything else to a database error.
 pub fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> Error {
     match &e {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::rows::{self, json, stale_reason, LEASED_COLUMNS};
+use super::rows::{self, json, LEASED_COLUMNS};
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::{encode_f32s, encode_u32s};
@@ -350,24 +350,13 @@ pub async fn fail(pool: &SqlitePool, policy: &Policy, f: &Failure) -> Result<Fai
     let mut run_after: Millis = row.try_get("run_after")?;
     let mut sort_key: Option<i64> = None;
 
-    // A requested cancel wins over a handback: the user no longer wants the job run.
-    let (next, failures) = if cancel {
-        (JobState::Cancelled, failures)
-    } else if f.handback {
-        (JobState::Queued, failures)
-    } else if f.retryable && failures + 1 < max_attempts {
-        run_after = now + policy.backoff_ms(failures + 1);
+    let after = policy.after_failure(f, failures, max_attempts, cancel);
+    let (next, failures, reason) = (after.state, after.failures, after.error);
+    if after.backoff_ms > 0 {
+        run_after = now + after.backoff_ms;
         // Re-enqueued at the end of its backoff, as if submitted then.
         sort_key = Some(policy.sort_key(run_after, priority));
-        (JobState::Queued, failures + 1)
-    } else {
-        (JobState::Failed, failures + 1)
-    };
-    let reason = if cancel {
-        "cancelled by request".to_string()
-    } else {
-        f.reason.clone()
-    };
+    }
     let finished = next.is_finished().then_some(now);
     sqlx::query(
         "UPDATE jobs SET state = ?2, failures = ?3, error = ?4, worker_id = NULL,
