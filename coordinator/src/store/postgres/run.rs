@@ -191,9 +191,11 @@ pub async fn complete(
         }
     }
 
+    // A set, not `accepted.contains`: batches hold thousands of completions.
+    let accepted_set: std::collections::HashSet<i64> = accepted.iter().copied().collect();
     let with_preds: Vec<&Completion> = items
         .iter()
-        .filter(|c| c.predictions.is_some() && accepted.contains(&c.id))
+        .filter(|c| c.predictions.is_some() && accepted_set.contains(&c.id))
         .collect();
     if !with_preds.is_empty() {
         let mut pid = Vec::new();
