@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stackhive/v1/jobs.proto",
         "stackhive/v1/worker.proto",
         "stackhive/v1/datasets.proto",
+        "stackhive/v1/artifacts.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("stackhive_v1_descriptor.bin"))

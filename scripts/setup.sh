@@ -45,6 +45,9 @@ ensure_libtorch() {
     local version=2.11.0 root venv
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     venv="$root/.venv"
+    # Two shells setting up at once must not both pip-install into the same environment.
+    exec 9>"${TMPDIR:-/tmp}/stackhive-libtorch.lock"
+    flock 9
     if [ ! -x "$venv/bin/python" ]; then
         command -v python3 >/dev/null 2>&1 || { echo "error: python3 not found; it is needed to install libtorch" >&2; exit 1; }
         log "creating the virtual environment $venv"
@@ -60,6 +63,7 @@ PY
         log "installing torch $version into .venv (about 4.6 GB with its CUDA libraries)"
         "$venv/bin/python" -m pip install --quiet "torch==$version"
     fi
+    flock -u 9
     export LIBTORCH_USE_PYTORCH=1
     export TORCH_CPP_LOG_LEVEL=ERROR
     case "$PATH" in

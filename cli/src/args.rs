@@ -59,6 +59,8 @@ pub enum Command {
     Dataset(crate::dataset::DatasetArgs),
     /// Report and compute fold assignments.
     Folds(crate::dataset::FoldsArgs),
+    /// List and download the files jobs left behind (a cnn fold's checkpoint).
+    Artifact(crate::artifact::ArtifactArgs),
 }
 
 #[derive(Args, Debug)]

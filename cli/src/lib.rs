@@ -18,6 +18,7 @@ macro_rules! out {
 }
 
 pub mod args;
+pub mod artifact;
 pub mod bench;
 pub mod client;
 pub mod control;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(json, a).await?,
         Command::Dataset(a) => dataset::run(url, json, a).await?,
         Command::Folds(a) => dataset::run_folds(url, json, a).await?,
+        Command::Artifact(a) => artifact::run(url, json, a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! job set is done, as a progress bar (people) or one JSON line per event (`--json`). The demo
 //! reuses [`follow`]. The coordinator decides what "done" means; this only shows it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -77,6 +77,8 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
     };
     let mut failures_seen = HashSet::new();
     let mut last = StateCounts::default();
+    // The latest progress of running jobs that report one (a cnn job's epoch, step and AUC).
+    let mut running: BTreeMap<i64, String> = BTreeMap::new();
     loop {
         let event = match stream.next().await {
             Ok(Some(event)) => event,
@@ -110,7 +112,21 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
                 // Jobs finished before the watch began say nothing about the rate.
                 bar.reset_eta();
             }
-            bar.set_message(short_counts(&last));
+            for job in &event.changed {
+                match progress_note(job) {
+                    Some(note) if job.state() == JobState::Running => {
+                        running.insert(job.id, note);
+                    }
+                    _ => {
+                        running.remove(&job.id);
+                    }
+                }
+            }
+            let mut message = short_counts(&last);
+            for (id, note) in running.iter().take(RUNNING_SHOWN) {
+                message.push_str(&format!("\n  job {id}: {note}"));
+            }
+            bar.set_message(message);
             for job in event
                 .changed
                 .iter()
@@ -144,6 +160,39 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
             });
         }
     }
+}
+
+/// Running jobs whose progress is shown under the bar.
+const RUNNING_SHOWN: usize = 4;
+
+/// One line from a job's progress document when it has the training fields (`epoch`,
+/// `epochs`, `step`, `steps`, `loss`, `valid_auc`, `images_per_s`); other documents are shown
+/// as they are, cut short.
+fn progress_note(job: &stackhive_proto::v1::Job) -> Option<String> {
+    let text = job.progress_json.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Some(truncate(text, 80));
+    };
+    let Some(epoch) = v.get("epoch").and_then(|e| e.as_u64()) else {
+        return Some(truncate(text, 80));
+    };
+    let mut note = format!("epoch {epoch}/{}", v["epochs"]);
+    if let (Some(step), Some(steps)) = (v["step"].as_u64(), v["steps"].as_u64()) {
+        note.push_str(&format!(" · step {step}/{steps}"));
+    }
+    if let Some(loss) = v["loss"].as_f64() {
+        note.push_str(&format!(" · loss {loss:.4}"));
+    }
+    if let Some(auc) = v["valid_auc"].as_f64() {
+        note.push_str(&format!(" · auc {auc:.4}"));
+    }
+    if let Some(rate) = v["images_per_s"].as_f64().filter(|r| *r > 0.0) {
+        note.push_str(&format!(" · {rate:.0} img/s"));
+    }
+    Some(note)
 }
 
 /// A spinner until the first event: a bar of length 0 would render as full.

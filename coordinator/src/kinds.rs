@@ -1,11 +1,20 @@
 //! The job kinds the coordinator accepts and the shape of each kind's payload. A job of an
 //! unknown kind, or with a payload its kind cannot run, is refused at submit time rather than
-//! failing later on a worker. Later issues add the ML kinds here.
+//! failing later on a worker. The ML kinds' payloads are checked by `stackhive_spec`, which the
+//! worker and the trainer read too.
 
 use serde_json::{Map, Value};
+use stackhive_spec::{CnnKind, CnnSpec};
 
 /// Kinds that workers of this version can run.
-pub const KNOWN_KINDS: &[&str] = &["noop", "sleep", "shell", "dataset-prefetch"];
+pub const KNOWN_KINDS: &[&str] = &[
+    "noop",
+    "sleep",
+    "shell",
+    "dataset-prefetch",
+    "cnn",
+    "lr-find",
+];
 
 const MAX_SLEEP_MS: u64 = 7 * 24 * 3_600_000;
 
@@ -55,11 +64,19 @@ pub fn validate_payload(kind: &str, p: &Map<String, Value>) -> Result<(), String
             )),
             None => Err("dataset-prefetch payload needs a field \"dataset\" (hash or name)".into()),
         },
+        "cnn" => cnn(CnnKind::Cnn, p),
+        "lr-find" => cnn(CnnKind::LrFind, p),
         other => Err(format!(
             "unknown job kind {other:?}, expected one of {}",
             KNOWN_KINDS.join(", ")
         )),
     }
+}
+
+fn cnn(kind: CnnKind, p: &Map<String, Value>) -> Result<(), String> {
+    CnnSpec::from_json(kind, &Value::Object(p.clone()))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn only_fields(p: &Map<String, Value>, allowed: &[&str]) -> Result<(), String> {

@@ -3,6 +3,7 @@
 //! PostgreSQL. Entry point: [`server::run`].
 
 pub mod api;
+pub mod artifacts;
 pub mod config;
 pub mod datasets;
 pub mod error;

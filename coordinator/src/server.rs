@@ -6,12 +6,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stackhive_proto::v1::artifact_service_server::ArtifactServiceServer;
 use stackhive_proto::v1::dataset_service_server::DatasetServiceServer;
 use stackhive_proto::v1::job_service_server::JobServiceServer;
 use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 
-use crate::api::{DatasetApi, JobApi, WorkerApi};
+use crate::api::{ArtifactApi, DatasetApi, JobApi, WorkerApi};
+use crate::artifacts::ArtifactFiles;
 use crate::config::CoordinatorConfig;
 use crate::datasets::DatasetFiles;
 use crate::error::{Error, Result};
@@ -70,7 +72,17 @@ pub async fn serve(
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
 
+    let artifacts = ArtifactServiceServer::new(ArtifactApi::new(
+        store.clone(),
+        ArtifactFiles::new(config.data_dir.clone()),
+    ))
+    .max_decoding_message_size(max_msg)
+    .max_encoding_message_size(max_msg);
+
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ArtifactServiceServer<ArtifactApi>>()
+        .await;
     health_reporter
         .set_serving::<DatasetServiceServer<DatasetApi>>()
         .await;
@@ -106,6 +118,7 @@ pub async fn serve(
         .add_service(jobs)
         .add_service(workers)
         .add_service(datasets)
+        .add_service(artifacts)
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     reaper.abort();

@@ -37,6 +37,9 @@ pub fn bin(name: &str) -> PathBuf {
                 "stackhive-cli",
                 "-p",
                 "stackhive-worker",
+                // The worker runs cnn jobs with the trainer binary next to it.
+                "-p",
+                "stackhive-trainer",
             ])
             .args(profile_release.then_some("--release"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

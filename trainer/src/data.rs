@@ -1,20 +1,16 @@
 //! The tensor side of a fold: which cached images train, validate and get predicted, and the
-//! batches made from them. Images come from `stackhive_data::cache::ImageCache` (HWC `u8`,
-//! already cropped and resized), so a batch is a gather and one host-to-device copy; scaling,
-//! ImageNet normalisation and flips run on the device. It must not decode JPEGs or decide folds:
-//! the data crate does both.
+//! `Batch` they become on the device. Images come from `stackhive_data::cache::ImageCache` (HWC
+//! `u8`, already cropped and resized); the `loader` gathers and augments them on CPU threads and
+//! normalises them on the device. It must not decode JPEGs or decide folds: the data crate does
+//! both.
 
 use stackhive_data::cache::ImageCache;
 use stackhive_data::folds::Folds;
 use stackhive_data::isic::Dataset;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::TrainerError;
 use crate::meta::{self, META_DIM};
-
-/// ImageNet channel statistics, for weights pre-trained there.
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// A list of examples: their images in the cache, labels (absent for test rows) and metadata.
 #[derive(Clone, Debug, Default)]
@@ -122,64 +118,4 @@ pub struct Batch {
     pub meta: Tensor,
     /// `[N]` float 0/1; `None` for unlabelled examples.
     pub labels: Option<Tensor>,
-}
-
-/// Gathers examples `idx` of `ex` from `cache` into a batch on `device`. With `flip`, each
-/// image is flipped horizontally and vertically with probability ½ each (torch's generator, so
-/// `tch::manual_seed` fixes the draws).
-pub fn make_batch(
-    cache: &ImageCache,
-    ex: &Examples,
-    idx: &[usize],
-    device: Device,
-    flip: bool,
-) -> Batch {
-    let s = cache.size() as i64;
-    let n = idx.len() as i64;
-    let mut pixels = Vec::with_capacity(idx.len() * cache.image_len());
-    let mut meta = Vec::with_capacity(idx.len() * META_DIM);
-    for &i in idx {
-        pixels.extend_from_slice(cache.image(ex.images[i]));
-        meta.extend_from_slice(&ex.meta[i]);
-    }
-    let images = Tensor::from_slice(&pixels)
-        .view([n, s, s, 3])
-        .to_device(device);
-    let mut images = normalize(&images);
-    if flip {
-        images = random_flip(&images, 3);
-        images = random_flip(&images, 2);
-    }
-    let meta = Tensor::from_slice(&meta)
-        .view([n, META_DIM as i64])
-        .to_device(device);
-    let labels = ex.is_labelled().then(|| {
-        let l: Vec<f32> = idx.iter().map(|&i| f32::from(ex.labels[i])).collect();
-        Tensor::from_slice(&l).to_device(device)
-    });
-    Batch {
-        images,
-        meta,
-        labels,
-    }
-}
-
-/// HWC `u8` → CHW float, scaled to 0..1 and normalised with the ImageNet statistics.
-fn normalize(hwc: &Tensor) -> Tensor {
-    let device = hwc.device();
-    let mean = Tensor::from_slice(&MEAN)
-        .view([1, 3, 1, 1])
-        .to_device(device);
-    let std = Tensor::from_slice(&STD)
-        .view([1, 3, 1, 1])
-        .to_device(device);
-    let x = hwc.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
-    ((x - mean) / std).contiguous()
-}
-
-/// Flips each image along `dim` with probability ½.
-fn random_flip(x: &Tensor, dim: i64) -> Tensor {
-    let n = x.size()[0];
-    let mask = Tensor::rand([n, 1, 1, 1], (Kind::Float, x.device())).lt(0.5);
-    x.flip([dim]).where_self(&mask, x)
 }

@@ -1,176 +1,175 @@
-//! One `cnn` job, end to end, as the `stackhive-trainer` process runs it: load and validate the
-//! dataset, assign its folds, open (or build) the image cache at the job's size, train the fold,
-//! and write `model.ot` (the weights, `VarStore` format) and `result.json` (metrics, out-of-fold
-//! and test predictions) into the output folder. The job format is provisional: the worker's
-//! `cnn` executor (issue 4, items 1 and 7) will settle it. It must not talk to the coordinator.
+//! One trainer job end to end, as the `stackhive-trainer` process runs it (issue 4, items 1
+//! and 7): read the worker's `TrainerJob`, load the dataset, take the coordinator's fold
+//! assignment, open (or build) the image cache at the job's size, then
+//! - `cnn`: train the fold, write `model.ot` (the weights, `VarStore` format; the averaged ones
+//!   with EMA) and `result.json` (`CnnResult`);
+//! - `lr-find`: sweep the learning rate and write `result.json` (`LrFindResult`), no checkpoint.
+//!
+//! Files are written beside their final name and renamed, so a reader never sees half of one;
+//! a stale `result.json` is removed first, so a failed retry cannot leave an old one looking
+//! new. Panics (tch's way of reporting most libtorch errors, CUDA out of memory included) are
+//! caught and turned into errors. It must not talk to the coordinator: the worker does.
 
 use std::fs;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use stackhive_data::cache::ensure_cache;
-use stackhive_data::folds::{self, FoldSpec};
+use stackhive_data::folds::Folds;
 use stackhive_data::isic::Dataset;
+use stackhive_spec::process::{CHECKPOINT, RESULT};
+use stackhive_spec::{CnnKind, CnnResult, LrFindResult, TrainerEvent, TrainerJob};
 
-use crate::arch::Arch;
+use crate::config::{InitWeights, TrainConfig};
 use crate::data::FoldData;
 use crate::device::parse_device;
 use crate::error::TrainerError;
-use crate::train::{train, EpochMetrics, InitWeights, TrainConfig, TrainOutcome};
+use crate::lr_find::lr_find;
+use crate::train::{device_name, train};
 
-/// File names written into the output folder.
-pub const CHECKPOINT: &str = "model.ot";
-pub const RESULT: &str = "result.json";
-
-/// A `cnn` job as JSON. Unset fields take `TrainConfig::new`'s defaults.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CnnJob {
-    /// Dataset folder in the ISIC 2020 layout.
-    pub dataset: PathBuf,
-    /// Where the preprocessed image caches live (shared by jobs on a machine).
-    pub cache_dir: PathBuf,
-    pub folds: FoldSpec,
-    /// Validation fold, `0..folds.k`.
-    pub fold: u16,
-    pub arch: String,
-    /// Defaults to the architecture's design resolution.
-    pub image_size: Option<u32>,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub eval_batch_size: usize,
-    pub max_lr: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
-    pub metadata: bool,
-    pub flips: bool,
-    pub init_weights: Option<PathBuf>,
-    /// With `init_weights`: also copy overlapping slices of tensors whose shapes differ.
-    pub slice_weights: bool,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
-    /// libtorch's CPU threads (the job's CPU slots); unset leaves libtorch's default, one per
-    /// core. Set it wherever jobs share a machine: OpenMP threads spin-wait, and two jobs each
-    /// using every core run many times slower than either alone.
-    pub cpu_threads: Option<u16>,
+/// What a finished job wrote to `result.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobOutput {
+    Cnn(CnnResult),
+    LrFind(LrFindResult),
 }
 
-impl Default for CnnJob {
-    fn default() -> CnnJob {
-        let d = TrainConfig::new(
-            Arch::parse("efficientnet-b0").expect("known architecture"),
-            224,
-        );
-        CnnJob {
-            dataset: PathBuf::new(),
-            cache_dir: PathBuf::new(),
-            folds: FoldSpec::default(),
-            fold: 0,
-            arch: d.arch.name(),
-            image_size: None,
-            epochs: d.epochs,
-            batch_size: d.batch_size,
-            eval_batch_size: d.eval_batch_size,
-            max_lr: d.max_lr,
-            weight_decay: d.weight_decay,
-            seed: d.seed,
-            metadata: d.metadata,
-            flips: d.flips,
-            init_weights: None,
-            slice_weights: false,
-            device: "auto".into(),
-            cpu_threads: None,
-        }
-    }
-}
-
-impl CnnJob {
-    /// The training config this job asks for; checks the architecture, size and device.
-    pub fn train_config(&self) -> Result<TrainConfig, TrainerError> {
-        for (what, p) in [("dataset", &self.dataset), ("cache_dir", &self.cache_dir)] {
-            if p.as_os_str().is_empty() {
-                return Err(TrainerError::Config(format!(
-                    "expected a {what} path in the job, found none"
-                )));
-            }
-        }
-        let arch = Arch::parse(&self.arch)?;
-        let image_size = self.image_size.unwrap_or_else(|| arch.default_image_size());
-        let cfg = TrainConfig {
-            image_size,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            eval_batch_size: self.eval_batch_size,
-            max_lr: self.max_lr,
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-            metadata: self.metadata,
-            flips: self.flips,
-            device: parse_device(&self.device)?,
-            init: self.init_weights.clone().map(|path| InitWeights {
-                path,
-                slice: self.slice_weights,
-            }),
-            arch,
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-}
-
-/// What `result.json` holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobResult {
-    pub arch: String,
-    pub image_size: u32,
-    pub fold: u16,
-    pub checkpoint: PathBuf,
-    #[serde(flatten)]
-    pub outcome: TrainOutcome,
-}
-
-/// Runs `job`, writing the checkpoint and result into `out` (created when missing).
+/// Runs `job`, writing its files into `out` (created when missing) and reporting through
+/// `on_event`; the last event of a success is `done`. A failure emits no `error` event: the
+/// caller reports it (the binary prints one, then exits with `TrainerError::exit_code`).
 pub fn run_job(
-    job: &CnnJob,
+    job: &TrainerJob,
     out: &Path,
-    on_epoch: &mut dyn FnMut(&EpochMetrics),
-) -> Result<JobResult, TrainerError> {
-    let cfg = job.train_config()?;
-    if let Some(n) = job.cpu_threads {
-        // Process-wide: this binary runs one job per process.
-        tch::set_num_threads(i32::from(n.max(1)));
+    on_event: &mut dyn FnMut(&TrainerEvent),
+) -> Result<JobOutput, TrainerError> {
+    match panic::catch_unwind(AssertUnwindSafe(|| run(job, out, on_event))) {
+        Ok(result) => result.map_err(|e| e.classify(&job.device)),
+        Err(payload) => Err(TrainerError::from_panic(&*payload, &job.device)),
     }
-    let dataset = Dataset::load(&job.dataset)?;
-    let folds = folds::assign(&dataset.train, &job.folds)?;
-    if job.fold >= folds.k {
-        return Err(TrainerError::FoldOutOfRange {
-            fold: job.fold,
-            k: folds.k,
+}
+
+fn run(
+    job: &TrainerJob,
+    out: &Path,
+    on_event: &mut dyn FnMut(&TrainerEvent),
+) -> Result<JobOutput, TrainerError> {
+    let spec = &job.spec;
+    let device = parse_device(&job.device)?;
+    let mut cfg = TrainConfig::from_spec(job.kind, spec, device)?;
+    cfg.progress_every = Duration::from_millis(job.progress_every_ms);
+    // The loader decodes and augments on the job's CPU slots unless the payload says otherwise.
+    cfg.loader_threads = spec.loader_threads.or(job.cpu_threads);
+    cfg.init = match (&spec.init_weights, &job.init_weights) {
+        (asked, Some(path)) => Some(InitWeights {
+            path: path.clone(),
+            slice: asked.as_ref().is_some_and(|w| w.slice),
+        }),
+        (Some(_), None) => {
+            return Err(TrainerError::Config(
+                "the payload asks for initial weights, the job file names no local file for them (init_weights)".into(),
+            ))
+        }
+        (None, None) => None,
+    };
+    if let Some(n) = job.cpu_threads {
+        // Process-wide: this binary runs one job per process. OpenMP threads spin-wait, so jobs
+        // sharing a machine must not each take every core.
+        tch::set_num_threads(n.clamp(1, i32::MAX as u32) as i32);
+    }
+
+    fs::create_dir_all(out).map_err(io(out))?;
+    let result_path = out.join(RESULT);
+    match fs::remove_file(&result_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(&result_path)(e));
+        }
+        _ => {}
+    }
+
+    let dataset = Dataset::load(&job.dataset_dir)?;
+    let folds = job_folds(job, dataset.train.len())?;
+    let cache = ensure_cache(&job.dataset_dir, cfg.image_size, &job.cache_dir, false)?.cache;
+    let data = FoldData::new(&dataset, &folds, spec.fold, &cache)?;
+
+    let output = match job.kind {
+        CnnKind::Cnn => {
+            let trained = train(&cfg, &data, on_event)?;
+            let checkpoint = out.join(CHECKPOINT);
+            let tmp = hidden_tmp(&checkpoint);
+            trained.vs.save(&tmp)?;
+            fs::rename(&tmp, &checkpoint).map_err(io(&checkpoint))?;
+            let o = trained.outcome;
+            let result = CnnResult {
+                arch: cfg.arch.name(),
+                image_size: cfg.image_size,
+                fold: spec.fold,
+                device: device_name(device),
+                epochs: o.epochs,
+                oof_rows: o.oof_rows.iter().map(|&r| r as u32).collect(),
+                oof: o.oof,
+                test: o.test,
+                steps: o.steps,
+                init: o.init.as_ref().map(|r| r.summary()),
+                checkpoint: CHECKPOINT.to_string(),
+            };
+            write_json(&result_path, &result)?;
+            JobOutput::Cnn(result)
+        }
+        CnnKind::LrFind => {
+            let sweep = spec.sweep.clone().unwrap_or_default();
+            let result = lr_find(&cfg, &sweep, &data, on_event)?;
+            write_json(&result_path, &result)?;
+            JobOutput::LrFind(result)
+        }
+    };
+    on_event(&TrainerEvent::Done {
+        result: result_path,
+    });
+    Ok(output)
+}
+
+/// The coordinator's fold assignment, checked against the dataset: one fold per train row,
+/// each `-1` (external, never validates) or `0..k`.
+fn job_folds(job: &TrainerJob, train_rows: usize) -> Result<Folds, TrainerError> {
+    let k = job.spec.folds.k;
+    if job.folds.len() != train_rows {
+        return Err(TrainerError::FoldRows {
+            expected: train_rows,
+            found: job.folds.len(),
         });
     }
-    let cache = ensure_cache(&job.dataset, cfg.image_size, &job.cache_dir, false)?.cache;
-    let data = FoldData::new(&dataset, &folds, job.fold, &cache)?;
-    let trained = train(&cfg, &data, on_epoch)?;
+    if let Some((row, &found)) = job
+        .folds
+        .iter()
+        .enumerate()
+        .find(|(_, &f)| f < -1 || f >= k as i16)
+    {
+        return Err(TrainerError::FoldValue { row, found, k });
+    }
+    Ok(Folds {
+        k,
+        fold: job.folds.clone(),
+    })
+}
 
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainerError::Io { path, source }
-    };
-    fs::create_dir_all(out).map_err(io(out))?;
-    let checkpoint = out.join(CHECKPOINT);
-    trained.vs.save(&checkpoint)?;
-    let result = JobResult {
-        arch: cfg.arch.name(),
-        image_size: cfg.image_size,
-        fold: job.fold,
-        checkpoint,
-        outcome: trained.outcome,
-    };
-    let path = out.join(RESULT);
-    let json = serde_json::to_vec_pretty(&result).expect("results serialise");
-    // Written beside and renamed, so a reader never sees half a result.
-    let tmp = out.join(format!(".{RESULT}.tmp"));
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError {
+    let path = path.to_path_buf();
+    move |source| TrainerError::Io { path, source }
+}
+
+/// `.NAME.tmp` beside `path`.
+fn hidden_tmp(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainerError> {
+    let json = serde_json::to_vec_pretty(value).expect("results serialise");
+    let tmp = hidden_tmp(path);
     fs::write(&tmp, json).map_err(io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(result)
+    fs::rename(&tmp, path).map_err(io(path))
 }

@@ -1,14 +1,17 @@
-//! The training loop of one fold (issue 4, items 1 and 4): AdamW with a one-cycle schedule on
-//! BCE-with-logits, per-epoch train loss, validation loss and AUC, then out-of-fold predictions
-//! for the fold's validation rows and predictions for the test rows. Deterministic for a seed
-//! (`tch::manual_seed` plus a seeded shuffle).
+//! The training loop of one fold (issue 4, items 1 and 4): BCE-with-logits on (optionally
+//! smoothed) labels, the optimizer and schedule the config names, gradient accumulation, a
+//! moving average of the weights, per-epoch train loss, validation loss and AUC, then
+//! out-of-fold predictions for the fold's validation rows and predictions for the test rows.
+//! It reports through `TrainerEvent`s: `start`, throttled `progress`, one `epoch` per epoch.
+//! Deterministic for a seed on CPU (`tch::manual_seed` plus a seeded shuffle).
 //!
-//! Everything here runs on the calling thread: tch's `Tensor` is `Send` but not `Sync` and grad
-//! mode is thread-local, so a training loop must stay on one thread. Still to come (issue 4):
-//! augmentation and prefetch threads, EMA, mixed precision, other optimizers and schedules, TTA.
+//! Batches are made in one place (the "Batches" section below) and predictions in one function
+//! (`predict`), so the threaded loader and test-time augmentation each replace one spot. bf16
+//! autocast and channels-last are resolved in the config but applied elsewhere (the accel
+//! shim). Everything here runs on the calling thread: tch's `Tensor` is `Send` but not `Sync`
+//! and grad mode is thread-local, so a training loop must stay on one thread.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -16,110 +19,27 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use stackhive_data::auc::roc_auc;
 use stackhive_data::cache::ImageCache;
-use tch::nn::{self, OptimizerConfig, VarStore};
+use stackhive_spec::{EpochMetrics, Progress, TrainerEvent};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::arch::Arch;
-use crate::data::{make_batch, Examples, FoldData};
+use crate::accel::{vs_to_channels_last, Autocast};
+use crate::config::TrainConfig;
+use crate::data::{Batch, Examples, FoldData};
+use crate::ema::Ema;
 use crate::error::TrainerError;
+use crate::loader::{Loader, LoaderConfig};
+use crate::mix::Mixer;
 use crate::models::Net;
-use crate::schedule::OneCycle;
+use crate::optim::Optim;
+use crate::schedule::Schedule;
+use crate::tta::tta_average;
 use crate::weights::{load_fitting, LoadReport};
 
 /// Losses are read back (a device sync) once per this many steps, not every step.
 const CHECK_EVERY: usize = 8;
-
-/// Where initial weights come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InitWeights {
-    /// A checkpoint saved by `VarStore::save` (e.g. a previous job's `model.ot`).
-    pub path: PathBuf,
-    /// Also copy the overlapping slice of tensors whose shapes differ.
-    pub slice: bool,
-}
-
-/// How to train one fold.
-#[derive(Clone, Debug)]
-pub struct TrainConfig {
-    pub arch: Arch,
-    /// Side of the (square) training images; must equal the cache's.
-    pub image_size: u32,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub eval_batch_size: usize,
-    /// Peak rate of the one-cycle schedule.
-    pub max_lr: f64,
-    /// AdamW's decoupled weight decay.
-    pub weight_decay: f64,
-    pub seed: u64,
-    /// Join the tabular metadata to the image embedding.
-    pub metadata: bool,
-    /// Random horizontal and vertical flips of training images.
-    pub flips: bool,
-    pub device: Device,
-    pub init: Option<InitWeights>,
-}
-
-impl TrainConfig {
-    /// Defaults for `arch` at `image_size`: 10 epochs of batch 32 at a peak rate of 1e-3 on CPU.
-    pub fn new(arch: Arch, image_size: u32) -> TrainConfig {
-        TrainConfig {
-            arch,
-            image_size,
-            epochs: 10,
-            batch_size: 32,
-            eval_batch_size: 64,
-            max_lr: 1e-3,
-            weight_decay: 1e-2,
-            seed: 0,
-            metadata: false,
-            flips: true,
-            device: Device::Cpu,
-            init: None,
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), TrainerError> {
-        self.arch.check_image_size(self.image_size)?;
-        let bad = |m: String| Err(TrainerError::Config(m));
-        if self.epochs == 0 {
-            return bad("expected at least 1 epoch, found 0".into());
-        }
-        if self.batch_size < 2 || self.eval_batch_size == 0 {
-            return bad(format!(
-                "expected a batch size of at least 2 (batch norm) and an eval batch size of at least 1, found {} and {}",
-                self.batch_size, self.eval_batch_size
-            ));
-        }
-        if !(self.max_lr.is_finite() && self.max_lr > 0.0) {
-            return bad(format!(
-                "expected a positive finite learning rate, found {}",
-                self.max_lr
-            ));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "expected a non-negative weight decay, found {}",
-                self.weight_decay
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// One epoch's figures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based.
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub valid_loss: f64,
-    /// `None` when the validation rows hold only one class.
-    pub valid_auc: Option<f64>,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    pub seconds: f64,
-}
+/// Batches each loader thread builds ahead of the training step.
+const PREFETCH: usize = 2;
 
 /// What a fold's training produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,16 +47,18 @@ pub struct TrainOutcome {
     pub epochs: Vec<EpochMetrics>,
     /// Train-table rows of the out-of-fold predictions (the fold's validation rows).
     pub oof_rows: Vec<usize>,
-    /// Probability of the positive class per `oof_rows` entry, from the final weights.
+    /// Probability of the positive class per `oof_rows` entry, from the final weights (the
+    /// averaged ones with EMA).
     pub oof: Vec<f32>,
     /// Probability per test row, in test-table order.
     pub test: Vec<f32>,
-    pub steps: usize,
+    /// Optimizer steps taken.
+    pub steps: u64,
     /// What the initial weights filled, when there were any.
     pub init: Option<LoadReport>,
 }
 
-/// A trained network and its variables (save them with `vs.save`).
+/// A trained network and the variables to save (`vs.save`): the averaged ones with EMA.
 #[derive(Debug)]
 pub struct Trained {
     pub vs: VarStore,
@@ -144,13 +66,144 @@ pub struct Trained {
     pub outcome: TrainOutcome,
 }
 
-/// Trains `cfg.arch` on `data.train`, validating on `data.valid` after every epoch and calling
-/// `on_epoch` with its figures; predicts the validation and test rows with the final weights.
+/// Trains `cfg.arch` on `data.train`, validating on `data.valid` after every epoch; predicts
+/// the validation and test rows with the final weights. Events go to `on_event`.
 pub fn train(
     cfg: &TrainConfig,
     data: &FoldData<'_>,
-    on_epoch: &mut dyn FnMut(&EpochMetrics),
+    on_event: &mut dyn FnMut(&TrainerEvent),
 ) -> Result<Trained, TrainerError> {
+    check_inputs(cfg, data)?;
+    let n = data.train.len();
+    let steps_per_epoch = batch_count(n, cfg.batch_size).div_ceil(cfg.accumulate);
+    let total = cfg.epochs * steps_per_epoch;
+    let mut s = Session::start(cfg)?;
+    let mut ema = cfg
+        .ema
+        .map(|decay| Ema::new(&s.vs, &cfg.arch, cfg.metadata, decay))
+        .transpose()?;
+    let schedule = Schedule::from_spec(&cfg.schedule, cfg.optimizer.lr, steps_per_epoch, total);
+    on_event(&s.start_event(cfg, steps_per_epoch as u64, cfg.epochs as u32));
+
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut clock = Clock::new(cfg.progress_every);
+    let mut epochs = Vec::with_capacity(cfg.epochs);
+    let mut step = 0;
+    let mut last_valid = Vec::new();
+    let mut last_auc = None;
+    let mixer = Mixer::from_spec(&cfg.augment, cfg.seed)?;
+    for epoch in 1..=cfg.epochs {
+        let started = Instant::now();
+        order.shuffle(&mut rng);
+        let plan: Vec<Vec<usize>> = order
+            .chunks(cfg.batch_size)
+            .filter(|c| c.len() >= 2)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let mut losses = LossLog::default();
+        let mut images = 0;
+        let loader_cfg = LoaderConfig {
+            augment: Some(cfg.augment.clone()),
+            seed: cfg.seed,
+            epoch: epoch as u64,
+            threads: cfg.loader_threads(),
+            prefetch: PREFETCH,
+        };
+        // Loader threads decode and augment ahead; this thread only trains (tensors stay here).
+        std::thread::scope(|scope| -> Result<(), TrainerError> {
+            let mut loader = Loader::scoped(scope, data.cache, &data.train, plan, &loader_cfg)?;
+            let mut index = 0u64;
+            loop {
+                let mut group = Vec::with_capacity(cfg.accumulate);
+                for host in loader.by_ref().take(cfg.accumulate) {
+                    let mut batch = host?.to_device(cfg.device, cfg.channels_last);
+                    if let Some(m) = &mixer {
+                        m.apply(&mut batch, epoch as u64, index)?;
+                    }
+                    index += 1;
+                    group.push(batch);
+                }
+                if group.is_empty() {
+                    return Ok(());
+                }
+                let lr = schedule.lr(step);
+                let loss = s.step(cfg, &group, lr)?;
+                if let Some(ema) = &mut ema {
+                    ema.update()?;
+                }
+                images += group
+                    .iter()
+                    .map(|b| b.images.size()[0] as usize)
+                    .sum::<usize>();
+                losses.push(step, epoch, lr, loss);
+                step += 1;
+                let due = clock.due();
+                if due || losses.pending.len() >= CHECK_EVERY {
+                    losses.check()?;
+                }
+                if due {
+                    on_event(&TrainerEvent::Progress(Progress {
+                        epoch: epoch as u32,
+                        epochs: cfg.epochs as u32,
+                        step: step as u64,
+                        steps: total as u64,
+                        lr,
+                        loss: losses.mean(),
+                        valid_auc: last_auc,
+                        images_per_s: rate(images, started),
+                    }));
+                }
+            }
+        })?;
+        losses.check()?;
+        let images_per_s = rate(images, started);
+        let eval_net = ema.as_ref().map_or(&s.net, |e| &e.net);
+        let (probs, valid_loss) = predict(eval_net, cfg, data.cache, &data.valid)?;
+        let last_step = step.saturating_sub(1);
+        let at = (epoch, last_step, schedule.lr(last_step));
+        check_finite(&probs, "validation", at)?;
+        last_auc = roc_auc(&data.valid.labels, &probs);
+        let m = EpochMetrics {
+            epoch: epoch as u32,
+            train_loss: losses.mean(),
+            // The validation rows are labelled and never empty (FoldData checks).
+            valid_loss: valid_loss.unwrap_or(f64::NAN),
+            valid_auc: last_auc,
+            lr: at.2,
+            seconds: started.elapsed().as_secs_f64(),
+            images_per_s,
+        };
+        tracing::info!(epoch, train_loss = m.train_loss, valid_loss = m.valid_loss, valid_auc = ?m.valid_auc, "epoch");
+        on_event(&TrainerEvent::Epoch(m.clone()));
+        epochs.push(m);
+        last_valid = probs;
+    }
+    let (vs, net) = match ema {
+        Some(e) => (e.vs, e.net),
+        None => (s.vs, s.net),
+    };
+    let (test, _) = predict(&net, cfg, data.cache, &data.test)?;
+    let last_step = step.saturating_sub(1);
+    check_finite(
+        &test,
+        "test",
+        (cfg.epochs, last_step, schedule.lr(last_step)),
+    )?;
+    let outcome = TrainOutcome {
+        epochs,
+        oof_rows: data.valid_rows.clone(),
+        oof: last_valid,
+        test,
+        steps: step as u64,
+        init: s.init,
+    };
+    Ok(Trained { vs, net, outcome })
+}
+
+/// The checks `train` and the LR finder share: a sound config, a cache at its size, and
+/// enough training rows for one batch.
+pub(crate) fn check_inputs(cfg: &TrainConfig, data: &FoldData<'_>) -> Result<(), TrainerError> {
     cfg.validate()?;
     if data.cache.size() != cfg.image_size {
         return Err(TrainerError::CacheSize {
@@ -158,147 +211,193 @@ pub fn train(
             found: data.cache.size(),
         });
     }
-    let n = data.train.len();
-    // The last partial batch is dropped when it has a single example (batch norm needs two).
-    let steps_per_epoch = n / cfg.batch_size + usize::from(n % cfg.batch_size >= 2);
-    if steps_per_epoch == 0 {
+    if batch_count(data.train.len(), cfg.batch_size) == 0 {
         return Err(TrainerError::EmptySplit {
             fold: data.fold,
             what: "training",
             min: 2,
         });
     }
-    seed_everything(cfg.seed, cfg.device);
-    let vs = VarStore::new(cfg.device);
-    let net = Net::new(&vs.root(), &cfg.arch, cfg.metadata);
-    let init = cfg
-        .init
-        .as_ref()
-        .map(|w| load_fitting(&vs, &w.path, w.slice))
-        .transpose()?;
-    if let Some(report) = &init {
-        tracing::info!(report = %report.summary(), "initial weights");
+    Ok(())
+}
+
+/// Batches an epoch of `n` examples makes: the last partial batch is dropped when it has a
+/// single example (batch norm needs two).
+pub(crate) fn batch_count(n: usize, batch_size: usize) -> usize {
+    n / batch_size + usize::from(n % batch_size >= 2)
+}
+
+fn rate(images: usize, since: Instant) -> f64 {
+    images as f64 / since.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// The network, its optimizer and the initial weights' report: what a run starts from.
+pub(crate) struct Session {
+    pub vs: VarStore,
+    pub net: Net,
+    pub opt: Optim,
+    pub init: Option<LoadReport>,
+}
+
+impl Session {
+    /// Seeds the generators, builds the network, loads the initial weights and the optimizer.
+    pub fn start(cfg: &TrainConfig) -> Result<Session, TrainerError> {
+        seed_everything(cfg.seed, cfg.device);
+        let vs = VarStore::new(cfg.device);
+        let net = Net::new(&vs.root(), &cfg.arch, cfg.metadata);
+        let init = cfg
+            .init
+            .as_ref()
+            .map(|w| load_fitting(&vs, &w.path, w.slice))
+            .transpose()?;
+        if let Some(report) = &init {
+            tracing::info!(report = %report.summary(), "initial weights");
+        }
+        if cfg.channels_last {
+            // Before the optimizer: its state tensors copy the parameters' layout.
+            vs_to_channels_last(&vs)?;
+        }
+        let opt = Optim::new(&vs, &cfg.optimizer)?;
+        Ok(Session { vs, net, opt, init })
     }
-    let schedule = OneCycle::new(cfg.max_lr, cfg.epochs * steps_per_epoch);
-    let adamw = nn::AdamW {
-        wd: cfg.weight_decay,
-        ..Default::default()
-    };
-    let mut opt = adamw.build(&vs, schedule.lr(0))?;
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut epochs = Vec::with_capacity(cfg.epochs);
-    let mut step = 0;
-    let mut last_valid = Vec::new();
-    for epoch in 1..=cfg.epochs {
-        let started = Instant::now();
-        order.shuffle(&mut rng);
-        let mut losses = LossLog::default();
-        for idx in order.chunks(cfg.batch_size).filter(|c| c.len() >= 2) {
-            let lr = schedule.lr(step);
-            opt.set_lr(lr);
-            let batch = make_batch(data.cache, &data.train, idx, cfg.device, cfg.flips);
+
+    pub fn start_event(
+        &self,
+        cfg: &TrainConfig,
+        steps_per_epoch: u64,
+        epochs: u32,
+    ) -> TrainerEvent {
+        let parameters = self
+            .vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as u64)
+            .sum();
+        TrainerEvent::Start {
+            device: device_name(cfg.device),
+            parameters,
+            steps_per_epoch,
+            epochs,
+            init: self.init.as_ref().map(LoadReport::summary),
+        }
+    }
+
+    /// One optimizer step at rate `lr` over `group`, batches already on the device (gradient
+    /// accumulation: each batch's loss scaled by 1 / `group.len()`). The forward pass and the
+    /// loss run under bf16 autocast when the config asks; backward runs outside it. Returns the
+    /// step's mean loss, detached and still on the device.
+    pub fn step(
+        &mut self,
+        cfg: &TrainConfig,
+        group: &[Batch],
+        lr: f64,
+    ) -> Result<Tensor, TrainerError> {
+        self.opt.set_lr(lr);
+        self.opt.zero_grad()?;
+        let scale = 1.0 / group.len() as f64;
+        let mut total: Option<Tensor> = None;
+        for batch in group {
             let labels = batch
                 .labels
                 .as_ref()
                 .expect("training examples are labelled");
-            let logits = net.forward_t(&batch.images, Some(&batch.meta), true);
-            let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
-                labels,
-                None,
-                None,
-                Reduction::Mean,
-            );
-            opt.backward_step(&loss);
-            losses.push(step, epoch, lr, loss.detach());
-            if losses.pending.len() >= CHECK_EVERY {
-                losses.check()?;
-            }
-            step += 1;
+            let targets = smooth_labels(labels, cfg.label_smoothing);
+            let loss = {
+                let _autocast = cfg.bf16.then(|| Autocast::bf16(cfg.device)).transpose()?;
+                let logits = self.net.forward_t(&batch.images, Some(&batch.meta), true);
+                logits
+                    .to_kind(Kind::Float)
+                    .f_binary_cross_entropy_with_logits::<Tensor>(
+                        &targets,
+                        None,
+                        None,
+                        Reduction::Mean,
+                    )?
+                    * scale
+            };
+            loss.f_backward()?;
+            let loss = loss.detach();
+            total = Some(match total {
+                Some(t) => t + loss,
+                None => loss,
+            });
         }
-        losses.check()?;
-        let (probs, valid_loss) = predict(
-            &net,
-            data.cache,
-            &data.valid,
-            cfg.eval_batch_size,
-            cfg.device,
-        );
-        check_finite(&probs, "validation", epoch)?;
-        let m = EpochMetrics {
-            epoch,
-            train_loss: losses.mean(),
-            valid_loss: valid_loss.unwrap_or(f64::NAN),
-            valid_auc: roc_auc(&data.valid.labels, &probs),
-            lr: schedule.lr(step.saturating_sub(1)),
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        tracing::info!(epoch, train_loss = m.train_loss, valid_loss = m.valid_loss, valid_auc = ?m.valid_auc, "epoch");
-        on_epoch(&m);
-        epochs.push(m);
-        last_valid = probs;
+        self.opt.step()?;
+        Ok(total.expect("an optimizer step has at least one batch"))
     }
-    let (test, _) = predict(
-        &net,
-        data.cache,
-        &data.test,
-        cfg.eval_batch_size,
-        cfg.device,
-    );
-    check_finite(&test, "test", cfg.epochs)?;
-    let outcome = TrainOutcome {
-        epochs,
-        oof_rows: data.valid_rows.clone(),
-        oof: last_valid,
-        test,
-        steps: step,
-        init,
-    };
-    Ok(Trained { vs, net, outcome })
+}
+
+/// Label smoothing for a binary target: `y·(1−ε) + ε/2`.
+fn smooth_labels(labels: &Tensor, eps: f64) -> Tensor {
+    if eps == 0.0 {
+        labels.shallow_clone()
+    } else {
+        labels * (1.0 - eps) + eps / 2.0
+    }
 }
 
 /// Probabilities for every example of `ex` in order (eval mode, no gradients), and the mean
-/// BCE loss when the examples are labelled.
+/// BCE loss when the examples are labelled. The one prediction path: validation, out-of-fold
+/// and test predictions all come through here. Batches come from the loader (no augmentation);
+/// with `cfg.tta` > 1 each batch's probability is the mean over that many dihedral views
+/// (`tta`), and the loss is that of the averaged probabilities.
 pub fn predict(
     net: &Net,
+    cfg: &TrainConfig,
     cache: &ImageCache,
     ex: &Examples,
-    batch_size: usize,
-    device: Device,
-) -> (Vec<f32>, Option<f64>) {
+) -> Result<(Vec<f32>, Option<f64>), TrainerError> {
     let all: Vec<usize> = (0..ex.len()).collect();
+    let plan: Vec<Vec<usize>> = all
+        .chunks(cfg.eval_batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
     let mut probs = Vec::with_capacity(ex.len());
-    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
-    tch::no_grad(|| {
-        for idx in all.chunks(batch_size.max(1)) {
-            let batch = make_batch(cache, ex, idx, device, false);
-            let logits = net.forward_t(&batch.images, Some(&batch.meta), false);
+    let mut loss_sum = Tensor::zeros([], (Kind::Double, cfg.device));
+    let loader_cfg = LoaderConfig::eval(cfg.loader_threads());
+    std::thread::scope(|scope| -> Result<(), TrainerError> {
+        let loader = Loader::scoped(scope, cache, ex, plan, &loader_cfg)?;
+        for host in loader {
+            let batch = host?.to_device(cfg.device, cfg.channels_last);
+            let p = tch::no_grad(|| -> Result<Tensor, TrainerError> {
+                let _autocast = cfg.bf16.then(|| Autocast::bf16(cfg.device)).transpose()?;
+                Ok(tta_average(&batch.images, cfg.tta as usize, |view| {
+                    net.forward_t(view, Some(&batch.meta), false)
+                        .to_kind(Kind::Float)
+                        .sigmoid()
+                }))
+            })?;
             if let Some(labels) = &batch.labels {
-                let l = logits.binary_cross_entropy_with_logits::<Tensor>(
-                    labels,
-                    None,
-                    None,
-                    Reduction::Sum,
-                );
-                loss_sum += l.to_kind(Kind::Double);
+                // Written out rather than `binary_cross_entropy`, which refuses (panics on) a NaN
+                // probability: a diverged model must reach `check_finite`, which names the step.
+                let q = p.clamp(1e-7, 1.0 - 1e-7);
+                let l = labels * q.log() + (labels.neg() + 1.0) * (q.neg() + 1.0).log();
+                loss_sum -= l.sum(Kind::Double);
             }
-            let p = Vec::<f32>::try_from(logits.sigmoid().to_device(Device::Cpu))
-                .expect("float logits");
-            probs.extend(p);
+            probs.extend(Vec::<f32>::try_from(p.to_device(Device::Cpu))?);
         }
-    });
+        Ok(())
+    })?;
     let loss =
         (ex.is_labelled() && !ex.is_empty()).then(|| loss_sum.double_value(&[]) / ex.len() as f64);
-    (probs, loss)
+    Ok((probs, loss))
 }
 
 /// Predictions go to the coordinator, which refuses NaN: fail the job here, naming the epoch.
-fn check_finite(probs: &[f32], what: &'static str, epoch: usize) -> Result<(), TrainerError> {
+/// `at` is the (epoch, step, learning rate) of the last optimizer step before the predictions.
+fn check_finite(
+    probs: &[f32],
+    what: &'static str,
+    at: (usize, usize, f64),
+) -> Result<(), TrainerError> {
     let count = probs.iter().filter(|p| !p.is_finite()).count();
     if count > 0 {
+        let (epoch, step, lr) = at;
         return Err(TrainerError::NonFinitePredictions {
             what,
             epoch,
+            step,
+            lr,
             count,
             total: probs.len(),
         });
@@ -311,6 +410,41 @@ pub fn seed_everything(seed: u64, device: Device) {
     tch::manual_seed(seed as i64);
     if device.is_cuda() {
         tch::Cuda::manual_seed_all(seed);
+    }
+}
+
+/// `cpu`, `cuda:N`: how events and results name a device.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_ascii_lowercase(),
+    }
+}
+
+/// Says when the next `progress` event is due: at most one per interval.
+pub(crate) struct Clock {
+    every: Duration,
+    last: Instant,
+}
+
+impl Clock {
+    pub fn new(every: Duration) -> Clock {
+        Clock {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// True (and restarts the interval) when an interval has passed since the last `true`.
+    pub fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last) >= self.every {
+            self.last = now;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -352,5 +486,32 @@ impl LossLog {
 
     fn mean(&self) -> f64 {
         self.sum / self.count.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothing_moves_targets_toward_one_half_and_batches_keep_two() {
+        let labels = Tensor::from_slice(&[0f32, 1.0]);
+        let smoothed = Vec::<f32>::try_from(smooth_labels(&labels, 0.1)).unwrap();
+        assert_eq!(smoothed, [0.05, 0.95]);
+        let same = Vec::<f32>::try_from(smooth_labels(&labels, 0.0)).unwrap();
+        assert_eq!(same, [0.0, 1.0]);
+        // A trailing batch of one is dropped (batch norm), of two kept.
+        assert_eq!(
+            [
+                batch_count(64, 32),
+                batch_count(65, 32),
+                batch_count(66, 32)
+            ],
+            [2, 2, 3]
+        );
+        assert_eq!(batch_count(1, 32), 0);
+        let mut clock = Clock::new(Duration::from_secs(3600));
+        assert!(!clock.due(), "an interval must pass before the first event");
+        assert!(Clock::new(Duration::ZERO).due());
     }
 }

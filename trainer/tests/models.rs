@@ -1,7 +1,7 @@
 //! Architectures by name, the networks they build, and weights that fit across sizes (issue 4,
 //! items 2, 3 and 8). CPU only, 32×32 images.
 
-use stackhive_trainer::{load_fitting, Arch, Net, TrainerError};
+use stackhive_trainer::{load_fitting, Arch, Net};
 use tch::nn::{self, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -29,7 +29,10 @@ fn parses_names_and_explains_bad_ones() {
     );
     for bad in ["efficientnet-b8", "efficientnet-phi", "resnet101", ""] {
         assert!(
-            matches!(Arch::parse(bad), Err(TrainerError::UnknownArch { .. })),
+            matches!(
+                Arch::parse(bad),
+                Err(stackhive_spec::SpecError::UnknownArch { .. })
+            ),
             "{bad}"
         );
     }

@@ -76,6 +76,32 @@ pub struct WorkerConfig {
     /// found there with the right content is read in place instead of fetched (comma separated).
     #[arg(long, env = "STACKHIVE_SHARED_DATA", value_delimiter = ',')]
     pub shared_data: Vec<std::path::PathBuf>,
+
+    /// The `stackhive-trainer` binary that runs `cnn` and `lr-find` jobs (default: the one next
+    /// to this program). Without one, the worker does not offer those kinds.
+    #[arg(long, env = "STACKHIVE_TRAINER")]
+    pub trainer: Option<std::path::PathBuf>,
+
+    /// A folder per running `cnn` / `lr-find` attempt (job file, checkpoint before upload) and
+    /// fetched initial weights.
+    #[arg(
+        long,
+        env = "STACKHIVE_WORK_DIR",
+        default_value = "stackhive-cache/jobs"
+    )]
+    pub work_dir: std::path::PathBuf,
+
+    /// Preprocessed image caches (one per dataset and image size), shared by this machine's jobs.
+    #[arg(
+        long,
+        env = "STACKHIVE_IMAGE_CACHE",
+        default_value = "stackhive-cache/images"
+    )]
+    pub image_cache: std::path::PathBuf,
+
+    /// Keep each attempt's folder under --work-dir after it ends (for debugging).
+    #[arg(long, env = "STACKHIVE_KEEP_JOB_DIRS")]
+    pub keep_job_dirs: bool,
 }
 
 impl WorkerConfig {
@@ -94,6 +120,10 @@ impl WorkerConfig {
             report_batch: 1000,
             dataset_cache: "stackhive-cache/datasets".into(),
             shared_data: Vec::new(),
+            trainer: None,
+            work_dir: "stackhive-cache/jobs".into(),
+            image_cache: "stackhive-cache/images".into(),
+            keep_job_dirs: false,
         }
     }
 

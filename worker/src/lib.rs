@@ -4,6 +4,7 @@
 //! [`run_with`] and an [`ExecutorRegistry`] to add kinds. It keeps no state of its own beyond
 //! the jobs it is running: the coordinator's database is the truth.
 
+pub mod artifacts;
 mod capacity;
 mod client;
 pub mod config;
@@ -17,6 +18,10 @@ mod job;
 mod reporter;
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use stackhive_spec::CnnKind;
 
 pub use config::{ConfigError, Settings, WorkerConfig};
 pub use error::WorkerError;
@@ -44,12 +49,51 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
             message: e.to_string(),
         })?
         .connect_lazy();
-    let cache = datasets::DatasetCache::new(&config.dataset_cache, config.shared_data.clone());
+    let cache = Arc::new(datasets::DatasetCache::new(
+        &config.dataset_cache,
+        config.shared_data.clone(),
+    ));
     registry.register(
         "dataset-prefetch",
-        executor::PrefetchExecutor::new(std::sync::Arc::new(cache), channel),
+        executor::PrefetchExecutor::new(cache.clone(), channel.clone()),
     );
+    match find_trainer(config)? {
+        Some(binary) => {
+            let setup = Arc::new(executor::TrainerSetup {
+                binary,
+                work_dir: config.work_dir.clone(),
+                image_cache: config.image_cache.clone(),
+                keep_job_dirs: config.keep_job_dirs,
+            });
+            for kind in [CnnKind::Cnn, CnnKind::LrFind] {
+                let exec =
+                    executor::CnnExecutor::new(kind, setup.clone(), cache.clone(), channel.clone());
+                registry.register(kind.name(), exec);
+            }
+        }
+        None => tracing::info!(
+            "no stackhive-trainer next to this program and no --trainer: not offering cnn and lr-find"
+        ),
+    }
     Ok(registry)
+}
+
+/// `--trainer` (which must exist), else `stackhive-trainer` next to the running program.
+fn find_trainer(config: &WorkerConfig) -> Result<Option<PathBuf>, WorkerError> {
+    if let Some(p) = &config.trainer {
+        if !p.is_file() {
+            return Err(WorkerError::Config(ConfigError::Invalid {
+                flag: "trainer",
+                expected: "the path of the stackhive-trainer binary".into(),
+                found: format!("{} (no such file)", p.display()),
+            }));
+        }
+        return Ok(Some(p.clone()));
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("stackhive-trainer")));
+    Ok(sibling.filter(|p| p.is_file()))
 }
 
 /// [`run`] with the kinds of `registry`.

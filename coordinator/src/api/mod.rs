@@ -1,11 +1,13 @@
 //! gRPC handlers. They stay thin: validate (`crate::validate`), call the store, convert. State
 //! and SQL live in `crate::store`; error codes come from `impl From<Error> for Status`.
 
+pub mod artifacts;
 mod convert;
 pub mod datasets;
 pub mod jobs;
 pub mod workers;
 
+pub use artifacts::ArtifactApi;
 pub use datasets::DatasetApi;
 pub use jobs::JobApi;
 pub use workers::WorkerApi;

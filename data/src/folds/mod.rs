@@ -77,6 +77,7 @@ impl FromStr for Scheme {
 /// A fold scheme, its number of folds and its seed: together with the dataset hash, the key
 /// folds are stored under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FoldSpec {
     pub scheme: Scheme,
     pub k: u16,

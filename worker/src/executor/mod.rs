@@ -4,6 +4,7 @@
 //! daemon reports what they return.
 
 mod builtin;
+mod cnn;
 mod prefetch;
 pub(crate) mod shell;
 
@@ -15,6 +16,7 @@ use stackhive_proto::v1::{LeasedJob, Predictions};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use builtin::{NoopExecutor, SleepExecutor};
+pub use cnn::{CnnExecutor, TrainerSetup, CHECKPOINT_ARTIFACT};
 pub use prefetch::PrefetchExecutor;
 pub use shell::{ShellExecutor, TAIL_BYTES};
 

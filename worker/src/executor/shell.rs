@@ -133,12 +133,12 @@ impl Executor for ShellExecutor {
 }
 
 /// The command's process group; killed when dropped, so an abandoned job leaves nothing behind.
-struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pgid: Option<Pid>,
 }
 
 impl ProcessGroup {
-    fn of(child: &tokio::process::Child) -> Self {
+    pub(crate) fn of(child: &tokio::process::Child) -> Self {
         // `process_group(0)` makes the child the leader: its pid is the group id.
         let pgid = child
             .id()
@@ -148,7 +148,7 @@ impl ProcessGroup {
     }
 
     /// SIGKILL to every process of the group, once. A group already gone (ESRCH) is fine.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
@@ -164,12 +164,12 @@ impl Drop for ProcessGroup {
 /// The last [`TAIL_BYTES`] of a stream. Trims in chunks so that a long stream costs amortized
 /// O(1) per byte, not a shift per read.
 #[derive(Default)]
-struct Tail {
+pub(crate) struct Tail {
     buf: Vec<u8>,
 }
 
 impl Tail {
-    fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
         if self.buf.len() > 2 * TAIL_BYTES {
             let cut = self.buf.len() - TAIL_BYTES;
@@ -177,7 +177,7 @@ impl Tail {
         }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let start = self.buf.len().saturating_sub(TAIL_BYTES);
         let mut tail = &self.buf[start..];
         if start > 0 {

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::error::TrainerError;
+use crate::error::SpecError;
 
 /// Compound-scaling constants from the paper's grid search (section 3.3).
 const ALPHA_DEPTH: f64 = 1.2;
@@ -77,10 +77,10 @@ impl EfficientNetSpec {
 
     /// Compound scaling with coefficient `phi`: depth α^φ, width β^φ, resolution 224·γ^φ
     /// rounded to a multiple of 32. Dropout grows like the table's (0.2 at B0, 0.5 from φ = 6).
-    pub fn phi(phi: f64) -> Result<EfficientNetSpec, TrainerError> {
+    pub fn phi(phi: f64) -> Result<EfficientNetSpec, SpecError> {
         let name = format!("efficientnet-phi{phi}");
         if !(0.0..=MAX_PHI).contains(&phi) {
-            return Err(TrainerError::BadArch {
+            return Err(SpecError::BadArch {
                 arch: name,
                 reason: format!(
                     "expected a compound coefficient φ between 0 and {MAX_PHI}, found {phi}"
@@ -100,11 +100,11 @@ impl EfficientNetSpec {
     }
 
     /// Explicit multipliers; resolution 224 and B0's dropout.
-    pub fn custom(width: f64, depth: f64) -> Result<EfficientNetSpec, TrainerError> {
+    pub fn custom(width: f64, depth: f64) -> Result<EfficientNetSpec, SpecError> {
         let name = format!("efficientnet-w{width}-d{depth}");
         for (what, v) in [("width", width), ("depth", depth)] {
             if !(MULT_RANGE.0..=MULT_RANGE.1).contains(&v) {
-                return Err(TrainerError::BadArch {
+                return Err(SpecError::BadArch {
                     arch: name,
                     reason: format!(
                         "expected a {what} multiplier between {} and {}, found {v}",
@@ -152,9 +152,9 @@ pub enum Arch {
 impl Arch {
     /// Parses `efficientnet-b0..b7`, `efficientnet-phiN`, `efficientnet-wX-dY`, `resnet18`,
     /// `resnet34` or `resnet50` (case-insensitive; `_` may stand for `-`).
-    pub fn parse(s: &str) -> Result<Arch, TrainerError> {
+    pub fn parse(s: &str) -> Result<Arch, SpecError> {
         let norm = s.trim().to_ascii_lowercase().replace('_', "-");
-        let unknown = || TrainerError::UnknownArch {
+        let unknown = || SpecError::UnknownArch {
             found: s.to_string(),
         };
         if let Some(rest) = norm.strip_prefix("efficientnet-") {
@@ -204,7 +204,7 @@ impl Arch {
     /// Whether the networks can take `size`×`size` images: at least 32 and a multiple of 32, so
     /// every stride-2 stage halves an even side and the symmetric "same" padding (torchvision's
     /// `(k - 1) / 2`) lines up, and at most [`MAX_IMAGE_SIZE`].
-    pub fn check_image_size(&self, size: u32) -> Result<(), TrainerError> {
+    pub fn check_image_size(&self, size: u32) -> Result<(), SpecError> {
         if size >= STRIDE && size.is_multiple_of(STRIDE) && size <= MAX_IMAGE_SIZE {
             return Ok(());
         }
@@ -213,7 +213,7 @@ impl Arch {
             let lo = size / STRIDE * STRIDE;
             expected.push_str(&format!(" (nearest: {lo} or {})", lo + STRIDE));
         }
-        Err(TrainerError::ImageSize {
+        Err(SpecError::ImageSize {
             arch: self.name(),
             found: size,
             expected,
@@ -228,9 +228,9 @@ impl fmt::Display for Arch {
 }
 
 impl std::str::FromStr for Arch {
-    type Err = TrainerError;
+    type Err = SpecError;
 
-    fn from_str(s: &str) -> Result<Arch, TrainerError> {
+    fn from_str(s: &str) -> Result<Arch, SpecError> {
         Arch::parse(s)
     }
 }

@@ -1,0 +1,175 @@
+//! The worker's side of artifacts: uploading a file its attempt produced (hashed first, so the
+//! coordinator can verify it) and fetching another job's artifact into a local cache, verified
+//! against the size and BLAKE3 the coordinator recorded. It must not decide what is uploaded:
+//! executors do.
+
+use std::path::{Path, PathBuf};
+
+use stackhive_proto::v1 as pb;
+use stackhive_proto::v1::artifact_service_client::ArtifactServiceClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+/// Bytes per upload message (well under the coordinator's message limit).
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("coordinator refused the artifact request: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("cannot access {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("artifact {name} of job {job} arrived with {found}, expected {expected}")]
+    Corrupt {
+        job: i64,
+        name: String,
+        expected: String,
+        found: String,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// BLAKE3 (hex) and size of a file, read in a blocking thread.
+pub async fn hash_file(path: &Path) -> Result<(String, u64), ArtifactError> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(&p)?)?;
+        let size = std::fs::metadata(&p)?.len();
+        Ok::<_, std::io::Error>((h.finalize().to_hex().to_string(), size))
+    })
+    .await
+    .expect("hashing does not panic")
+    .map_err(io(path))
+}
+
+/// Uploads `path` as artifact `name` of attempt `attempt` of job `job`.
+pub async fn upload(
+    channel: Channel,
+    job: i64,
+    attempt: u32,
+    name: &str,
+    path: &Path,
+) -> Result<pb::ArtifactInfo, ArtifactError> {
+    let (blake3, size) = hash_file(path).await?;
+    let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = pb::UploadArtifactRequest {
+        item: Some(pb::upload_artifact_request::Item::Header(
+            pb::ArtifactHeader {
+                job_id: job,
+                attempt,
+                name: name.to_string(),
+                size,
+                blake3,
+            },
+        )),
+    };
+    let send = async move {
+        if tx.send(header).await.is_err() {
+            return Ok(());
+        }
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            let item = pb::upload_artifact_request::Item::Chunk(buf);
+            if tx
+                .send(pb::UploadArtifactRequest { item: Some(item) })
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    };
+    let mut client = ArtifactServiceClient::new(channel);
+    let call = client.upload_artifact(tokio_stream_from(rx));
+    let (sent, answer): (std::io::Result<()>, _) = tokio::join!(send, call);
+    sent.map_err(io(path))?;
+    Ok(answer?.into_inner())
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+/// Makes artifact `name` of job `job` present under `cache_dir` and returns its path. The file
+/// is named by its hash, so a re-uploaded artifact (a later attempt) is fetched again, and it is
+/// renamed into place only once verified.
+pub async fn fetch_cached(
+    channel: Channel,
+    job: i64,
+    name: &str,
+    cache_dir: &Path,
+) -> Result<PathBuf, ArtifactError> {
+    let mut client = ArtifactServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let listed = client
+        .list_artifacts(pb::ListArtifactsRequest { job_id: job })
+        .await?
+        .into_inner();
+    let Some(info) = listed.artifacts.into_iter().find(|a| a.name == name) else {
+        return Err(tonic::Status::not_found(format!(
+            "job {job} has no artifact {name:?}; expected a finished cnn job's checkpoint"
+        ))
+        .into());
+    };
+    let target = cache_dir.join(format!(
+        "job-{job}-{}-{name}",
+        &info.blake3[..16.min(info.blake3.len())]
+    ));
+    if target.exists() {
+        return Ok(target);
+    }
+    tokio::fs::create_dir_all(cache_dir)
+        .await
+        .map_err(io(cache_dir))?;
+    let tmp = cache_dir.join(format!(".fetch-{}", uuid::Uuid::new_v4().simple()));
+    let result = async {
+        let mut out = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
+        let mut stream = client
+            .fetch_artifact(pb::FetchArtifactRequest {
+                job_id: job,
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            hasher.update(&chunk.data);
+            size += chunk.data.len() as u64;
+            out.write_all(&chunk.data).await.map_err(io(&tmp))?;
+        }
+        out.sync_all().await.map_err(io(&tmp))?;
+        let found = hasher.finalize().to_hex().to_string();
+        if size != info.size || found != info.blake3 {
+            return Err(ArtifactError::Corrupt {
+                job,
+                name: name.to_string(),
+                expected: format!("{} bytes, BLAKE3 {}", info.size, info.blake3),
+                found: format!("{size} bytes, BLAKE3 {found}"),
+            });
+        }
+        tokio::fs::rename(&tmp, &target).await.map_err(io(&target))
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result.map(|()| target)
+}
