@@ -2,7 +2,7 @@
 torchvision's EfficientNet-B0 on random tensors, fp32 and bf16 autocast + channels-last, so the
 Rust trainer's figure can be compared in the same run on the same GPU.
 
-Usage: python3 scripts/bench_pytorch_efficientnet.py [--batch 128] [--size 224] [--steps 30]
+Usage: python3 scripts/bench_pytorch_efficientnet.py [--batch 128] [--size 224] [--steps 30] [--warmup 5]
 """
 import argparse
 import time
@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 
-def run(batch, size, steps, bf16, channels_last, device):
+def run(batch, size, steps, warmup, bf16, channels_last, device):
     torch.manual_seed(0)
     model = torchvision.models.efficientnet_b0(num_classes=1).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -29,7 +29,7 @@ def run(batch, size, steps, bf16, channels_last, device):
         loss.backward()
         opt.step()
 
-    for _ in range(5):
+    for _ in range(warmup):
         step()
     if device == "cuda":
         torch.cuda.synchronize()
@@ -46,14 +46,15 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    print(f"pytorch {torch.__version__} on {name}, batch {a.batch}, {a.size}x{a.size}")
-    fp32 = run(a.batch, a.size, a.steps, False, False, device)
+    print(f"pytorch {torch.__version__} on {name} ({torch.get_num_threads()} cpu threads), batch {a.batch}, {a.size}x{a.size}")
+    fp32 = run(a.batch, a.size, a.steps, a.warmup, False, False, device)
     print(f"pytorch eager efficientnet_b0 fp32: {fp32:.0f} images/s")
     if device == "cuda":
-        best = run(a.batch, a.size, a.steps, True, True, device)
+        best = run(a.batch, a.size, a.steps, a.warmup, True, True, device)
         print(f"pytorch eager efficientnet_b0 bf16 autocast + channels-last: {best:.0f} images/s")
 
 

@@ -39,6 +39,10 @@ pub struct TrainerJob {
     /// libtorch threads: the job's CPU slots.
     #[serde(default)]
     pub cpu_threads: Option<u32>,
+    /// GPU memory the job asked for per GPU, in MiB (0: unspecified); the trainer checks it
+    /// against what the device really has before it starts.
+    #[serde(default)]
+    pub gpu_mem_mb: u64,
     /// The initial weights resolved to a local file.
     #[serde(default)]
     pub init_weights: Option<PathBuf>,

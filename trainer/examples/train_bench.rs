@@ -19,6 +19,11 @@
 //!
 //! With `--cuda-graph` the warm-up steps run eagerly on a side stream, one step is captured,
 //! and each timed step copies a batch into the captured input buffer and replays the graph.
+//!
+//! `--data` replaces the random tensors with the real pipeline, as a `cnn` job runs it: a
+//! generated ISIC-like dataset cached at `--size`, batches built by `--loader-threads` threads
+//! with the heavy augmentation (rotation, shear, stretch, cutout, colour jitter, vignette,
+//! flips) and prefetched, then uploaded and normalised on the device inside the timed loop.
 
 use std::time::Instant;
 
@@ -77,6 +82,108 @@ struct Args {
     /// Capture one training step as a CUDA graph and replay it (needs --optimizer fused-adamw).
     #[arg(long)]
     cuda_graph: bool,
+    /// Train on generated, cached, augmented images through the loader instead of one random
+    /// tensor.
+    #[arg(long)]
+    data: bool,
+    /// Loader threads with --data.
+    #[arg(long, default_value_t = 4)]
+    loader_threads: usize,
+    /// Where --data keeps its generated dataset and cache (default: a temporary folder).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// The real input pipeline for `--data`: batches of the generated dataset, augmented by the
+/// loader's threads, in a fixed order long enough for every step.
+struct Pipeline {
+    _tmp: tempfile::TempDir,
+    cache: std::sync::Arc<stackhive_data::cache::ImageCache>,
+    examples: std::sync::Arc<stackhive_trainer::data::Examples>,
+}
+
+impl Pipeline {
+    fn new(args: &Args) -> anyhow::Result<Pipeline> {
+        use stackhive_data::cache::ensure_cache;
+        use stackhive_data::synth::{generate, SynthConfig};
+        let tmp = tempfile::tempdir()?;
+        let dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| tmp.path().to_path_buf());
+        let root = dir.join("ds");
+        if !root.join("images").exists() {
+            // About 2 batches of distinct images; the loader cycles through them.
+            let cfg = SynthConfig {
+                patients: (2 * args.batch as usize / 14).max(4),
+                test_patients: 0,
+                image_size: args.size.max(256),
+                positive_rate: 0.2,
+                seed: 1,
+                ..SynthConfig::default()
+            };
+            generate(&cfg, &root).context("generating the benchmark dataset")?;
+        }
+        let cache = ensure_cache(&root, args.size, &dir.join("cache"), false)?.cache;
+        let ds = stackhive_data::isic::Dataset::load(&root)?;
+        let mut examples = stackhive_trainer::data::Examples::default();
+        for row in &ds.train {
+            let i = cache
+                .index_of(&row.image_name)
+                .context("an image of the benchmark dataset is missing from its cache")?;
+            examples.images.push(i);
+            examples.labels.push(row.target);
+            examples
+                .meta
+                .push(stackhive_trainer::meta::encode_train(row));
+        }
+        Ok(Pipeline {
+            _tmp: tmp,
+            cache: std::sync::Arc::new(cache),
+            examples: std::sync::Arc::new(examples),
+        })
+    }
+
+    /// A loader for `steps` batches of `batch` images, heavy augmentation on.
+    fn loader(
+        &self,
+        args: &Args,
+        steps: usize,
+    ) -> anyhow::Result<stackhive_trainer::loader::Loader<'static>> {
+        use stackhive_spec::AugmentSpec;
+        let n = self.examples.len();
+        let plan = (0..steps)
+            .map(|b| {
+                (0..args.batch as usize)
+                    .map(|i| (b * args.batch as usize + i) % n)
+                    .collect()
+            })
+            .collect();
+        let cfg = stackhive_trainer::loader::LoaderConfig {
+            augment: Some(AugmentSpec {
+                rotate: 30.0,
+                shear: 10.0,
+                stretch: 0.1,
+                cutout_holes: 4,
+                cutout_size: 0.1,
+                brightness: 0.2,
+                contrast: 0.2,
+                hue: 0.05,
+                vignette: 0.3,
+                ..AugmentSpec::default()
+            }),
+            seed: 0,
+            epoch: 0,
+            threads: args.loader_threads.max(1),
+            prefetch: 2,
+        };
+        Ok(stackhive_trainer::loader::Loader::new(
+            self.cache.clone(),
+            self.examples.clone(),
+            plan,
+            &cfg,
+        )?)
+    }
 }
 
 enum Opt {
@@ -124,6 +231,22 @@ fn main() -> anyhow::Result<()> {
             Opt::Fused(FusedAdamW::new(&vs, cfg).context("building fused AdamW")?)
         }
     };
+    let pipeline = args.data.then(|| Pipeline::new(&args)).transpose()?;
+    let mut loader = match &pipeline {
+        Some(p) => Some(p.loader(&args, args.warmup.max(1) + args.steps)?),
+        None => None,
+    };
+    // The next input batch: from the loader (uploaded and normalised on the device), or the
+    // same random tensor every step.
+    let mut next_images = |fallback: &Tensor| -> anyhow::Result<Tensor> {
+        match loader.as_mut() {
+            Some(l) => {
+                let host = l.next().context("the loader ran out of batches")??;
+                Ok(host.to_device(device, args.channels_last).images)
+            }
+            None => Ok(fallback.shallow_clone()),
+        }
+    };
     let s = args.size as i64;
     let layout = |t: Tensor| {
         if args.channels_last {
@@ -162,13 +285,14 @@ fn main() -> anyhow::Result<()> {
         reset_peak(device);
         let started = Instant::now();
         for _ in 0..args.steps {
-            static_images.copy_(&images);
+            static_images.copy_(&next_images(&images)?);
             graphed.replay()?;
         }
         started
     } else {
-        let step = |opt: &mut Opt| -> anyhow::Result<()> {
-            let loss = loss_of(&images)?;
+        let mut step = |opt: &mut Opt| -> anyhow::Result<()> {
+            let batch = next_images(&images)?;
+            let loss = loss_of(&batch)?;
             match opt {
                 Opt::Tch(o) => o.backward_step(&loss),
                 Opt::Fused(o) => o.backward_step(&loss)?,
@@ -209,8 +333,16 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_default(),
         _ => String::new(),
     };
+    let input = if args.data {
+        format!(
+            "loader {} threads + heavy augmentation",
+            args.loader_threads
+        )
+    } else {
+        "random tensor".to_string()
+    };
     println!(
-        "{arch} {precision} train on {device:?} (cpu threads {}, optimizer {optimizer}, channels-last {}, cuda graph {}): batch {} at {s}x{s}, {params} parameters: {images_per_s:.1} images/s ({} steps in {secs:.2} s{peak})",
+        "{arch} {precision} train on {device:?} (input {input}, cpu threads {}, optimizer {optimizer}, channels-last {}, cuda graph {}): batch {} at {s}x{s}, {params} parameters: {images_per_s:.1} images/s ({} steps in {secs:.2} s{peak})",
         tch::get_num_threads(),
         on_off(args.channels_last),
         on_off(args.cuda_graph),

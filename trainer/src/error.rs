@@ -71,6 +71,12 @@ pub enum TrainerError {
     DeviceUnavailable { found: String, reason: String },
     #[error("CUDA out of memory on {device}: {message}; use a smaller batch_size (with accumulate to keep the effective batch) or a smaller image_size, or ask for a GPU with more memory")]
     OutOfMemory { device: String, message: String },
+    #[error("the job asks for {need} MiB of GPU memory, {device} has {total} MiB; expected a worker whose --gpu-mem-mb matches its GPUs")]
+    GpuTooSmall {
+        device: String,
+        need: u64,
+        total: u64,
+    },
     #[error("the trainer failed unexpectedly: {0}")]
     Panic(String),
     #[error(transparent)]
@@ -127,6 +133,7 @@ impl TrainerError {
             | UnknownDevice { .. }
             | DeviceUnavailable { .. }
             | OutOfMemory { .. }
+            | GpuTooSmall { .. }
             | Spec(_) => true,
             Data(e) => !matches!(e, DataError::Read { .. } | DataError::Write { .. }),
             Cache(e) => matches!(

@@ -57,6 +57,7 @@ fn run(
 ) -> Result<JobOutput, TrainerError> {
     let spec = &job.spec;
     let device = parse_device(&job.device)?;
+    check_gpu_memory(device, job.gpu_mem_mb)?;
     let mut cfg = TrainConfig::from_spec(job.kind, spec, device)?;
     cfg.progress_every = Duration::from_millis(job.progress_every_ms);
     // The loader decodes and augments on the job's CPU slots unless the payload says otherwise.
@@ -172,4 +173,34 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainerError> {
     let tmp = hidden_tmp(path);
     fs::write(&tmp, json).map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// A job that asked for `need` MiB per GPU must not start on a device with less: the worker's
+/// declared `--gpu-mem-mb` (what the scheduler matched on) may be wrong. Less *free* memory than
+/// asked is only logged: another process may release it, and a real shortage ends in a clear
+/// out-of-memory error.
+fn check_gpu_memory(device: tch::Device, need: u64) -> Result<(), TrainerError> {
+    let tch::Device::Cuda(index) = device else {
+        return Ok(());
+    };
+    if need == 0 {
+        return Ok(());
+    }
+    let (free, total) = crate::accel::cuda_mem_get_info(index)?;
+    let (free, total) = (free >> 20, total >> 20);
+    if total < need {
+        return Err(TrainerError::GpuTooSmall {
+            device: format!("cuda:{index}"),
+            need,
+            total,
+        });
+    }
+    if free < need {
+        tracing::warn!(
+            free_mib = free,
+            need_mib = need,
+            "less free GPU memory than the job asked for"
+        );
+    }
+    Ok(())
 }

@@ -26,6 +26,7 @@ fn job(fx: &Fixture, kind: CnnKind, spec: serde_json::Value) -> TrainerJob {
         folds: fx.folds.fold.clone(),
         device: "cpu".into(),
         cpu_threads: Some(1),
+        gpu_mem_mb: 0,
         init_weights: None,
         progress_every_ms: 0,
     }

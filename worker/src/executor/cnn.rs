@@ -134,6 +134,7 @@ impl CnnExecutor {
             folds: folds.fold.iter().map(|&f| f as i16).collect(),
             device,
             cpu_threads,
+            gpu_mem_mb: job.resources.as_ref().map_or(0, |r| r.gpu_mem_mb),
             init_weights,
             progress_every_ms: 1000,
         };
