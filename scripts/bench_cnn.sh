@@ -27,6 +27,7 @@ if [ -z "${TRAIN_BENCH:-}" ]; then
     PYTHON=.venv/bin/python
     # torchvision only for the PyTorch reference; --no-deps keeps the torch already installed.
     "$PYTHON" -c "import torchvision" 2>/dev/null ||
+        "$PYTHON" -m pip install --quiet numpy pillow &&
         "$PYTHON" -m pip install --quiet --no-deps "torchvision==0.26.0"
 fi
 PYTHON=${PYTHON:-python3}

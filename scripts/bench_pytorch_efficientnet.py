@@ -52,10 +52,10 @@ def main():
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"pytorch {torch.__version__} on {name} ({torch.get_num_threads()} cpu threads), batch {a.batch}, {a.size}x{a.size}")
     fp32 = run(a.batch, a.size, a.steps, a.warmup, False, False, device)
-    print(f"pytorch eager efficientnet_b0 fp32: {fp32:.0f} images/s")
+    print(f"pytorch eager efficientnet_b0 fp32: {fp32:.1f} images/s")
     if device == "cuda":
         best = run(a.batch, a.size, a.steps, a.warmup, True, True, device)
-        print(f"pytorch eager efficientnet_b0 bf16 autocast + channels-last: {best:.0f} images/s")
+        print(f"pytorch eager efficientnet_b0 bf16 autocast + channels-last: {best:.1f} images/s")
 
 
 if __name__ == "__main__":
