@@ -169,9 +169,29 @@ async fn a_cnn_fold_trains_in_a_child_process_and_reports_oof_test_and_a_checkpo
         dir,
     } = cluster().await;
     let worker = start_worker(dir.path(), "w1", &coord.url, &[]);
-    let id = submit(&mut c, vec![cnn_spec(payload(1, 3))]).await[0];
+    let mut sweep = payload(0, 1);
+    sweep["sweep"] = json!({ "min_lr": 1e-5, "max_lr": 10.0, "steps": 30 });
+    let mut lr_find = spec("lr-find", sweep);
+    lr_find.resources = Some(pb::Resources {
+        cpu_slots: 1,
+        ..Default::default()
+    });
+    let ids = submit(&mut c, vec![cnn_spec(payload(1, 3)), lr_find]).await;
+    let id = ids[0];
     let done = finished(&mut c, id, Duration::from_secs(600)).await;
     assert_eq!(state(&done), pb::JobState::Succeeded, "{}", done.error);
+
+    // The learning-rate sweep reports its curve and a suggestion inside the swept range.
+    let swept = finished(&mut c, ids[1], Duration::from_secs(600)).await;
+    assert_eq!(state(&swept), pb::JobState::Succeeded, "{}", swept.error);
+    let curve: Value = serde_json::from_str(&swept.result_json).unwrap();
+    let lrs = curve["lrs"].as_array().unwrap();
+    assert!(
+        lrs.len() >= 5 && lrs.len() == curve["losses"].as_array().unwrap().len(),
+        "{curve}"
+    );
+    let suggestion = curve["suggestion"].as_f64().expect("a suggested rate");
+    assert!((1e-5..=10.0).contains(&suggestion), "{curve}");
 
     let result: Value = serde_json::from_str(&done.result_json).unwrap();
     assert_eq!(result["epochs"].as_array().unwrap().len(), 3, "{result}");
