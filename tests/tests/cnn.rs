@@ -49,7 +49,11 @@ fn payload(fold: u16, epochs: u32) -> Value {
 }
 
 fn cnn_spec(payload: Value) -> pb::JobSpec {
-    let mut s = spec("cnn", payload);
+    one_slot(spec("cnn", payload))
+}
+
+/// `s` on one CPU slot: the trainer then runs one libtorch thread.
+fn one_slot(mut s: pb::JobSpec) -> pb::JobSpec {
     s.resources = Some(pb::Resources {
         cpu_slots: 1,
         ..Default::default()
@@ -171,11 +175,7 @@ async fn a_cnn_fold_trains_in_a_child_process_and_reports_oof_test_and_a_checkpo
     let worker = start_worker(dir.path(), "w1", &coord.url, &[]);
     let mut sweep = payload(0, 1);
     sweep["sweep"] = json!({ "min_lr": 1e-5, "max_lr": 10.0, "steps": 30 });
-    let mut lr_find = spec("lr-find", sweep);
-    lr_find.resources = Some(pb::Resources {
-        cpu_slots: 1,
-        ..Default::default()
-    });
+    let lr_find = one_slot(spec("lr-find", sweep));
     let ids = submit(&mut c, vec![cnn_spec(payload(1, 3)), lr_find]).await;
     let id = ids[0];
     let done = finished(&mut c, id, Duration::from_secs(600)).await;

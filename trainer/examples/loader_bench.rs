@@ -55,21 +55,6 @@ struct Args {
     dir: Option<PathBuf>,
 }
 
-fn heavy() -> AugmentSpec {
-    AugmentSpec {
-        rotate: 30.0,
-        shear: 10.0,
-        stretch: 0.1,
-        cutout_holes: 4,
-        cutout_size: 0.1,
-        brightness: 0.2,
-        contrast: 0.2,
-        hue: 0.05,
-        vignette: 0.3,
-        ..AugmentSpec::default()
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tch::set_num_threads(1);
@@ -112,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     let configs = [
         ("none", None),
         ("flips", Some(AugmentSpec::default())),
-        ("heavy", Some(heavy())),
+        ("heavy", Some(AugmentSpec::heavy())),
     ];
     // One thread, no loader: the cost of one image, which is what more cores divide.
     let len = cache.image_len();

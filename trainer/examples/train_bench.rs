@@ -160,18 +160,7 @@ impl Pipeline {
             })
             .collect();
         let cfg = stackhive_trainer::loader::LoaderConfig {
-            augment: Some(AugmentSpec {
-                rotate: 30.0,
-                shear: 10.0,
-                stretch: 0.1,
-                cutout_holes: 4,
-                cutout_size: 0.1,
-                brightness: 0.2,
-                contrast: 0.2,
-                hue: 0.05,
-                vignette: 0.3,
-                ..AugmentSpec::default()
-            }),
+            augment: Some(AugmentSpec::heavy()),
             seed: 0,
             epoch: 0,
             threads: args.loader_threads.max(1),

@@ -299,16 +299,7 @@ fn the_full_augmentation_depends_on_the_stream_only() {
 fn heavy() -> AugmentSpec {
     AugmentSpec {
         rot90: true,
-        rotate: 30.0,
-        shear: 10.0,
-        stretch: 0.1,
-        cutout_holes: 4,
-        cutout_size: 0.1,
-        brightness: 0.2,
-        contrast: 0.2,
-        hue: 0.05,
-        vignette: 0.3,
-        ..AugmentSpec::default()
+        ..AugmentSpec::heavy()
     }
 }
 
