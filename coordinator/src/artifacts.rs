@@ -158,6 +158,22 @@ impl ArtifactFiles {
         meta.path = dir.join(name);
         Ok(meta)
     }
+
+    /// Removes artifact `name` of `job`: its record first, then the file, so a record never
+    /// names a missing file. False when there was none.
+    pub async fn remove(&self, job: JobId, name: &str) -> Result<bool> {
+        check_name(name)?;
+        let dir = self.dir(job);
+        match tokio::fs::remove_file(dir.join(format!("{name}.meta.json"))).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("remove an artifact record")(e)),
+        }
+        match tokio::fs::remove_file(dir.join(name)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove an artifact")(e)),
+            _ => Ok(true),
+        }
+    }
 }
 
 /// An upload in progress; dropped without `finish`, its staging file is removed.

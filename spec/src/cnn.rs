@@ -66,6 +66,11 @@ pub struct CnnSpec {
     /// CPU threads that decode and augment batches; defaults to the job's CPU slots.
     #[serde(default)]
     pub loader_threads: Option<u32>,
+    /// Save a resume checkpoint (weights, optimizer state, moving average, epochs so far)
+    /// every this many epochs, so a retried attempt continues from the last one instead of
+    /// starting over; 0 turns it off. Only `cnn` jobs use it.
+    #[serde(default = "d::one")]
+    pub checkpoint_every: u32,
     /// Only for `lr-find` jobs.
     #[serde(default)]
     pub sweep: Option<SweepSpec>,

@@ -12,6 +12,9 @@ use crate::cnn::{CnnKind, CnnSpec};
 
 /// File names in the trainer's output folder.
 pub const CHECKPOINT: &str = "model.ot";
+/// The resume checkpoint: weights, optimizer state, moving average and the epochs so far,
+/// rewritten (atomically) after every `checkpoint_every` epochs.
+pub const RESUME: &str = "resume.ot";
 pub const RESULT: &str = "result.json";
 pub const JOB_FILE: &str = "job.json";
 
@@ -46,6 +49,10 @@ pub struct TrainerJob {
     /// The initial weights resolved to a local file.
     #[serde(default)]
     pub init_weights: Option<PathBuf>,
+    /// An earlier attempt's resume checkpoint, fetched to a local file: training continues
+    /// after its last epoch.
+    #[serde(default)]
+    pub resume: Option<PathBuf>,
     /// Least time between two `progress` events.
     #[serde(default = "default_progress_ms")]
     pub progress_every_ms: u64,
@@ -68,11 +75,17 @@ pub enum TrainerEvent {
         /// What the initial weights filled, as a one-line summary.
         #[serde(default)]
         init: Option<String>,
+        /// The epoch a resume checkpoint brought the run to (training continues after it).
+        #[serde(default)]
+        resumed_from: Option<u32>,
     },
     /// Mid-epoch progress, at most once per `progress_every_ms`.
     Progress(Progress),
     /// An epoch ended and was validated.
     Epoch(EpochMetrics),
+    /// A resume checkpoint holding every epoch up to `epoch` was (atomically) written to
+    /// `path`; the next one replaces it.
+    Checkpoint { path: PathBuf, epoch: u32 },
     /// Finished: the result file is written.
     Done { result: PathBuf },
     /// Failed; the exit code follows.
@@ -132,6 +145,9 @@ pub struct CnnResult {
     /// What the initial weights filled.
     #[serde(default)]
     pub init: Option<String>,
+    /// The epoch an earlier attempt's resume checkpoint brought this run to.
+    #[serde(default)]
+    pub resumed_from: Option<u32>,
     /// The checkpoint's file name in the output folder.
     pub checkpoint: String,
 }

@@ -1,6 +1,6 @@
 //! Artifacts against an in-process coordinator on PostgreSQL: only the running attempt may
-//! upload, a file whose size or hash differs from its header is refused and leaves nothing
-//! behind, and the worker's fetch returns exactly the bytes uploaded.
+//! upload or delete, a file whose size or hash differs from its header is refused and leaves
+//! nothing behind, and the worker's fetch returns exactly the bytes uploaded.
 
 use stackhive_coordinator::{run, CoordinatorConfig};
 use stackhive_proto::v1 as pb;
@@ -166,5 +166,24 @@ async fn only_the_running_attempt_uploads_and_bad_uploads_leave_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+
+    // Deleting: another attempt is refused and the file stays; the running attempt removes it
+    // (record and file), and a second delete finds nothing.
+    let err = artifacts::delete(channel.clone(), id, attempt + 1, "model.ot")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(Code::FailedPrecondition), "{err}");
+    assert!(std::path::Path::new(&info.storage_path).exists());
+    assert!(artifacts::delete(channel.clone(), id, attempt, "model.ot")
+        .await
+        .unwrap());
+    assert!(!std::path::Path::new(&info.storage_path).exists());
+    assert!(!artifacts::delete(channel.clone(), id, attempt, "model.ot")
+        .await
+        .unwrap());
+    let err = artifacts::fetch_cached(channel.clone(), id, "model.ot", &data.path().join("again"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(Code::NotFound), "{err}");
     let _ = tx.send(());
 }

@@ -4,7 +4,8 @@
 //! predictions for exactly its fold's validation rows, test predictions, per-epoch metrics and
 //! a checkpoint artifact that seeds a wider network. Also: bad payloads refused at submit, a
 //! diverging job and a GPU job on a machine without one fail with their reason, and a killed
-//! worker's job (its trainer dies with it) is retried on another worker and completes.
+//! worker's job (its trainer dies with it) is retried on another worker, which resumes from the
+//! last epoch's checkpoint the first attempt stored.
 
 use std::path::Path;
 use std::process::Command;
@@ -404,7 +405,7 @@ fn processes_with(needle: &str) -> Vec<i32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_workers_cnn_job_is_retried_on_another_worker_and_completes() {
+async fn a_killed_workers_cnn_job_resumes_on_another_worker_from_its_last_epoch() {
     let Cluster {
         _db,
         coord,
@@ -413,20 +414,38 @@ async fn a_killed_workers_cnn_job_is_retried_on_another_worker_and_completes() {
     } = cluster().await;
     let doomed = start_worker(dir.path(), "doomed", &coord.url, &[]);
     let id = submit(&mut c, vec![cnn_spec(payload(2, 3))]).await[0];
-    // Wait until the trainer reports progress, i.e. it is really training.
-    let running = wait_for(
-        "the cnn job to report progress",
+    // Wait until the first epoch's resume checkpoint is stored on the coordinator: the
+    // trainer is really training and a retry has something to resume from.
+    let mut artifacts = ArtifactServiceClient::new(channel(&coord.url).await);
+    let names = |a: &mut ArtifactServiceClient<Channel>| {
+        let mut a = a.clone();
+        async move {
+            let listed = a
+                .list_artifacts(pb::ListArtifactsRequest { job_id: id })
+                .await
+                .unwrap()
+                .into_inner();
+            listed
+                .artifacts
+                .into_iter()
+                .map(|x| x.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    wait_for(
+        "the first resume checkpoint to be stored",
         Duration::from_secs(300),
         || {
-            let mut c = c.clone();
-            async move {
-                let j = job(&mut c, id).await;
-                (state(&j) == pb::JobState::Running && !j.progress_json.is_empty()).then_some(j)
-            }
+            let names = names(&mut artifacts);
+            async move { names.await.contains(&"resume.ot".to_string()).then_some(()) }
         },
     )
     .await;
-    assert_eq!(running.attempt, 1);
+    let running = job(&mut c, id).await;
+    assert_eq!(
+        (state(&running), running.attempt),
+        (pb::JobState::Running, 1)
+    );
     let needle = format!("job-{id}-a1");
     assert!(!processes_with(&needle).is_empty(), "the trainer runs");
     doomed.kill().await;
@@ -446,8 +465,24 @@ async fn a_killed_workers_cnn_job_is_retried_on_another_worker_and_completes() {
     assert_eq!(state(&done), pb::JobState::Succeeded, "{}", done.error);
     assert_eq!(done.attempt, 2, "the job ran again after the lease expired");
     assert_ne!(done.worker_id, running.worker_id);
+    // The retry continued after a stored epoch instead of starting over, and its result still
+    // holds all three epochs' metrics.
+    let result: Value = serde_json::from_str(&done.result_json).unwrap();
+    let from = result["resumed_from"]
+        .as_u64()
+        .expect("resumed_from is set");
+    assert!((1..=3).contains(&from), "resumed from epoch {from}");
+    let epochs: Vec<u64> = result["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [1, 2, 3]);
     let p = predictions(&mut c, id).await;
     assert!(!p.oof.is_empty() && !p.test.is_empty());
+    // The final checkpoint is kept; the resume one is gone.
+    assert_eq!(names(&mut artifacts).await, ["model.ot"]);
     rescuer.terminate(Duration::from_secs(20)).await;
     coord.kill().await;
 }

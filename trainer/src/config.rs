@@ -23,6 +23,14 @@ pub struct InitWeights {
     pub slice: bool,
 }
 
+/// Where and how often the loop saves a resume checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointPlan {
+    pub path: PathBuf,
+    /// Every this many epochs (at least 1); the last epoch is always saved.
+    pub every: usize,
+}
+
 /// How to train one fold (or sweep the rate of an `lr-find` job).
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
@@ -59,6 +67,11 @@ pub struct TrainConfig {
     pub init: Option<InitWeights>,
     /// Least time between two `progress` events.
     pub progress_every: Duration,
+    /// Save resume checkpoints (`cnn` jobs; none by default).
+    pub checkpoint: Option<CheckpointPlan>,
+    /// Continue from this resume checkpoint when it belongs to the run (otherwise start over,
+    /// saying why in the log).
+    pub resume: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -86,6 +99,8 @@ impl TrainConfig {
             device: Device::Cpu,
             init: None,
             progress_every: Duration::from_secs(1),
+            checkpoint: None,
+            resume: None,
         }
     }
 
@@ -124,6 +139,8 @@ impl TrainConfig {
             device,
             init: None,
             progress_every: Duration::from_secs(1),
+            checkpoint: None,
+            resume: None,
             arch,
         };
         cfg.validate()?;

@@ -86,6 +86,16 @@ impl Ema {
         Ok(())
     }
 
+    /// Updates so far (the decay's ramp reads it).
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// Continues the ramp after `updates` earlier updates (a resumed run).
+    pub fn set_updates(&mut self, updates: u64) {
+        self.updates = updates;
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }

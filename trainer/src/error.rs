@@ -77,6 +77,8 @@ pub enum TrainerError {
         need: u64,
         total: u64,
     },
+    #[error("cannot resume from {}: {message}", path.display())]
+    Resume { path: PathBuf, message: String },
     #[error("the trainer failed unexpectedly: {0}")]
     Panic(String),
     #[error(transparent)]
@@ -148,7 +150,9 @@ impl TrainerError {
                 crate::accel::AccelError::Torch { .. } | crate::accel::AccelError::Tch(_)
             ),
             Mix(_) => true,
-            Loader(_) | Panic(_) | Io { .. } | Torch(_) => false,
+            // The loop starts over rather than fail on a bad resume checkpoint; should one reach
+            // here, a retry without it can still succeed.
+            Resume { .. } | Loader(_) | Panic(_) | Io { .. } | Torch(_) => false,
         }
     }
 

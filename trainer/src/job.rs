@@ -1,8 +1,9 @@
 //! One trainer job end to end, as the `stackhive-trainer` process runs it (issue 4, items 1
 //! and 7): read the worker's `TrainerJob`, load the dataset, take the coordinator's fold
 //! assignment, open (or build) the image cache at the job's size, then
-//! - `cnn`: train the fold, write `model.ot` (the weights, `VarStore` format; the averaged ones
-//!   with EMA) and `result.json` (`CnnResult`);
+//! - `cnn`: train the fold (continuing from the job's resume checkpoint, when it names one, and
+//!   rewriting `resume.ot` every `checkpoint_every` epochs), write `model.ot` (the weights,
+//!   `VarStore` format; the averaged ones with EMA) and `result.json` (`CnnResult`);
 //! - `lr-find`: sweep the learning rate and write `result.json` (`LrFindResult`), no checkpoint.
 //!
 //! Files are written beside their final name and renamed, so a reader never sees half of one;
@@ -19,10 +20,10 @@ use serde::Serialize;
 use stackhive_data::cache::ensure_cache;
 use stackhive_data::folds::Folds;
 use stackhive_data::isic::Dataset;
-use stackhive_spec::process::{CHECKPOINT, RESULT};
+use stackhive_spec::process::{CHECKPOINT, RESULT, RESUME};
 use stackhive_spec::{CnnKind, CnnResult, LrFindResult, TrainerEvent, TrainerJob};
 
-use crate::config::{InitWeights, TrainConfig};
+use crate::config::{CheckpointPlan, InitWeights, TrainConfig};
 use crate::data::FoldData;
 use crate::device::parse_device;
 use crate::error::TrainerError;
@@ -96,6 +97,11 @@ fn run(
 
     let output = match job.kind {
         CnnKind::Cnn => {
+            cfg.checkpoint = (spec.checkpoint_every > 0).then(|| CheckpointPlan {
+                path: out.join(RESUME),
+                every: spec.checkpoint_every as usize,
+            });
+            cfg.resume = job.resume.clone();
             let trained = train(&cfg, &data, on_event)?;
             let checkpoint = out.join(CHECKPOINT);
             let tmp = hidden_tmp(&checkpoint);
@@ -113,6 +119,7 @@ fn run(
                 test: o.test,
                 steps: o.steps,
                 init: o.init.as_ref().map(|r| r.summary()),
+                resumed_from: o.resumed_from,
                 checkpoint: CHECKPOINT.to_string(),
             };
             write_json(&result_path, &result)?;
@@ -161,7 +168,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError {
 }
 
 /// `.NAME.tmp` beside `path`.
-fn hidden_tmp(path: &Path) -> PathBuf {
+pub(crate) fn hidden_tmp(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());

@@ -3,8 +3,8 @@
 //! (`models`), initial weights that fit across sizes (`weights`), the tabular metadata features
 //! (`meta`), fold data and batches (`data`), the run's resolved settings (`config`), optimizers
 //! (`optim`), learning-rate schedules (`schedule`), the weights' moving average (`ema`), the
-//! training loop (`train`), the learning-rate finder (`lr_find`) and a whole trainer job
-//! (`job`: `cnn` or `lr-find`, the `stackhive_spec::TrainerJob` contract), which the
+//! training loop (`train`), resume checkpoints (`resume`), the learning-rate finder
+//! (`lr_find`) and a whole trainer job (`job`: `cnn` or `lr-find`, the `stackhive_spec::TrainerJob` contract), which the
 //! `stackhive-trainer` binary runs in a process of its own so a CUDA out-of-memory error or a
 //! libtorch abort ends that job alone.
 //!
@@ -26,6 +26,7 @@ pub mod meta;
 pub mod mix;
 pub mod models;
 pub mod optim;
+pub mod resume;
 pub mod schedule;
 pub mod train;
 pub mod tta;

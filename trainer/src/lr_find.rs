@@ -33,7 +33,7 @@ pub fn lr_find(
     check_sweep(sweep)?;
     let steps = sweep.steps as usize;
     let mut s = Session::start(cfg)?;
-    on_event(&s.start_event(cfg, steps as u64, 1));
+    on_event(&s.start_event(cfg, steps as u64, 1, None));
 
     let n = data.train.len();
     let per_pass = batch_count(n, cfg.batch_size);

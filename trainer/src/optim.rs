@@ -4,8 +4,12 @@
 //! implementations through tch, or (the default) the same rules as ATen's fused kernels
 //! (`_fused_adamw_` / `_fused_sgd_` through `accel`): one kernel launch per step for all
 //! parameters instead of several per parameter, which is what keeps a GPU busy. The two agree
-//! to 1e-7 (tests/accel.rs); the loop does not know which one it drives. Weight decay applies to every trainable variable (tch's `VarStore` has one group here).
+//! to 1e-7 (tests/accel.rs); the loop does not know which one it drives. Weight decay applies
+//! to every trainable variable (tch's `VarStore` has one group here). Only the fused ones can
+//! hand their state to a resume checkpoint: tch exposes none of libtorch's.
 //! Nothing here picks a learning rate: the schedule does.
+
+use std::collections::HashMap;
 
 use stackhive_spec::{OptimizerName, OptimizerSpec};
 use tch::nn::{self, OptimizerConfig, VarStore};
@@ -204,6 +208,36 @@ impl Optim {
             Optim::FusedSgd(o) => o.step()?,
         }
         Ok(())
+    }
+
+    /// Which implementation this is, as resume checkpoints record it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optim::Torch(_) => "torch",
+            Optim::FusedAdamW(_) => "fused-adamw",
+            Optim::FusedSgd(_) => "fused-sgd",
+        }
+    }
+
+    /// The state a resume checkpoint saves (shared storage); `None` for libtorch's optimizers.
+    pub fn state(&self) -> Option<Vec<(String, Tensor)>> {
+        match self {
+            Optim::Torch(_) => None,
+            Optim::FusedAdamW(o) => Some(o.state()),
+            Optim::FusedSgd(o) => Some(o.state()),
+        }
+    }
+
+    /// Copies a saved `state` (from [`Optim::state`] of the same optimizer) into this one.
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), TrainerError> {
+        match self {
+            Optim::Torch(_) => Err(TrainerError::Config(
+                "libtorch's optimizers cannot load a saved state; expected a fused optimizer"
+                    .into(),
+            )),
+            Optim::FusedAdamW(o) => Ok(o.load_state(state)?),
+            Optim::FusedSgd(o) => Ok(o.load_state(state)?),
+        }
     }
 
     /// `zero_grad`, backward of `loss`, `step`: one unaccumulated step.

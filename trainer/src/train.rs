@@ -3,7 +3,8 @@
 //! moving average of the weights, per-epoch train loss, validation loss and AUC, then
 //! out-of-fold predictions for the fold's validation rows and predictions for the test rows.
 //! It reports through `TrainerEvent`s: `start`, throttled `progress`, one `epoch` per epoch.
-//! Deterministic for a seed on CPU (`tch::manual_seed` plus a seeded shuffle).
+//! Deterministic for a seed on CPU (every epoch seeds torch and the shuffle afresh), so a run
+//! resumed from a checkpoint (`resume`) after epoch k trains epochs k+1.. as if never stopped.
 //!
 //! Batches are made in one place (the "Batches" section below) and predictions in one function
 //! (`predict`), so the threaded loader and test-time augmentation each replace one spot. bf16
@@ -11,6 +12,7 @@
 //! shim). Everything here runs on the calling thread: tch's `Tensor` is `Send` but not `Sync`
 //! and grad mode is thread-local, so a training loop must stay on one thread.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -24,7 +26,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::accel::{vs_to_channels_last, Autocast};
-use crate::config::TrainConfig;
+use crate::config::{CheckpointPlan, TrainConfig};
 use crate::data::{Batch, Examples, FoldData};
 use crate::ema::Ema;
 use crate::error::TrainerError;
@@ -32,6 +34,7 @@ use crate::loader::{Loader, LoaderConfig};
 use crate::mix::Mixer;
 use crate::models::Net;
 use crate::optim::Optim;
+use crate::resume::{self, Resume, ResumeMeta};
 use crate::schedule::Schedule;
 use crate::tta::tta_average;
 use crate::weights::{load_fitting, LoadReport};
@@ -56,6 +59,8 @@ pub struct TrainOutcome {
     pub steps: u64,
     /// What the initial weights filled, when there were any.
     pub init: Option<LoadReport>,
+    /// The epoch a resume checkpoint brought the run to.
+    pub resumed_from: Option<u32>,
 }
 
 /// A trained network and the variables to save (`vs.save`): the averaged ones with EMA.
@@ -78,24 +83,35 @@ pub fn train(
     let steps_per_epoch = batch_count(n, cfg.batch_size).div_ceil(cfg.accumulate);
     let total = cfg.epochs * steps_per_epoch;
     let mut s = Session::start(cfg)?;
-    let mut ema = cfg
-        .ema
-        .map(|decay| Ema::new(&s.vs, &cfg.arch, cfg.metadata, decay))
-        .transpose()?;
+    let mut ema = new_ema(cfg, &s)?;
+    let resumed = match &cfg.resume {
+        Some(path) => resume_or_restart(path, cfg, &mut s, &mut ema)?,
+        None => None,
+    };
     let schedule = Schedule::from_spec(&cfg.schedule, cfg.optimizer.lr, steps_per_epoch, total);
-    on_event(&s.start_event(cfg, steps_per_epoch as u64, cfg.epochs as u32));
+    let resumed_from = resumed.as_ref().map(|m| m.epoch);
+    on_event(&s.start_event(cfg, steps_per_epoch as u64, cfg.epochs as u32, resumed_from));
 
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut order: Vec<usize> = (0..n).collect();
     let mut clock = Clock::new(cfg.progress_every);
-    let mut epochs = Vec::with_capacity(cfg.epochs);
-    let mut step = 0;
+    let (mut epochs, mut step) = match resumed {
+        Some(m) => {
+            s.init = m.init;
+            (m.epochs, m.step as usize)
+        }
+        None => (Vec::with_capacity(cfg.epochs), 0),
+    };
     let mut last_valid = Vec::new();
-    let mut last_auc = None;
+    let mut last_auc = epochs.last().and_then(|m: &EpochMetrics| m.valid_auc);
     let mixer = Mixer::from_spec(&cfg.augment, cfg.seed)?;
-    for epoch in 1..=cfg.epochs {
+    for epoch in epochs.len() + 1..=cfg.epochs {
         let started = Instant::now();
-        order.shuffle(&mut rng);
+        // Every epoch draws from generators seeded for that epoch alone (the shuffle, dropout,
+        // stochastic depth; augmentation and mixing derive theirs from (seed, epoch, position)),
+        // so a run resumed after epoch k repeats epochs k+1.. exactly.
+        let epoch_seed = epoch_seed(cfg.seed, epoch as u64);
+        seed_everything(epoch_seed, cfg.device);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed));
         let plan: Vec<Vec<usize>> = order
             .chunks(cfg.batch_size)
             .filter(|c| c.len() >= 2)
@@ -178,6 +194,38 @@ pub fn train(
         on_event(&TrainerEvent::Epoch(m.clone()));
         epochs.push(m);
         last_valid = probs;
+        if let Some(plan) = cfg
+            .checkpoint
+            .as_ref()
+            .filter(|p| due_checkpoint(p, epoch, cfg))
+        {
+            let meta = ResumeMeta {
+                format: resume::FORMAT,
+                arch: cfg.arch.name(),
+                image_size: cfg.image_size,
+                seed: cfg.seed,
+                optimizer: s.opt.name().to_string(),
+                epoch: epoch as u32,
+                step: step as u64,
+                ema_updates: ema.as_ref().map(Ema::updates),
+                epochs: epochs.clone(),
+                init: s.init.clone(),
+            };
+            // A checkpoint only saves time on a retry: failing to write one must not fail the run.
+            match resume::save(&plan.path, &meta, &s.vs, ema.as_ref(), &s.opt) {
+                Ok(Some(path)) => on_event(&TrainerEvent::Checkpoint {
+                    path,
+                    epoch: epoch as u32,
+                }),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "resume checkpoint not written"),
+            }
+        }
+    }
+    if last_valid.is_empty() {
+        // Resumed after the last epoch (the attempt died predicting): validate once more.
+        let eval_net = ema.as_ref().map_or(&s.net, |e| &e.net);
+        last_valid = predict(eval_net, cfg, data.cache, &data.valid)?.0;
     }
     let (vs, net) = match ema {
         Some(e) => (e.vs, e.net),
@@ -197,8 +245,56 @@ pub fn train(
         test,
         steps: step as u64,
         init: s.init,
+        resumed_from,
     };
     Ok(Trained { vs, net, outcome })
+}
+
+fn new_ema(cfg: &TrainConfig, s: &Session) -> Result<Option<Ema>, TrainerError> {
+    cfg.ema
+        .map(|decay| Ema::new(&s.vs, &cfg.arch, cfg.metadata, decay))
+        .transpose()
+}
+
+/// Loads the resume checkpoint at `path` into the fresh run `s` (and `ema`) and returns its
+/// header. A checkpoint that cannot be read or belongs to another run is not fatal: the run
+/// starts over from a rebuilt session, and the log says why.
+fn resume_or_restart(
+    path: &Path,
+    cfg: &TrainConfig,
+    s: &mut Session,
+    ema: &mut Option<Ema>,
+) -> Result<Option<ResumeMeta>, TrainerError> {
+    let loaded = Resume::load(path, cfg, s.opt.name()).and_then(|r| {
+        r.apply(path, &s.vs, ema.as_mut(), &mut s.opt)?;
+        Ok(r.meta)
+    });
+    match loaded {
+        Ok(meta) => {
+            tracing::info!(epoch = meta.epoch, step = meta.step, "resumed");
+            Ok(Some(meta))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "starting over");
+            // A failed copy may have filled part of the run: rebuild it whole.
+            *s = Session::start(cfg)?;
+            *ema = new_ema(cfg, s)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Whether the epoch just finished gets a resume checkpoint: every `every` epochs and the last.
+fn due_checkpoint(plan: &CheckpointPlan, epoch: usize, cfg: &TrainConfig) -> bool {
+    epoch.is_multiple_of(plan.every.max(1)) || epoch == cfg.epochs
+}
+
+/// The seed of one epoch's generators, mixed so neighbouring epochs and seeds share nothing.
+fn epoch_seed(seed: u64, epoch: u64) -> u64 {
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The checks `train` and the LR finder share: a sound config, a cache at its size, and
@@ -266,6 +362,7 @@ impl Session {
         cfg: &TrainConfig,
         steps_per_epoch: u64,
         epochs: u32,
+        resumed_from: Option<u32>,
     ) -> TrainerEvent {
         let parameters = self
             .vs
@@ -279,6 +376,7 @@ impl Session {
             steps_per_epoch,
             epochs,
             init: self.init.as_ref().map(LoadReport::summary),
+            resumed_from,
         }
     }
 

@@ -28,6 +28,7 @@ fn job(fx: &Fixture, kind: CnnKind, spec: serde_json::Value) -> TrainerJob {
         cpu_threads: Some(1),
         gpu_mem_mb: 0,
         init_weights: None,
+        resume: None,
         progress_every_ms: 0,
     }
 }

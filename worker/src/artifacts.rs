@@ -38,21 +38,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ArtifactError + '_ {
     }
 }
 
-/// BLAKE3 (hex) and size of a file, read in a blocking thread.
-pub async fn hash_file(path: &Path) -> Result<(String, u64), ArtifactError> {
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(&p)?)?;
-        let size = std::fs::metadata(&p)?.len();
-        Ok::<_, std::io::Error>((h.finalize().to_hex().to_string(), size))
-    })
-    .await
-    .expect("hashing does not panic")
-    .map_err(io(path))
-}
-
-/// Uploads `path` as artifact `name` of attempt `attempt` of job `job`.
+/// Uploads `path` as artifact `name` of attempt `attempt` of job `job`. The file is opened once
+/// and hashed and sent through that one handle, so a writer replacing it meanwhile (renaming a
+/// new version over it) cannot make the bytes disagree with the hash.
 pub async fn upload(
     channel: Channel,
     job: i64,
@@ -60,8 +48,19 @@ pub async fn upload(
     name: &str,
     path: &Path,
 ) -> Result<pb::ArtifactInfo, ArtifactError> {
-    let (blake3, size) = hash_file(path).await?;
-    let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
+    let opened = std::fs::File::open(path).map_err(io(path))?;
+    let (opened, blake3, size) = tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, SeekFrom};
+        let mut f = opened;
+        let mut h = blake3::Hasher::new();
+        let size = std::io::copy(&mut f, &mut h)?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok::<_, std::io::Error>((f, h.finalize().to_hex().to_string(), size))
+    })
+    .await
+    .expect("hashing does not panic")
+    .map_err(io(path))?;
+    let mut file = tokio::fs::File::from_std(opened);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = pb::UploadArtifactRequest {
         item: Some(pb::upload_artifact_request::Item::Header(
@@ -100,6 +99,24 @@ pub async fn upload(
     let (sent, answer): (std::io::Result<()>, _) = tokio::join!(send, call);
     sent.map_err(io(path))?;
     Ok(answer?.into_inner())
+}
+
+/// Removes artifact `name` of job `job`, as its running attempt `attempt`; false when there was
+/// none.
+pub async fn delete(
+    channel: Channel,
+    job: i64,
+    attempt: u32,
+    name: &str,
+) -> Result<bool, ArtifactError> {
+    let answer = ArtifactServiceClient::new(channel)
+        .delete_artifact(pb::DeleteArtifactRequest {
+            job_id: job,
+            attempt,
+            name: name.to_string(),
+        })
+        .await?;
+    Ok(answer.into_inner().deleted)
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -1,5 +1,5 @@
 //! `ArtifactService`: a worker uploads what its attempt produced (fenced by `(job_id, attempt)`:
-//! only the running attempt may upload), users and later jobs list and fetch it.
+//! only the running attempt may upload or delete), users and later jobs list and fetch it.
 
 use std::sync::Arc;
 
@@ -24,6 +24,21 @@ pub struct ArtifactApi {
 impl ArtifactApi {
     pub fn new(store: Arc<dyn Store>, files: ArtifactFiles) -> Self {
         Self { store, files }
+    }
+}
+
+impl ArtifactApi {
+    /// The fence: only the running attempt of a job may change its artifacts.
+    async fn check_running(&self, job_id: i64, attempt: u32, name: &str) -> Result<(), Error> {
+        let job = self.store.get_job(job_id).await?;
+        if job.state != JobState::Running || job.attempt != attempt {
+            return Err(Error::Stale(format!(
+                "artifact {name} for job {job_id} attempt {attempt}, but the job is {} at attempt {}",
+                job.state.as_str(),
+                job.attempt
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -57,18 +72,7 @@ impl ArtifactService for ArtifactApi {
             }
             None => return Err(Error::invalid("upload holds no artifact header").into()),
         };
-        let job = self.store.get_job(h.job_id).await?;
-        if job.state != JobState::Running || job.attempt != h.attempt {
-            return Err(Error::Stale(format!(
-                "artifact {} for job {} attempt {}, but the job is {} at attempt {}",
-                h.name,
-                h.job_id,
-                h.attempt,
-                job.state.as_str(),
-                job.attempt
-            ))
-            .into());
-        }
+        self.check_running(h.job_id, h.attempt, &h.name).await?;
         let mut incoming = self
             .files
             .start(h.job_id, h.attempt, &h.name, h.size, &h.blake3)
@@ -98,6 +102,19 @@ impl ArtifactService for ArtifactApi {
         Ok(Response::new(pb::ListArtifactsResponse {
             artifacts: all.iter().map(info).collect(),
         }))
+    }
+
+    async fn delete_artifact(
+        &self,
+        req: Request<pb::DeleteArtifactRequest>,
+    ) -> Result<Response<pb::DeleteArtifactResponse>, Status> {
+        let r = req.into_inner();
+        self.check_running(r.job_id, r.attempt, &r.name).await?;
+        let deleted = self.files.remove(r.job_id, &r.name).await?;
+        if deleted {
+            tracing::info!(job_id = r.job_id, attempt = r.attempt, name = %r.name, "artifact removed");
+        }
+        Ok(Response::new(pb::DeleteArtifactResponse { deleted }))
     }
 
     type FetchArtifactStream = ReceiverStream<Result<pb::FileChunk, Status>>;

@@ -46,6 +46,8 @@ pub enum AccelError {
         expected: String,
         found: String,
     },
+    #[error("optimizer state does not fit this optimizer: {0}")]
+    StateMismatch(String),
     #[error("invalid {what} {found}: expected {expected}")]
     Invalid {
         what: &'static str,

@@ -8,7 +8,11 @@
 //! State lives in tensors on the parameters' device, created when the optimizer is; with
 //! `capturable`, the learning rate lives in a device tensor too, so a step captured in a CUDA
 //! graph picks up `set_lr` on every replay. The optimizer must not allocate during `step`
-//! (captured steps must not), and it does not save or load its state.
+//! (captured steps must not). `state` and `load_state` hand the state to a resume checkpoint
+//! and back; loading copies into the existing tensors, so their storage (and any captured graph
+//! reading it) stays valid.
+
+use std::collections::HashMap;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -129,6 +133,60 @@ impl Params {
     }
 }
 
+/// Names one state list for a checkpoint: `<what>.<parameter index>`.
+fn named<'a>(what: &str, tensors: &'a [Tensor]) -> impl Iterator<Item = (String, Tensor)> + 'a {
+    let what = what.to_string();
+    tensors
+        .iter()
+        .enumerate()
+        .map(move |(i, t)| (format!("{what}.{i}"), t.shallow_clone()))
+}
+
+/// Copies `state["<what>.<i>"]` into `into[i]` for every `i`, in place; each must be there with
+/// the same shape.
+fn restore(
+    what: &str,
+    into: &mut [Tensor],
+    state: &HashMap<String, Tensor>,
+) -> Result<(), AccelError> {
+    for (i, dst) in into.iter_mut().enumerate() {
+        let key = format!("{what}.{i}");
+        let src = state.get(&key).ok_or_else(|| {
+            AccelError::StateMismatch(format!(
+                "expected {key} for {} parameters, found no such tensor",
+                state.len()
+            ))
+        })?;
+        if src.size() != dst.size() {
+            return Err(AccelError::StateMismatch(format!(
+                "{key} has shape {:?}, expected {:?}",
+                src.size(),
+                dst.size()
+            )));
+        }
+        tch::no_grad(|| dst.f_copy_(src))?;
+    }
+    Ok(())
+}
+
+/// Fails unless the state holds exactly `count` entries per list in `lists`, so a checkpoint of
+/// a larger model cannot leave some entries unused.
+fn check_count(
+    state: &HashMap<String, Tensor>,
+    lists: &[&str],
+    count: usize,
+    extra: usize,
+) -> Result<(), AccelError> {
+    let expected = lists.len() * count + extra;
+    if state.len() != expected {
+        return Err(AccelError::StateMismatch(format!(
+            "expected {expected} state tensors for {count} parameters, found {}",
+            state.len()
+        )));
+    }
+    Ok(())
+}
+
 fn mixed(
     optimizer: &'static str,
     index: usize,
@@ -228,6 +286,23 @@ impl FusedAdamW {
         self.p.zero_grad()
     }
 
+    /// The moments and step counts, named by parameter index (shared storage, not copies).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        named("exp_avg", &self.exp_avgs)
+            .chain(named("exp_avg_sq", &self.exp_avg_sqs))
+            .chain(named("step", &self.steps))
+            .collect()
+    }
+
+    /// Copies a `state` taken from an optimizer over the same parameters into this one.
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), AccelError> {
+        let lists = ["exp_avg", "exp_avg_sq", "step"];
+        check_count(state, &lists, self.p.params.len(), 0)?;
+        restore("exp_avg", &mut self.exp_avgs, state)?;
+        restore("exp_avg_sq", &mut self.exp_avg_sqs, state)?;
+        restore("step", &mut self.steps, state)
+    }
+
     /// One AdamW update of every parameter that has a gradient.
     pub fn step(&mut self) -> Result<(), AccelError> {
         let c = &self.cfg;
@@ -319,6 +394,43 @@ impl FusedSgd {
     /// Sets every parameter's gradient to undefined (PyTorch's `zero_grad()`).
     pub fn zero_grad(&mut self) -> Result<(), AccelError> {
         self.p.zero_grad()
+    }
+
+    /// The momentum buffers by parameter index and which of them hold a momentum yet
+    /// (`started`, one byte per parameter); shared storage for the buffers.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let started = Tensor::from_slice(&self.started);
+        let bufs = self.bufs.as_deref().unwrap_or(&[]);
+        named("momentum", bufs)
+            .chain([("started".to_string(), started)])
+            .collect()
+    }
+
+    /// Copies a `state` taken from an optimizer over the same parameters into this one.
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), AccelError> {
+        let n = self.p.params.len();
+        let lists: &[&str] = if self.bufs.is_some() {
+            &["momentum"]
+        } else {
+            &[]
+        };
+        check_count(state, lists, n, 1)?;
+        if let Some(bufs) = &mut self.bufs {
+            restore("momentum", bufs, state)?;
+        }
+        let started = state
+            .get("started")
+            .map(|t| Vec::<u8>::try_from(t.to_kind(Kind::Uint8).to_device(Device::Cpu)))
+            .transpose()?
+            .unwrap_or_default();
+        if started.len() != n {
+            return Err(AccelError::StateMismatch(format!(
+                "expected {n} momentum flags (started), found {}",
+                started.len()
+            )));
+        }
+        self.started = started;
+        Ok(())
     }
 
     /// One SGD update of every parameter that has a gradient.

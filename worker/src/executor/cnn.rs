@@ -6,17 +6,24 @@
 //! process alone while the worker keeps serving. The trainer's stdout events become the job's
 //! progress (heartbeats carry it to `stackhive watch`); on success the checkpoint is uploaded as
 //! the artifact `model.ot` and the job completes with its out-of-fold and test predictions.
+//!
+//! Resume: every resume checkpoint the trainer writes (`checkpoint` events) is uploaded as the
+//! artifact `resume.ot` in the background, the newest winning, so a later attempt — on this
+//! machine or another, after a crash, a kill or a lost lease — fetches it and trains only the
+//! epochs that remain. Once the job's final checkpoint is stored, `resume.ot` is deleted.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use stackhive_proto::v1::{self as pb, LeasedJob, Predictions};
 use stackhive_spec::process::{self as contract, TrainerEvent, TrainerJob};
 use stackhive_spec::{CnnKind, CnnResult, CnnSpec, LrFindResult, Progress};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use super::shell::{ProcessGroup, Tail};
@@ -26,6 +33,13 @@ use crate::datasets::{DatasetCache, DatasetError};
 
 /// The checkpoint's artifact name.
 pub const CHECKPOINT_ARTIFACT: &str = "model.ot";
+/// The resume checkpoint's artifact name.
+pub const RESUME_ARTIFACT: &str = "resume.ot";
+/// How long a failed attempt waits for its last resume checkpoint to finish uploading.
+const RESUME_UPLOAD_GRACE: Duration = Duration::from_secs(300);
+
+/// The newest resume checkpoint the trainer announced: its file and epoch.
+type CheckpointTx = watch::Sender<Option<(PathBuf, u32)>>;
 
 /// Where the trainer runs and what it shares with other jobs on this machine.
 #[derive(Clone, Debug)]
@@ -121,6 +135,7 @@ impl CnnExecutor {
             // CUDA_VISIBLE_DEVICES holds only this job's GPUs; the first is cuda:0.
             "cuda:0".to_string()
         };
+        let resume = self.fetch_resume(job, &spec, dir).await?;
         let cpu_threads = job
             .resources
             .as_ref()
@@ -136,6 +151,7 @@ impl CnnExecutor {
             cpu_threads,
             gpu_mem_mb: job.resources.as_ref().map_or(0, |r| r.gpu_mem_mb),
             init_weights,
+            resume,
             progress_every_ms: 1000,
         };
         let file = dir.join(contract::JOB_FILE);
@@ -144,6 +160,68 @@ impl CnnExecutor {
             .await
             .map_err(|e| JobError::retryable(format!("cannot write {}: {e}", file.display())))?;
         Ok((trainer_job, folds.dataset_hash))
+    }
+}
+
+impl CnnExecutor {
+    /// An earlier attempt's resume checkpoint, fetched (and verified) into `dir`, when the job
+    /// has one. A corrupt one is skipped (the trainer starts over); an unreachable coordinator
+    /// fails the attempt, which is retried, rather than throw hours of training away.
+    async fn fetch_resume(
+        &self,
+        job: &LeasedJob,
+        spec: &CnnSpec,
+        dir: &Path,
+    ) -> Result<Option<PathBuf>, JobError> {
+        if self.kind != CnnKind::Cnn || spec.checkpoint_every == 0 {
+            return Ok(None);
+        }
+        match artifacts::fetch_cached(self.channel.clone(), job.id, RESUME_ARTIFACT, dir).await {
+            Ok(path) => {
+                tracing::info!(
+                    job_id = job.id,
+                    attempt = job.attempt,
+                    "resuming from an earlier attempt's checkpoint"
+                );
+                Ok(Some(path))
+            }
+            Err(artifacts::ArtifactError::Rpc(s)) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(e @ artifacts::ArtifactError::Corrupt { .. }) => {
+                tracing::warn!(job_id = job.id, error = %e, "resume checkpoint skipped");
+                Ok(None)
+            }
+            Err(e) => Err(JobError::retryable(format!("resume checkpoint: {e}"))),
+        }
+    }
+}
+
+/// Uploads each resume checkpoint announced on `rx` as `resume.ot`, the newest first: one
+/// announced while another uploads replaces any still waiting. Ends when the sender is gone
+/// and nothing is waiting. A failed upload is logged; the next epoch's tries again.
+async fn upload_checkpoints(
+    channel: Channel,
+    job: i64,
+    attempt: u32,
+    mut rx: watch::Receiver<Option<(PathBuf, u32)>>,
+) {
+    while rx.changed().await.is_ok() {
+        let Some((path, epoch)) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        match artifacts::upload(channel.clone(), job, attempt, RESUME_ARTIFACT, &path).await {
+            Ok(info) => {
+                tracing::info!(
+                    job_id = job,
+                    attempt,
+                    epoch,
+                    bytes = info.size,
+                    "resume checkpoint stored"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(job_id = job, attempt, epoch, error = %e, "resume checkpoint upload failed")
+            }
+        }
     }
 }
 
@@ -186,7 +264,29 @@ impl Executor for CnnExecutor {
         };
         let (trainer_job, dataset_hash) = prepared;
         let out = dir.join("out");
-        run_trainer(&self.setup.binary, &dir, &out, &ctx).await?;
+        let (checkpoints, announced) = watch::channel(None);
+        let mut uploader = tokio::spawn(upload_checkpoints(
+            self.channel.clone(),
+            job.id,
+            job.attempt,
+            announced,
+        ));
+        let ran = run_trainer(&self.setup.binary, &dir, &out, &ctx, checkpoints).await;
+        if let Err(e) = ran {
+            // The next attempt resumes from what this one stored: let the last upload finish
+            // (not when cancelled: then the job is over, or the lease is gone and the upload
+            // would be refused).
+            let wait = !ctx.is_cancelled()
+                && tokio::time::timeout(RESUME_UPLOAD_GRACE, &mut uploader)
+                    .await
+                    .is_ok();
+            if !wait {
+                uploader.abort();
+            }
+            return Err(e);
+        }
+        // Finished: a resume checkpoint still uploading is of no use any more.
+        uploader.abort();
 
         let result_path = out.join(contract::RESULT);
         let text = tokio::fs::read(&result_path).await.map_err(|e| {
@@ -215,6 +315,19 @@ impl Executor for CnnExecutor {
                 )
                 .await
                 .map_err(|e| JobError::retryable(format!("checkpoint upload: {e}")))?;
+                if trainer_job.spec.checkpoint_every > 0 {
+                    // The final checkpoint is stored; the resume one would only take space.
+                    let dropped = artifacts::delete(
+                        self.channel.clone(),
+                        job.id,
+                        job.attempt,
+                        RESUME_ARTIFACT,
+                    )
+                    .await;
+                    if let Err(e) = dropped {
+                        tracing::warn!(job_id = job.id, error = %e, "resume checkpoint not deleted");
+                    }
+                }
                 let summary = serde_json::json!({
                     "dataset": dataset_hash,
                     "folds": trainer_job.spec.folds,
@@ -226,6 +339,7 @@ impl Executor for CnnExecutor {
                     "epochs": r.epochs,
                     "valid_auc": r.epochs.last().and_then(|e| e.valid_auc),
                     "init": r.init,
+                    "resumed_from": r.resumed_from,
                     "checkpoint": {
                         "artifact": info.name,
                         "bytes": info.size,
@@ -267,7 +381,14 @@ struct Seen {
 }
 
 /// Runs the trainer on `dir/job.json` until it exits or the job is cancelled.
-async fn run_trainer(binary: &Path, dir: &Path, out: &Path, ctx: &JobCtx) -> Result<(), JobError> {
+/// Resume checkpoints it announces go to `checkpoints`.
+async fn run_trainer(
+    binary: &Path,
+    dir: &Path,
+    out: &Path,
+    ctx: &JobCtx,
+    checkpoints: CheckpointTx,
+) -> Result<(), JobError> {
     let mut cmd = tokio::process::Command::new(binary);
     cmd.arg("--job")
         .arg(dir.join(contract::JOB_FILE))
@@ -294,7 +415,7 @@ async fn run_trainer(binary: &Path, dir: &Path, out: &Path, ctx: &JobCtx) -> Res
                     tracing::debug!(%line, "trainer said");
                     continue;
                 };
-                on_event(&seen, &ctx, event);
+                on_event(&seen, &ctx, &checkpoints, event);
             }
         })
     });
@@ -362,7 +483,7 @@ async fn run_trainer(binary: &Path, dir: &Path, out: &Path, ctx: &JobCtx) -> Res
 }
 
 /// Turns one trainer event into the job's progress document.
-fn on_event(seen: &Mutex<Seen>, ctx: &JobCtx, event: TrainerEvent) {
+fn on_event(seen: &Mutex<Seen>, ctx: &JobCtx, checkpoints: &CheckpointTx, event: TrainerEvent) {
     let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
     match event {
         TrainerEvent::Start {
@@ -386,6 +507,10 @@ fn on_event(seen: &Mutex<Seen>, ctx: &JobCtx, event: TrainerEvent) {
         }
         TrainerEvent::Error { message, permanent } => {
             s.error = Some((message, permanent));
+            return;
+        }
+        TrainerEvent::Checkpoint { path, epoch } => {
+            checkpoints.send_replace(Some((path, epoch)));
             return;
         }
         TrainerEvent::Done { .. } => {}
