@@ -1,6 +1,7 @@
 //! Architecture names and what they mean: the EfficientNet family by compound scaling (Tan & Le,
 //! "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks", ICML 2019) and the
-//! ResNet family (He et al. 2016), parsed from the strings a `cnn` job carries, plus the check
+//! residual family (ResNet, He et al. 2016; ResNeXt and SE-ResNeXt), parsed from the strings a
+//! `cnn` job carries, plus the check
 //! that an image size suits an architecture. It must not build tensors: `models` does that.
 //!
 //! EfficientNet sizes:
@@ -147,11 +148,18 @@ impl ResNetDepth {
 pub enum Arch {
     EfficientNet(EfficientNetSpec),
     ResNet(ResNetDepth),
+    /// ResNeXt-50 32×4d (Xie et al. 2017, torchvision's layout); with `se`, a
+    /// squeeze-and-excitation gate in every block (SE-ResNeXt, Hu et al. 2018, timm's
+    /// `seresnext50_32x4d`), a favourite of the ISIC 2019/2020 leaderboards.
+    ResNeXt50 {
+        se: bool,
+    },
 }
 
 impl Arch {
     /// Parses `efficientnet-b0..b7`, `efficientnet-phiN`, `efficientnet-wX-dY`, `resnet18`,
-    /// `resnet34` or `resnet50` (case-insensitive; `_` may stand for `-`).
+    /// `resnet34`, `resnet50`, `resnext50-32x4d` or `seresnext50-32x4d` (case-insensitive; `_`
+    /// may stand for `-`).
     pub fn parse(s: &str) -> Result<Arch, SpecError> {
         let norm = s.trim().to_ascii_lowercase().replace('_', "-");
         let unknown = || SpecError::UnknownArch {
@@ -181,6 +189,10 @@ impl Arch {
             "resnet18" | "resnet-18" => Ok(Arch::ResNet(ResNetDepth::R18)),
             "resnet34" | "resnet-34" => Ok(Arch::ResNet(ResNetDepth::R34)),
             "resnet50" | "resnet-50" => Ok(Arch::ResNet(ResNetDepth::R50)),
+            "resnext50-32x4d" | "resnext50" => Ok(Arch::ResNeXt50 { se: false }),
+            "seresnext50-32x4d" | "seresnext50" | "se-resnext50-32x4d" | "se-resnext50" => {
+                Ok(Arch::ResNeXt50 { se: true })
+            }
             _ => Err(unknown()),
         }
     }
@@ -190,6 +202,8 @@ impl Arch {
         match self {
             Arch::EfficientNet(spec) => spec.name.clone(),
             Arch::ResNet(d) => format!("resnet{}", d.layers()),
+            Arch::ResNeXt50 { se: false } => "resnext50-32x4d".into(),
+            Arch::ResNeXt50 { se: true } => "seresnext50-32x4d".into(),
         }
     }
 
@@ -197,7 +211,7 @@ impl Arch {
     pub fn default_image_size(&self) -> u32 {
         match self {
             Arch::EfficientNet(spec) => spec.resolution,
-            Arch::ResNet(_) => 224,
+            Arch::ResNet(_) | Arch::ResNeXt50 { .. } => 224,
         }
     }
 

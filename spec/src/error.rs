@@ -4,7 +4,7 @@
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SpecError {
-    #[error("unknown architecture {found:?}, expected efficientnet-b0..b7, efficientnet-phiN, efficientnet-wX-dY or resnet18/34/50")]
+    #[error("unknown architecture {found:?}, expected efficientnet-b0..b7, efficientnet-phiN, efficientnet-wX-dY, resnet18/34/50, resnext50-32x4d or seresnext50-32x4d")]
     UnknownArch { found: String },
     #[error("architecture {arch}: {reason}")]
     BadArch { arch: String, reason: String },

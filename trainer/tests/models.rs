@@ -19,15 +19,24 @@ fn parses_names_and_explains_bad_ones() {
         ("efficientnet-w0.25-d0.5", "efficientnet-w0.25-d0.5"),
         ("resnet50", "resnet50"),
         ("resnet-18", "resnet18"),
+        ("ResNeXt50_32x4d", "resnext50-32x4d"),
+        ("se_resnext50_32x4d", "seresnext50-32x4d"),
+        ("seresnext50", "seresnext50-32x4d"),
     ] {
         assert_eq!(Arch::parse(name).unwrap().name(), canonical, "{name}");
     }
     let err = Arch::parse("effnet").unwrap_err().to_string();
     assert_eq!(
         err,
-        "unknown architecture \"effnet\", expected efficientnet-b0..b7, efficientnet-phiN, efficientnet-wX-dY or resnet18/34/50"
+        "unknown architecture \"effnet\", expected efficientnet-b0..b7, efficientnet-phiN, efficientnet-wX-dY, resnet18/34/50, resnext50-32x4d or seresnext50-32x4d"
     );
-    for bad in ["efficientnet-b8", "efficientnet-phi", "resnet101", ""] {
+    for bad in [
+        "efficientnet-b8",
+        "efficientnet-phi",
+        "resnet101",
+        "resnext50-32x8d",
+        "",
+    ] {
         assert!(
             matches!(
                 Arch::parse(bad),
@@ -73,8 +82,10 @@ fn param_count(vs: &VarStore) -> i64 {
 }
 
 /// torchvision's published parameter counts (1,000 classes) and the embedding width: ours, with
-/// one logit, must have exactly `count - 1000 (C + 1) + (C + 1)` — the same network.
-const TORCHVISION: [(&str, i64, i64); 11] = [
+/// one logit, must have exactly `count - 1000 (C + 1) + (C + 1)` — the same network. torchvision
+/// has no SE-ResNeXt: its count is timm's `seresnext50_32x4d` (27.56 M), which is ResNeXt-50's
+/// plus one gate per block, 2 C²/16 + C/16 + C for a block of C output channels.
+const TORCHVISION: [(&str, i64, i64); 13] = [
     ("efficientnet-b0", 5_288_548, 1280),
     ("efficientnet-b1", 7_794_184, 1280),
     ("efficientnet-b2", 9_109_994, 1408),
@@ -86,6 +97,8 @@ const TORCHVISION: [(&str, i64, i64); 11] = [
     ("resnet18", 11_689_512, 512),
     ("resnet34", 21_797_672, 512),
     ("resnet50", 25_557_032, 2048),
+    ("resnext50-32x4d", 25_028_904, 2048),
+    ("seresnext50-32x4d", 27_559_896, 2048),
 ];
 
 #[test]

@@ -96,7 +96,7 @@ impl MbConv {
                 act: Act::Silu,
             },
         );
-        let se = SqueezeExcite::new(&(&p / (i + 1)), hidden, i64::max(1, c_in / 4));
+        let se = SqueezeExcite::new(&(&p / (i + 1)), hidden, i64::max(1, c_in / 4), Act::Silu);
         let project = ConvBnAct::new(
             &(&p / (i + 2)),
             hidden,

@@ -17,6 +17,7 @@ pub(crate) const CONV_INIT: nn::Init = nn::Init::Kaiming {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Act {
     None,
+    Relu,
     Silu,
 }
 
@@ -24,6 +25,7 @@ impl Act {
     pub(crate) fn apply(self, xs: Tensor) -> Tensor {
         match self {
             Act::None => xs,
+            Act::Relu => xs.relu(),
             Act::Silu => xs.silu(),
         }
     }
@@ -93,16 +95,18 @@ pub(crate) fn batch_norm(p: &nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, c, Default::default())
 }
 
-/// Squeeze-and-excitation (Hu et al. 2018) as in EfficientNet: global pool, 1×1 conv down,
-/// SiLU, 1×1 conv up, sigmoid gate. Stored as `{path}.fc1` and `{path}.fc2`.
+/// Squeeze-and-excitation (Hu et al. 2018): global pool, 1×1 conv down, `act` (SiLU in
+/// EfficientNet, ReLU in SE-ResNeXt), 1×1 conv up, sigmoid gate. Stored as `{path}.fc1` and
+/// `{path}.fc2`, as torchvision's and timm's modules are.
 #[derive(Debug)]
 pub(crate) struct SqueezeExcite {
     fc1: nn::Conv2D,
     fc2: nn::Conv2D,
+    act: Act,
 }
 
 impl SqueezeExcite {
-    pub(crate) fn new(p: &nn::Path, channels: i64, squeeze: i64) -> SqueezeExcite {
+    pub(crate) fn new(p: &nn::Path, channels: i64, squeeze: i64, act: Act) -> SqueezeExcite {
         let cfg = nn::ConvConfig {
             ws_init: CONV_INIT,
             bs_init: nn::Init::Const(0.0),
@@ -111,18 +115,17 @@ impl SqueezeExcite {
         SqueezeExcite {
             fc1: nn::conv2d(p / "fc1", channels, squeeze, 1, cfg),
             fc2: nn::conv2d(p / "fc2", squeeze, channels, 1, cfg),
+            act,
         }
     }
 }
 
 impl ModuleT for SqueezeExcite {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
-        let scale = xs
+        let squeezed = xs
             .mean_dim(&[2i64, 3][..], true, None::<Kind>)
-            .apply(&self.fc1)
-            .silu()
-            .apply(&self.fc2)
-            .sigmoid();
+            .apply(&self.fc1);
+        let scale = self.act.apply(squeezed).apply(&self.fc2).sigmoid();
         xs * scale
     }
 }

@@ -1,4 +1,4 @@
-//! The networks a `cnn` job trains: an image trunk (EfficientNet or ResNet), an optional
+//! The networks a `cnn` job trains: an image trunk (EfficientNet or the residual family), an optional
 //! metadata head whose embedding is concatenated to the pooled image embedding (as the top ISIC
 //! 2020 solutions did), and a one-logit classifier for the binary target. Variables live in the
 //! caller's `VarStore` under torchvision-compatible names; the classifier is `classifier.1` for
@@ -12,7 +12,7 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 pub use efficientnet::EfficientNet;
-pub use resnet::ResNet;
+pub use resnet::{Layout as ResNetLayout, ResNet};
 
 use crate::arch::Arch;
 use crate::meta::META_DIM;
@@ -104,8 +104,9 @@ impl Net {
                     p / "classifier" / 1,
                 )
             }
-            Arch::ResNet(depth) => {
-                let t = ResNet::new(p, *depth);
+            Arch::ResNet(_) | Arch::ResNeXt50 { .. } => {
+                let layout = ResNetLayout::of(arch).expect("a residual architecture");
+                let t = ResNet::new(p, &layout);
                 let c = t.out_channels();
                 (Trunk::ResNet(Box::new(t)), c, 0.0, p / "fc")
             }
