@@ -100,6 +100,9 @@ pub struct OptimizerSpec {
     pub betas: Option<(f64, f64)>,
     /// AdamW's ε (1e-8).
     pub eps: Option<f64>,
+    /// Weight decay also on parameters of one dimension or fewer (biases, batch-norm scales and
+    /// shifts), as plain PyTorch does. Off by default: they are spared, as in timm's recipes.
+    pub decay_1d: bool,
 }
 
 impl OptimizerSpec {

@@ -202,6 +202,10 @@ mod tests {
         let cpu = TrainConfig::from_spec(CnnKind::Cnn, &spec(), Device::Cpu).unwrap();
         assert_eq!(cpu.optimizer.lr, 0.05);
         assert_eq!(cpu.optimizer.weight_decay, 1e-4);
+        assert!(
+            !cpu.optimizer.decay_1d,
+            "jobs spare biases and norms by default"
+        );
         assert_eq!(
             cpu.optimizer.kind,
             OptimKind::Sgd {

@@ -5,7 +5,8 @@
 //! (`_fused_adamw_` / `_fused_sgd_` through `accel`): one kernel launch per step for all
 //! parameters instead of several per parameter, which is what keeps a GPU busy. The two agree
 //! to 1e-7 (tests/accel.rs); the loop does not know which one it drives. Weight decay applies
-//! to every trainable variable (tch's `VarStore` has one group here). Only the fused ones can
+//! to every trainable variable unless `decay_1d` is off, which spares biases and norms (the
+//! fused ones only: tch's own optimizers see one group). Only the fused ones can
 //! hand their state to a resume checkpoint: tch exposes none of libtorch's.
 //! Nothing here picks a learning rate: the schedule does.
 
@@ -33,6 +34,8 @@ pub struct OptimConfig {
     pub lr: f64,
     /// Decoupled for AdamW, L2 (added to the gradient) for SGD.
     pub weight_decay: f64,
+    /// Decay 1-D parameters (biases, norms) too; libtorch's optimizers always do.
+    pub decay_1d: bool,
     /// Use ATen's fused kernels (default) rather than libtorch's per-parameter optimizers.
     pub fused: bool,
 }
@@ -47,6 +50,7 @@ impl OptimConfig {
             },
             lr,
             weight_decay: 1e-2,
+            decay_1d: true,
             fused: true,
         }
     }
@@ -67,6 +71,7 @@ impl OptimConfig {
             kind,
             lr: spec.lr(),
             weight_decay: spec.weight_decay(),
+            decay_1d: spec.decay_1d,
             fused: true,
         }
     }
@@ -143,6 +148,7 @@ impl Optim {
                         beta2,
                         eps,
                         weight_decay: cfg.weight_decay,
+                        decay_1d: cfg.decay_1d,
                         capturable: false,
                     },
                 )?),
@@ -154,6 +160,7 @@ impl Optim {
                         dampening: 0.0,
                         nesterov,
                         weight_decay: cfg.weight_decay,
+                        decay_1d: cfg.decay_1d,
                         capturable: false,
                     },
                 )?),
@@ -285,6 +292,7 @@ mod tests {
             },
             lr: 0.1,
             weight_decay: 0.1,
+            decay_1d: true,
             fused: true,
         };
         assert!((one_step(sgd) - 0.89).abs() < 1e-6);
@@ -296,6 +304,7 @@ mod tests {
             },
             lr: 0.1,
             weight_decay: 0.0,
+            decay_1d: true,
             fused: true,
         };
         assert!((one_step(nesterov) - (1.0 - 0.1 * 1.9)).abs() < 1e-6);
@@ -312,5 +321,52 @@ mod tests {
             err,
             "invalid training config: expected a positive finite learning rate, found NaN"
         );
+    }
+
+    /// With `decay_1d` off, the 1-D parameter (a bias) moves as without weight decay and the
+    /// 2-D one (a weight) as with it, for both fused rules; `state` covers both groups.
+    #[test]
+    fn sparing_1d_parameters_takes_them_out_of_the_decay() {
+        for sgd in [false, true] {
+            let vs = VarStore::new(Device::Cpu);
+            let w = vs.root().ones("w", &[2, 2]);
+            let b = vs.root().ones("b", &[2]);
+            let kind = if sgd {
+                OptimKind::Sgd {
+                    momentum: 0.9,
+                    nesterov: false,
+                }
+            } else {
+                OptimConfig::adamw(0.1).kind
+            };
+            let cfg = OptimConfig {
+                kind,
+                lr: 0.1,
+                weight_decay: 0.5,
+                decay_1d: false,
+                fused: true,
+            };
+            let mut opt = Optim::new(&vs, &cfg).unwrap();
+            // Gradient 1 everywhere.
+            let loss = w.sum(Kind::Float) + b.sum(Kind::Float);
+            opt.backward_step(&loss).unwrap();
+            // AdamW: 1 − lr (− lr · wd when decayed); SGD: 1 − lr · (1 (+ wd when decayed)).
+            // Both come to 0.85 decayed and 0.9 spared at these settings.
+            let (decayed, spared) = (0.85, 0.9);
+            let moved = |t: &Tensor| t.mean(Kind::Float).double_value(&[]);
+            assert!(
+                (moved(&w) - decayed).abs() < 1e-6,
+                "sgd {sgd}: w {}",
+                moved(&w)
+            );
+            assert!(
+                (moved(&b) - spared).abs() < 1e-6,
+                "sgd {sgd}: b {}",
+                moved(&b)
+            );
+            let state = opt.state().unwrap();
+            let expected = if sgd { 3 } else { 6 };
+            assert_eq!(state.len(), expected, "sgd {sgd}: {state:?}");
+        }
     }
 }

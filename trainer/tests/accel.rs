@@ -280,6 +280,7 @@ fn fused_sgd_matches_the_written_out_rule() {
             dampening,
             nesterov,
             weight_decay: 1e-2,
+            decay_1d: true,
             capturable: momentum == 0.0,
         };
         let mut fused = FusedSgd::new(&vs_a, cfg).unwrap();

@@ -126,6 +126,8 @@ fn diverging_loss_and_bad_folds_and_sizes_are_clear_errors() {
         },
         lr: 100.0,
         weight_decay: 1e-4,
+        // Decaying the norms too is what keeps this run's loss finite to the end.
+        decay_1d: true,
         fused: true,
     };
     cfg.schedule.name = ScheduleName::Constant;

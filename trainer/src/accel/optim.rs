@@ -2,7 +2,8 @@
 //! `_fused_sgd_` kernels (one kernel for all parameters on CUDA, a vectorised loop on CPU), the
 //! kernels behind PyTorch's `AdamW(fused=True)` and `SGD(fused=True)`.
 //!
-//! Semantics follow PyTorch: decoupled weight decay for AdamW, bias correction per parameter
+//! Semantics follow PyTorch: decoupled weight decay for AdamW (optionally sparing 1-D
+//! parameters, as a second parameter group would), bias correction per parameter
 //! from its own step count, parameters whose gradient is undefined are skipped (their step
 //! counts and momentum stay as they are), `zero_grad` sets gradients to undefined.
 //! State lives in tensors on the parameters' device, created when the optimizer is; with
@@ -28,6 +29,9 @@ pub struct FusedAdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Decay parameters of one dimension or fewer (biases, batch-norm scales and shifts) too,
+    /// as PyTorch does (the default); false spares them, as timm's recipes do.
+    pub decay_1d: bool,
     pub capturable: bool,
 }
 
@@ -39,6 +43,7 @@ impl Default for FusedAdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 1e-2,
+            decay_1d: true,
             capturable: false,
         }
     }
@@ -52,6 +57,8 @@ pub struct FusedSgdConfig {
     pub dampening: f64,
     pub nesterov: bool,
     pub weight_decay: f64,
+    /// As [`FusedAdamWConfig::decay_1d`].
+    pub decay_1d: bool,
     pub capturable: bool,
 }
 
@@ -63,6 +70,7 @@ impl Default for FusedSgdConfig {
             dampening: 0.0,
             nesterov: false,
             weight_decay: 0.0,
+            decay_1d: true,
             capturable: false,
         }
     }
@@ -71,7 +79,10 @@ impl Default for FusedSgdConfig {
 /// What both optimizers share: the parameters, the learning rate and the per-step scratch.
 #[derive(Debug)]
 struct Params {
+    /// The parameters that decay first (`params[..decayed]`), then those that do not: two
+    /// groups, one kernel launch each.
     params: Vec<Tensor>,
+    decayed: usize,
     lr: f64,
     /// The learning rate as a 0-d f32 tensor on the parameters' device, in capturable mode.
     lr_tensor: Option<Tensor>,
@@ -85,6 +96,7 @@ impl Params {
         optimizer: &'static str,
         lr: f64,
         capturable: bool,
+        decay_1d: bool,
     ) -> Result<Params, AccelError> {
         check_range(
             "learning rate",
@@ -93,7 +105,12 @@ impl Params {
             f64::INFINITY,
             "a finite value >= 0",
         )?;
-        let params = vs.trainable_variables();
+        let (mut params, spared): (Vec<Tensor>, Vec<Tensor>) = vs
+            .trainable_variables()
+            .into_iter()
+            .partition(|t| decay_1d || t.dim() > 1);
+        let decayed = params.len();
+        params.extend(spared);
         let first = params
             .first()
             .ok_or(AccelError::NoParameters { optimizer })?;
@@ -114,6 +131,7 @@ impl Params {
         let stepped = vec![0; params.len()];
         Ok(Params {
             params,
+            decayed,
             lr,
             lr_tensor,
             stepped,
@@ -130,6 +148,17 @@ impl Params {
 
     fn zero_grad(&self) -> Result<(), AccelError> {
         ffi::clear_grads(&self.params)
+    }
+
+    /// The two groups' index ranges and weight decays, empty groups left out.
+    fn groups(&self, weight_decay: f64) -> Vec<(std::ops::Range<usize>, f64)> {
+        [
+            (0..self.decayed, weight_decay),
+            (self.decayed..self.params.len(), 0.0),
+        ]
+        .into_iter()
+        .filter(|(r, _)| !r.is_empty())
+        .collect()
     }
 }
 
@@ -252,7 +281,7 @@ impl FusedAdamW {
             f64::INFINITY,
             "a finite value >= 0",
         )?;
-        let p = Params::new(vs, "fused adamw", cfg.lr, cfg.capturable)?;
+        let p = Params::new(vs, "fused adamw", cfg.lr, cfg.capturable, cfg.decay_1d)?;
         let zeros = || p.params.iter().map(Tensor::zeros_like).collect::<Vec<_>>();
         let (exp_avgs, exp_avg_sqs) = (zeros(), zeros());
         let steps = p
@@ -305,17 +334,20 @@ impl FusedAdamW {
 
     /// One AdamW update of every parameter that has a gradient.
     pub fn step(&mut self) -> Result<(), AccelError> {
-        let c = &self.cfg;
-        ffi::fused_adamw_step(
-            &self.p.params,
-            &self.exp_avgs,
-            &self.exp_avg_sqs,
-            &self.steps,
-            self.p.lr_tensor.as_ref(),
-            self.p.lr,
-            (c.beta1, c.beta2, c.weight_decay, c.eps),
-            &mut self.p.stepped,
-        )
+        let c = self.cfg;
+        for (r, wd) in self.p.groups(c.weight_decay) {
+            ffi::fused_adamw_step(
+                &self.p.params[r.clone()],
+                &self.exp_avgs[r.clone()],
+                &self.exp_avg_sqs[r.clone()],
+                &self.steps[r.clone()],
+                self.p.lr_tensor.as_ref(),
+                self.p.lr,
+                (c.beta1, c.beta2, wd, c.eps),
+                &mut self.p.stepped[r],
+            )?;
+        }
+        Ok(())
     }
 
     /// `zero_grad`, `loss.backward()`, `step`.
@@ -368,7 +400,7 @@ impl FusedSgd {
                 found: format!("momentum {} and dampening {}", cfg.momentum, cfg.dampening),
             });
         }
-        let p = Params::new(vs, "fused sgd", cfg.lr, cfg.capturable)?;
+        let p = Params::new(vs, "fused sgd", cfg.lr, cfg.capturable, cfg.decay_1d)?;
         let bufs = (cfg.momentum != 0.0)
             .then(|| p.params.iter().map(Tensor::zeros_like).collect::<Vec<_>>());
         let started = vec![0; p.params.len()];
@@ -435,16 +467,18 @@ impl FusedSgd {
 
     /// One SGD update of every parameter that has a gradient.
     pub fn step(&mut self) -> Result<(), AccelError> {
-        let c = &self.cfg;
-        ffi::fused_sgd_step(
-            &self.p.params,
-            self.bufs.as_deref(),
-            &self.started,
-            self.p.lr_tensor.as_ref(),
-            self.p.lr,
-            (c.momentum, c.dampening, c.nesterov, c.weight_decay),
-            &mut self.p.stepped,
-        )?;
+        let c = self.cfg;
+        for (r, wd) in self.p.groups(c.weight_decay) {
+            ffi::fused_sgd_step(
+                &self.p.params[r.clone()],
+                self.bufs.as_deref().map(|b| &b[r.clone()]),
+                &self.started[r.clone()],
+                self.p.lr_tensor.as_ref(),
+                self.p.lr,
+                (c.momentum, c.dampening, c.nesterov, wd),
+                &mut self.p.stepped[r],
+            )?;
+        }
         for (s, &stepped) in self.started.iter_mut().zip(&self.p.stepped) {
             *s |= stepped;
         }
