@@ -276,17 +276,14 @@ async fn add(coordinator: &str, json: bool, a: &AddArgs) -> anyhow::Result<()> {
             report.dropped
         );
     }
-    let up = crate::upload::upload(
-        api.channel(),
-        api.url(),
-        &a.name,
-        &dir,
-        &hash,
-        &manifest,
-        &summary,
-        !json,
-    )
-    .await?;
+    let outgoing = crate::upload::Outgoing {
+        name: &a.name,
+        dir: &dir,
+        hash: &hash,
+        manifest: &manifest,
+        summary: &summary,
+    };
+    let up = crate::upload::upload(api.channel(), api.url(), outgoing, !json).await?;
     drop(staged);
     if json {
         print_json(&json!({

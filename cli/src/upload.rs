@@ -22,17 +22,29 @@ pub struct Uploaded {
     pub sent_bytes: u64,
 }
 
-/// Uploads `dir` (already validated) under `name`.
+/// A validated dataset folder and what was computed from it.
+pub struct Outgoing<'a> {
+    pub name: &'a str,
+    pub dir: &'a Path,
+    pub hash: &'a str,
+    pub manifest: &'a Manifest,
+    pub summary: &'a serde_json::Value,
+}
+
+/// Uploads `out.dir` under `out.name` to the coordinator at `url`.
 pub async fn upload(
     channel: Channel,
     url: &str,
-    name: &str,
-    dir: &Path,
-    hash: &str,
-    manifest: &Manifest,
-    summary: &serde_json::Value,
+    out: Outgoing<'_>,
     progress: bool,
 ) -> anyhow::Result<Uploaded> {
+    let Outgoing {
+        name,
+        dir,
+        hash,
+        manifest,
+        summary,
+    } = out;
     let mut client = DatasetServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let stored = client
         .stat_dataset(pb::StatDatasetRequest {
