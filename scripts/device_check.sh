@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 4, on a GPU machine with python3 + torch 2.11 (cu130) but no cargo:
 # the accel tests that need CUDA (CUDA graphs against eager steps, memory queries, bf16 on
-# CUDA), then scripts/bench_cnn.sh cuda (stackhive's variants and PyTorch eager, one run).
+# CUDA), a tiny cnn training with cuda_graph against the eager one, then scripts/bench_cnn.sh
+# cuda (stackhive's variants and PyTorch eager, one run).
 # Needs the bundle of scripts/device_bundle.sh in .device/. Usage: scripts/device_check.sh
 # (STEPS, WARMUP, LOADER_THREADS, BATCH, SIZE as for bench_cnn.sh).
 set -euo pipefail
@@ -16,6 +17,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "== accel tests on CUDA"
 .device/accel --include-ignored --test-threads=1
+echo "== a cnn training run replaying a CUDA graph against the eager one"
+.device/graphed --include-ignored --nocapture
 echo "== benchmark"
 TRAIN_BENCH=.device/train_bench PYTHON=python3 \
     STEPS=${STEPS:-20} WARMUP=${WARMUP:-5} LOADER_THREADS=${LOADER_THREADS:-12} \

@@ -66,6 +66,11 @@ pub struct CnnSpec {
     /// CPU threads that decode and augment batches; defaults to the job's CPU slots.
     #[serde(default)]
     pub loader_threads: Option<u32>,
+    /// Capture each training step as one CUDA graph and replay it per batch, which removes the
+    /// per-kernel launch cost (CUDA only: ignored on CPU). Needs `accumulate` 1; the last partial
+    /// batch of each epoch is dropped, since a graph replays one batch shape.
+    #[serde(default)]
+    pub cuda_graph: bool,
     /// Save a resume checkpoint (weights, optimizer state, moving average, epochs so far)
     /// every this many epochs, so a retried attempt continues from the last one instead of
     /// starting over; 0 turns it off. Only `cnn` jobs use it.
@@ -458,6 +463,15 @@ impl CnnSpec {
                 ),
             ));
         }
+        if self.cuda_graph && self.accumulate != 1 {
+            return Err(field(
+                "cuda_graph",
+                format!(
+                    "a captured step holds one batch: expected accumulate 1 with cuda_graph, found {}",
+                    self.accumulate
+                ),
+            ));
+        }
         let o = &self.optimizer;
         range(
             "optimizer.lr",
@@ -732,6 +746,8 @@ mod tests {
         assert_eq!(s.optimizer.lr(), 1e-3);
         assert_eq!(s.folds.k, 5);
         assert!(s.augment.hflip && s.augment.vflip && s.augment.mixup == 0.0);
+        assert!(!s.cuda_graph && !s.optimizer.decay_1d);
+        assert_eq!(s.checkpoint_every, 1);
     }
 
     #[test]
@@ -744,6 +760,16 @@ mod tests {
         assert!(
             e.contains("schedule.base_fraction") && e.contains("found 2"),
             "{e}"
+        );
+        let mut p = minimal();
+        p["cuda_graph"] = json!(true);
+        p["accumulate"] = json!(4);
+        let e = CnnSpec::from_json(CnnKind::Cnn, &p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "cnn payload field \"cuda_graph\": a captured step holds one batch: expected accumulate 1 with cuda_graph, found 4"
         );
         let mut p = minimal();
         p["init_weights"] = json!({ "job": 3, "path": "/w.ot" });

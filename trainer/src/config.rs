@@ -54,6 +54,8 @@ pub struct TrainConfig {
     pub bf16: bool,
     /// Channels-last memory format for the parameters and every batch, resolved like `bf16`.
     pub channels_last: bool,
+    /// Capture each training step as a CUDA graph and replay it (on CUDA only; `graphed`).
+    pub cuda_graph: bool,
     /// Training augmentation, applied by the loader's threads (mixup and cutmix by `mix`).
     pub augment: AugmentSpec,
     /// Test-time augmentation passes (1 = none), averaged in `train::predict`.
@@ -91,6 +93,7 @@ impl TrainConfig {
             ema: None,
             bf16: false,
             channels_last: false,
+            cuda_graph: false,
             augment: AugmentSpec::default(),
             tta: 1,
             loader_threads: None,
@@ -131,6 +134,7 @@ impl TrainConfig {
                 Precision::Bf16 => true,
             },
             channels_last: spec.channels_last.unwrap_or(cuda),
+            cuda_graph: spec.cuda_graph,
             augment: spec.augment.clone(),
             tta: spec.tta,
             loader_threads: spec.loader_threads,
@@ -145,6 +149,11 @@ impl TrainConfig {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Whether training steps replay a captured CUDA graph: asked for, and on CUDA.
+    pub fn graphed(&self) -> bool {
+        self.cuda_graph && self.device.is_cuda()
     }
 
     /// The loader's worker threads.
@@ -166,6 +175,12 @@ impl TrainConfig {
         }
         if self.accumulate == 0 {
             return bad("expected at least 1 batch per optimizer step, found 0".into());
+        }
+        if self.graphed() && (self.accumulate != 1 || !self.optimizer.fused) {
+            return bad(format!(
+                "a captured cuda graph step needs accumulate 1 and a fused optimizer, found accumulate {} and fused {}",
+                self.accumulate, self.optimizer.fused
+            ));
         }
         if !(0.0..=0.5).contains(&self.label_smoothing) {
             return bad(format!(
@@ -237,6 +252,21 @@ mod tests {
             TrainConfig::from_spec(CnnKind::Cnn, &s, Device::Cpu)
                 .unwrap()
                 .bf16
+        );
+
+        // CUDA graphs only on CUDA, with one batch per step and a fused optimizer.
+        let mut s = spec();
+        s.cuda_graph = true;
+        s.accumulate = 1;
+        assert!(!TrainConfig::from_spec(CnnKind::Cnn, &s, Device::Cpu)
+            .unwrap()
+            .graphed());
+        let mut gpu = TrainConfig::from_spec(CnnKind::Cnn, &s, Device::Cuda(0)).unwrap();
+        assert!(gpu.graphed());
+        gpu.optimizer.fused = false;
+        assert_eq!(
+            gpu.validate().unwrap_err().to_string(),
+            "invalid training config: a captured cuda graph step needs accumulate 1 and a fused optimizer, found accumulate 1 and fused false"
         );
 
         // The spec's validation runs first, naming the field.

@@ -19,6 +19,7 @@ pub mod data;
 pub mod device;
 pub mod ema;
 pub mod error;
+mod graphed;
 pub mod job;
 pub mod loader;
 pub mod lr_find;

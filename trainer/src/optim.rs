@@ -134,6 +134,16 @@ pub enum Optim {
 impl Optim {
     /// Builds the optimizer `cfg` describes over `vs`, at rate `cfg.lr` until [`Optim::set_lr`].
     pub fn new(vs: &VarStore, cfg: &OptimConfig) -> Result<Optim, TrainerError> {
+        Optim::with_capturable(vs, cfg, false)
+    }
+
+    /// As [`Optim::new`]; with `capturable`, a fused optimizer keeps its rate in a device
+    /// tensor, so its step can be captured in a CUDA graph (`accel::GraphedStep`).
+    pub fn with_capturable(
+        vs: &VarStore,
+        cfg: &OptimConfig,
+        capturable: bool,
+    ) -> Result<Optim, TrainerError> {
         cfg.validate()?;
         if cfg.fused {
             return Ok(match cfg.kind {
@@ -149,7 +159,7 @@ impl Optim {
                         eps,
                         weight_decay: cfg.weight_decay,
                         decay_1d: cfg.decay_1d,
-                        capturable: false,
+                        capturable,
                     },
                 )?),
                 OptimKind::Sgd { momentum, nesterov } => Optim::FusedSgd(FusedSgd::new(
@@ -161,7 +171,7 @@ impl Optim {
                         nesterov,
                         weight_decay: cfg.weight_decay,
                         decay_1d: cfg.decay_1d,
-                        capturable: false,
+                        capturable,
                     },
                 )?),
             });

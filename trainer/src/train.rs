@@ -30,6 +30,7 @@ use crate::config::{CheckpointPlan, TrainConfig};
 use crate::data::{Batch, Examples, FoldData};
 use crate::ema::Ema;
 use crate::error::TrainerError;
+use crate::graphed::GraphedTrainer;
 use crate::loader::{Loader, LoaderConfig};
 use crate::mix::Mixer;
 use crate::models::Net;
@@ -80,7 +81,15 @@ pub fn train(
 ) -> Result<Trained, TrainerError> {
     check_inputs(cfg, data)?;
     let n = data.train.len();
-    let steps_per_epoch = batch_count(n, cfg.batch_size).div_ceil(cfg.accumulate);
+    let graphed = cfg.graphed();
+    // A captured graph replays one batch shape: partial batches are dropped.
+    let min_batch = if graphed { cfg.batch_size } else { 2 };
+    let batches = if graphed {
+        n / cfg.batch_size
+    } else {
+        batch_count(n, cfg.batch_size)
+    };
+    let steps_per_epoch = batches.div_ceil(cfg.accumulate);
     let total = cfg.epochs * steps_per_epoch;
     let mut s = Session::start(cfg)?;
     let mut ema = new_ema(cfg, &s)?;
@@ -103,6 +112,7 @@ pub fn train(
     let mut last_valid = Vec::new();
     let mut last_auc = epochs.last().and_then(|m: &EpochMetrics| m.valid_auc);
     let mixer = Mixer::from_spec(&cfg.augment, cfg.seed)?;
+    let mut graph = graphed.then(GraphedTrainer::default);
     for epoch in epochs.len() + 1..=cfg.epochs {
         let started = Instant::now();
         // Every epoch draws from generators seeded for that epoch alone (the shuffle, dropout,
@@ -114,7 +124,7 @@ pub fn train(
         order.shuffle(&mut StdRng::seed_from_u64(epoch_seed));
         let plan: Vec<Vec<usize>> = order
             .chunks(cfg.batch_size)
-            .filter(|c| c.len() >= 2)
+            .filter(|c| c.len() >= min_batch)
             .map(<[usize]>::to_vec)
             .collect();
         let mut losses = LossLog::default();
@@ -144,7 +154,10 @@ pub fn train(
                     return Ok(());
                 }
                 let lr = schedule.lr(step);
-                let loss = s.step(cfg, &group, lr)?;
+                let loss = match &mut graph {
+                    Some(g) => g.step(&mut s, cfg, &group[0], lr)?,
+                    None => s.step(cfg, &group, lr)?,
+                };
                 if let Some(ema) = &mut ema {
                     ema.update()?;
                 }
@@ -307,11 +320,12 @@ pub(crate) fn check_inputs(cfg: &TrainConfig, data: &FoldData<'_>) -> Result<(),
             found: data.cache.size(),
         });
     }
-    if batch_count(data.train.len(), cfg.batch_size) == 0 {
+    let min = if cfg.graphed() { cfg.batch_size } else { 2 };
+    if data.train.len() < min {
         return Err(TrainerError::EmptySplit {
             fold: data.fold,
             what: "training",
-            min: 2,
+            min,
         });
     }
     Ok(())
@@ -353,7 +367,7 @@ impl Session {
             // Before the optimizer: its state tensors copy the parameters' layout.
             vs_to_channels_last(&vs)?;
         }
-        let opt = Optim::new(&vs, &cfg.optimizer)?;
+        let opt = Optim::with_capturable(&vs, &cfg.optimizer, cfg.graphed())?;
         Ok(Session { vs, net, opt, init })
     }
 
@@ -399,20 +413,7 @@ impl Session {
                 .labels
                 .as_ref()
                 .expect("training examples are labelled");
-            let targets = smooth_labels(labels, cfg.label_smoothing);
-            let loss = {
-                let _autocast = cfg.bf16.then(|| Autocast::bf16(cfg.device)).transpose()?;
-                let logits = self.net.forward_t(&batch.images, Some(&batch.meta), true);
-                logits
-                    .to_kind(Kind::Float)
-                    .f_binary_cross_entropy_with_logits::<Tensor>(
-                        &targets,
-                        None,
-                        None,
-                        Reduction::Mean,
-                    )?
-                    * scale
-            };
+            let loss = batch_loss(&self.net, cfg, &batch.images, &batch.meta, labels)? * scale;
             loss.f_backward()?;
             let loss = loss.detach();
             total = Some(match total {
@@ -423,6 +424,23 @@ impl Session {
         self.opt.step()?;
         Ok(total.expect("an optimizer step has at least one batch"))
     }
+}
+
+/// A training batch's mean loss: the forward pass in train mode and BCE-with-logits against
+/// the (smoothed) labels, under bf16 autocast when the config asks (backward runs outside it).
+pub(crate) fn batch_loss(
+    net: &Net,
+    cfg: &TrainConfig,
+    images: &Tensor,
+    meta: &Tensor,
+    labels: &Tensor,
+) -> Result<Tensor, TrainerError> {
+    let targets = smooth_labels(labels, cfg.label_smoothing);
+    let _autocast = cfg.bf16.then(|| Autocast::bf16(cfg.device)).transpose()?;
+    let logits = net.forward_t(images, Some(meta), true);
+    Ok(logits
+        .to_kind(Kind::Float)
+        .f_binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, Reduction::Mean)?)
 }
 
 /// Label smoothing for a binary target: `y·(1−ε) + ε/2`.
