@@ -24,6 +24,7 @@ use stackhive_spec::process::{self as contract, TrainerEvent, TrainerJob};
 use stackhive_spec::{CnnKind, CnnResult, CnnSpec, LrFindResult, Progress};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::shell::{ProcessGroup, Tail};
@@ -197,14 +198,22 @@ impl CnnExecutor {
 
 /// Uploads each resume checkpoint announced on `rx` as `resume.ot`, the newest first: one
 /// announced while another uploads replaces any still waiting. Ends when the sender is gone
-/// and nothing is waiting. A failed upload is logged; the next epoch's tries again.
+/// and nothing is waiting, or at `stop` (an upload under way is finished first, so the job's
+/// artifacts never change behind the caller's back once it has awaited this). A failed upload
+/// is logged; the next epoch's tries again.
 async fn upload_checkpoints(
     channel: Channel,
     job: i64,
     attempt: u32,
     mut rx: watch::Receiver<Option<(PathBuf, u32)>>,
+    stop: CancellationToken,
 ) {
-    while rx.changed().await.is_ok() {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
         let Some((path, epoch)) = rx.borrow_and_update().clone() else {
             continue;
         };
@@ -265,11 +274,13 @@ impl Executor for CnnExecutor {
         let (trainer_job, dataset_hash) = prepared;
         let out = dir.join("out");
         let (checkpoints, announced) = watch::channel(None);
+        let stop_uploads = CancellationToken::new();
         let mut uploader = tokio::spawn(upload_checkpoints(
             self.channel.clone(),
             job.id,
             job.attempt,
             announced,
+            stop_uploads.clone(),
         ));
         let ran = run_trainer(&self.setup.binary, &dir, &out, &ctx, checkpoints).await;
         if let Err(e) = ran {
@@ -285,8 +296,16 @@ impl Executor for CnnExecutor {
             }
             return Err(e);
         }
-        // Finished: a resume checkpoint still uploading is of no use any more.
-        uploader.abort();
+        // Finished: no further resume checkpoint is worth uploading. One under way completes
+        // (cutting it off could leave the coordinator half-way through storing it), so the
+        // delete below cannot race it.
+        stop_uploads.cancel();
+        if tokio::time::timeout(RESUME_UPLOAD_GRACE, &mut uploader)
+            .await
+            .is_err()
+        {
+            uploader.abort();
+        }
 
         let result_path = out.join(contract::RESULT);
         let text = tokio::fs::read(&result_path).await.map_err(|e| {
