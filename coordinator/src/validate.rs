@@ -210,6 +210,73 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 
 /// Rejects dependency cycles inside a batch (Kahn's algorithm); jobs outside the batch cannot
 /// depend on new ones, so no other cycle is possible.
+/// The dependency name a `cnn` / `lr-find` job takes its initial weights from
+/// (`init_weights.dependency`), if any.
+pub fn init_dependency(j: &NewJob) -> Option<String> {
+    if !matches!(j.kind.as_str(), "cnn" | "lr-find") {
+        return None;
+    }
+    let payload: serde_json::Value = serde_json::from_str(&j.payload).ok()?;
+    payload["init_weights"]["dependency"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `init_weights.dependency` must name exactly one of the job's dependencies, and a `cnn` one
+/// (only those leave a checkpoint). `existing` holds (name, kind) of the stored jobs among the
+/// `depends_on` ids; ids it lacks are left to the store, which refuses unknown dependencies.
+pub fn weight_sources(
+    jobs: &[NewJob],
+    existing: &std::collections::HashMap<JobId, (String, String)>,
+) -> Result<()> {
+    for (i, j) in jobs.iter().enumerate() {
+        let Some(name) = init_dependency(j) else {
+            continue;
+        };
+        let deps: Vec<(&str, &str)> = j
+            .depends_on_batch
+            .iter()
+            .map(|&b| &jobs[b as usize])
+            .map(|d| (d.name.as_str(), d.kind.as_str()))
+            .chain(
+                j.depends_on
+                    .iter()
+                    .filter_map(|id| existing.get(id))
+                    .map(|(n, k)| (n.as_str(), k.as_str())),
+            )
+            .collect();
+        let matching: Vec<&str> = deps
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, k)| *k)
+            .collect();
+        let problem = match matching.as_slice() {
+            ["cnn"] => continue,
+            [kind] => format!(
+                "a dependency of kind {kind}; expected a cnn job (only those leave a checkpoint)"
+            ),
+            [] if deps.is_empty() => {
+                "but the job has no dependencies; expected the seeding job in depends_on too".into()
+            }
+            [] => format!(
+                "which is not a dependency of this job; expected one of: {}",
+                deps.iter()
+                    .map(|(n, _)| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            more => format!(
+                "which names {} of this job's dependencies; expected a unique name",
+                more.len()
+            ),
+        };
+        return Err(Error::invalid(format!(
+            "job {i}: init_weights.dependency names {name:?}, {problem}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_batch_cycles(jobs: &[NewJob]) -> Result<()> {
     let n = jobs.len();
     let mut indegree = vec![0usize; n];
@@ -301,6 +368,53 @@ mod tests {
             payload_json: payload.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn initial_weights_must_name_one_cnn_dependency() {
+        let job = |kind: &str, name: &str, payload: &str| NewJob {
+            kind: kind.into(),
+            name: name.into(),
+            payload: payload.into(),
+            ..Default::default()
+        };
+        let seeded = |deps: Vec<u32>, ids: Vec<JobId>| NewJob {
+            depends_on_batch: deps,
+            depends_on: ids,
+            ..job("cnn", "b2", r#"{"init_weights": {"dependency": "b0"}}"#)
+        };
+        let stored: std::collections::HashMap<JobId, (String, String)> =
+            [(7, ("b0".to_string(), "cnn".to_string()))].into();
+        let none = std::collections::HashMap::new();
+        // By batch index or by a stored id: fine.
+        let b0 = job("cnn", "b0", "{}");
+        assert!(weight_sources(&[b0.clone(), seeded(vec![0], vec![])], &none).is_ok());
+        assert!(weight_sources(&[seeded(vec![], vec![7])], &stored).is_ok());
+        // Other dependencies only, or two of that name.
+        let other = job("cnn", "other", "{}");
+        let err = weight_sources(&[other, seeded(vec![0], vec![])], &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("job 1: init_weights.dependency names \"b0\", which is not a dependency of this job; expected one of: \"other\""),
+            "{err}"
+        );
+        let err = weight_sources(&[b0.clone(), b0, seeded(vec![0, 1], vec![])], &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("which names 2 of this job's dependencies; expected a unique name"),
+            "{err}"
+        );
+        // Jobs of other kinds are not looked at.
+        assert_eq!(
+            init_dependency(&job(
+                "shell",
+                "x",
+                r#"{"init_weights": {"dependency": "b0"}}"#
+            )),
+            None
+        );
     }
 
     #[test]

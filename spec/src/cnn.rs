@@ -295,6 +295,11 @@ pub struct InitWeightsSpec {
     /// A `cnn` job whose `model.ot` artifact seeds this one.
     #[serde(default)]
     pub job: Option<i64>,
+    /// Or one of this job's dependencies, by name: a job submitted in the same batch (or
+    /// earlier) whose checkpoint seeds this one once it has succeeded. The coordinator checks
+    /// at submit time that the name is a `cnn` dependency of the job.
+    #[serde(default)]
+    pub dependency: Option<String>,
     /// Or a checkpoint path on the worker (e.g. a shared folder).
     #[serde(default)]
     pub path: Option<String>,
@@ -661,20 +666,23 @@ impl CnnSpec {
             ));
         }
         if let Some(w) = &self.init_weights {
-            match (&w.job, &w.path) {
-                (Some(_), None) | (None, Some(_)) => {}
-                _ => {
-                    return Err(field(
-                        "init_weights",
-                        "expected exactly one of \"job\" (a job id) or \"path\"".into(),
-                    ))
-                }
-            }
-            if w.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            let given = [w.job.is_some(), w.path.is_some(), w.dependency.is_some()];
+            if given.iter().filter(|&&g| g).count() != 1 {
                 return Err(field(
-                    "init_weights.path",
-                    "expected a checkpoint path, found an empty string".into(),
+                    "init_weights",
+                    "expected exactly one of \"job\" (a job id), \"dependency\" (a dependency's name) or \"path\"".into(),
                 ));
+            }
+            for (name, value) in [
+                ("init_weights.path", &w.path),
+                ("init_weights.dependency", &w.dependency),
+            ] {
+                if value.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                    return Err(field(
+                        name,
+                        "expected a non-empty string, found an empty one".into(),
+                    ));
+                }
             }
         }
         if let Some(t) = self.loader_threads {

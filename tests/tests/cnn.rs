@@ -177,7 +177,16 @@ async fn a_cnn_fold_trains_in_a_child_process_and_reports_oof_test_and_a_checkpo
     let mut sweep = payload(0, 1);
     sweep["sweep"] = json!({ "min_lr": 1e-5, "max_lr": 10.0, "steps": 30 });
     let lr_find = one_slot(spec("lr-find", sweep));
-    let ids = submit(&mut c, vec![cnn_spec(payload(1, 3)), lr_find]).await;
+    // A wider network seeded by the fold job's checkpoint, submitted with it: it waits for its
+    // dependency, named in init_weights, and loads the tensors whose shapes fit.
+    let mut fold = cnn_spec(payload(1, 3));
+    fold.name = "fold1".into();
+    let mut wider = payload(0, 1);
+    wider["arch"] = json!("efficientnet-w0.3-d0.25");
+    wider["init_weights"] = json!({ "dependency": "fold1" });
+    let mut seeded = cnn_spec(wider);
+    seeded.depends_on_batch = vec![0];
+    let ids = submit(&mut c, vec![fold, lr_find, seeded]).await;
     let id = ids[0];
     let done = finished(&mut c, id, Duration::from_secs(600)).await;
     assert_eq!(state(&done), pb::JobState::Succeeded, "{}", done.error);
@@ -241,7 +250,7 @@ async fn a_cnn_fold_trains_in_a_child_process_and_reports_oof_test_and_a_checkpo
         .unwrap()
         .into_inner()
         .artifacts;
-    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].name, "model.ot");
     assert_eq!(result["checkpoint"]["blake3"], listed[0].blake3.as_str());
     let fetched = dir.path().join("fetched.ot");
@@ -260,11 +269,8 @@ async fn a_cnn_fold_trains_in_a_child_process_and_reports_oof_test_and_a_checkpo
     let bytes = std::fs::read(&fetched).unwrap();
     assert_eq!(blake3::hash(&bytes).to_hex().as_str(), listed[0].blake3);
 
-    // The checkpoint seeds a wider network: the tensors whose shapes fit are loaded.
-    let mut wider = payload(0, 1);
-    wider["arch"] = json!("efficientnet-w0.3-d0.25");
-    wider["init_weights"] = json!({ "job": id });
-    let id2 = submit(&mut c, vec![cnn_spec(wider)]).await[0];
+    // The checkpoint seeded the wider network: the tensors whose shapes fit are loaded.
+    let id2 = ids[2];
     let done2 = finished(&mut c, id2, Duration::from_secs(600)).await;
     assert_eq!(state(&done2), pb::JobState::Succeeded, "{}", done2.error);
     let r2: Value = serde_json::from_str(&done2.result_json).unwrap();
@@ -302,6 +308,10 @@ async fn bad_cnn_payloads_are_refused_at_submit_and_failing_jobs_say_why() {
         (json!({"sweep": {}}), "lr-find"),
         (json!({"augment": {"mixup": -1}}), "augment.mixup"),
         (json!({"learning_rate": 0.1}), "unknown field"),
+        (
+            json!({"init_weights": {"dependency": "seed"}}),
+            "init_weights.dependency names \"seed\", but the job has no dependencies",
+        ),
     ];
     for (patch, expected) in cases {
         let mut p = payload(0, 1);
@@ -322,6 +332,26 @@ async fn bad_cnn_payloads_are_refused_at_submit_and_failing_jobs_say_why() {
             err.message()
         );
     }
+    // Initial weights from a dependency that leaves no checkpoint (an lr-find job).
+    let mut sweep = one_slot(spec("lr-find", payload(0, 1)));
+    sweep.name = "sweep".into();
+    let mut p = payload(0, 1);
+    p["init_weights"] = json!({ "dependency": "sweep" });
+    let mut seeded = cnn_spec(p);
+    seeded.depends_on_batch = vec![0];
+    let err = c
+        .submit(pb::SubmitRequest {
+            idempotency_key: String::new(),
+            jobs: vec![sweep, seeded],
+        })
+        .await
+        .expect_err("an lr-find job cannot seed weights");
+    assert!(
+        err.message()
+            .contains("of kind lr-find; expected a cnn job"),
+        "{}",
+        err.message()
+    );
     let none = c
         .list_jobs(pb::ListJobsRequest::default())
         .await

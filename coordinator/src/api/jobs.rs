@@ -67,6 +67,19 @@ impl JobService for JobApi {
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let batch = validate::submit(req.get_ref(), self.max_batch)?;
+        // Initial weights named by dependency: look up the stored dependencies' names.
+        let mut existing = std::collections::HashMap::new();
+        let stored_deps = batch
+            .jobs
+            .iter()
+            .filter(|j| validate::init_dependency(j).is_some())
+            .flat_map(|j| j.depends_on.iter().copied());
+        for id in stored_deps {
+            if let Ok(d) = self.store.get_job(id).await {
+                existing.insert(id, (d.spec.name, d.spec.kind));
+            }
+        }
+        validate::weight_sources(&batch.jobs, &existing)?;
         let n = batch.jobs.len();
         let out = self.store.submit(batch).await?;
         if !out.deduplicated {

@@ -1,6 +1,6 @@
 //! The `cnn` and `lr-find` kinds (issue 4, items 1 and 7). The worker itself never links
 //! libtorch: it resolves what the job needs (the dataset on this machine, the coordinator's
-//! stored folds, initial weights from another job's artifact), writes a `TrainerJob` file and
+//! stored folds, initial weights from another job's artifact, named by id or as a dependency), writes a `TrainerJob` file and
 //! runs ONE `stackhive-trainer` process per job, in a process group of its own. So cancelling is
 //! a kill, and a CUDA out-of-memory error, a libtorch abort or leaked GPU memory ends that
 //! process alone while the worker keeps serving. The trainer's stdout events become the job's
@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
+use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::{self as pb, LeasedJob, Predictions};
 use stackhive_spec::process::{self as contract, TrainerEvent, TrainerJob};
 use stackhive_spec::{CnnKind, CnnResult, CnnSpec, LrFindResult, Progress};
@@ -108,26 +109,14 @@ impl CnnExecutor {
             .into_inner();
         let init_weights = match &spec.init_weights {
             None => None,
-            Some(w) => match (w.job, &w.path) {
-                (Some(source), _) => Some(
-                    artifacts::fetch_cached(
-                        self.channel.clone(),
-                        source,
-                        CHECKPOINT_ARTIFACT,
-                        &self.setup.work_dir.join("weights"),
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        artifacts::ArtifactError::Rpc(ref s)
-                            if s.code() == tonic::Code::NotFound =>
-                        {
-                            JobError::permanent(format!("initial weights: {e}"))
-                        }
-                        other => JobError::retryable(format!("initial weights: {other}")),
-                    })?,
-                ),
-                (None, Some(p)) => Some(PathBuf::from(p)),
-                (None, None) => None,
+            Some(w) => match (&w.path, w.job, &w.dependency) {
+                (Some(p), _, _) => Some(PathBuf::from(p)),
+                (None, Some(source), _) => Some(self.fetch_weights(source).await?),
+                (None, None, Some(name)) => {
+                    let source = self.dependency_id(job.id, name).await?;
+                    Some(self.fetch_weights(source).await?)
+                }
+                (None, None, None) => None,
             },
         };
         let device = if ctx.gpus().is_empty() {
@@ -165,6 +154,50 @@ impl CnnExecutor {
 }
 
 impl CnnExecutor {
+    /// Job `source`'s checkpoint, fetched (and verified) into the machine's weights cache.
+    async fn fetch_weights(&self, source: i64) -> Result<PathBuf, JobError> {
+        let cache = self.setup.work_dir.join("weights");
+        artifacts::fetch_cached(self.channel.clone(), source, CHECKPOINT_ARTIFACT, &cache)
+            .await
+            .map_err(|e| match e {
+                artifacts::ArtifactError::Rpc(ref s) if s.code() == tonic::Code::NotFound => {
+                    JobError::permanent(format!("initial weights: {e}"))
+                }
+                other => JobError::retryable(format!("initial weights: {other}")),
+            })
+    }
+
+    /// The id of the `cnn` dependency of job `id` called `name` (the coordinator checked at
+    /// submit time that there is exactly one).
+    async fn dependency_id(&self, id: i64, name: &str) -> Result<i64, JobError> {
+        let mut jobs = JobServiceClient::new(self.channel.clone());
+        let get = |id| pb::GetJobRequest {
+            id,
+            include_predictions: false,
+        };
+        let me = jobs
+            .get_job(get(id))
+            .await
+            .map_err(|s| rpc_error("initial weights", s))?
+            .into_inner();
+        let deps = me.job.and_then(|j| j.spec).map(|s| s.depends_on);
+        for dep in deps.unwrap_or_default() {
+            let d = jobs
+                .get_job(get(dep))
+                .await
+                .map_err(|s| rpc_error("initial weights", s))?
+                .into_inner();
+            if let Some(spec) = d.job.and_then(|j| j.spec) {
+                if spec.name == name && spec.kind == "cnn" {
+                    return Ok(dep);
+                }
+            }
+        }
+        Err(JobError::permanent(format!(
+            "initial weights: job {id} has no cnn dependency named {name:?}"
+        )))
+    }
+
     /// An earlier attempt's resume checkpoint, fetched (and verified) into `dir`, when the job
     /// has one. A corrupt one is skipped (the trainer starts over); an unreachable coordinator
     /// fails the attempt, which is retried, rather than throw hours of training away.
