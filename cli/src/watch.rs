@@ -166,8 +166,8 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
 const RUNNING_SHOWN: usize = 4;
 
 /// One line from a job's progress document when it has the training fields (`epoch`,
-/// `epochs`, `step`, `steps`, `loss`, `valid_auc`, `images_per_s`); other documents are shown
-/// as they are, cut short.
+/// `epochs`, `step`, `steps`, `loss`, `valid_auc`, `images_per_s`, `resumed_from`); other
+/// documents are shown as they are, cut short.
 fn progress_note(job: &stackhive_proto::v1::Job) -> Option<String> {
     let text = job.progress_json.trim();
     if text.is_empty() {
@@ -191,6 +191,9 @@ fn progress_note(job: &stackhive_proto::v1::Job) -> Option<String> {
     }
     if let Some(rate) = v["images_per_s"].as_f64().filter(|r| *r > 0.0) {
         note.push_str(&format!(" · {rate:.0} img/s"));
+    }
+    if let Some(from) = v["resumed_from"].as_u64() {
+        note.push_str(&format!(" · resumed after epoch {from}"));
     }
     Some(note)
 }

@@ -108,6 +108,9 @@ pub struct Progress {
     #[serde(default)]
     pub valid_auc: Option<f64>,
     pub images_per_s: f64,
+    /// The epoch this attempt resumed after (an earlier attempt's checkpoint), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u32>,
 }
 
 /// One epoch's figures.

@@ -359,7 +359,7 @@ async fn bad_cnn_payloads_are_refused_at_submit_and_failing_jobs_say_why() {
         .into_inner();
     assert!(none.jobs.is_empty(), "nothing is stored for refused jobs");
 
-    // The example fold set in the README is accepted as it is.
+    // The example fold set in the README is accepted as it is; its seeded job waits for fold 0.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cnn-folds.toml");
     let out = Command::new(bin("stackhive"))
         .args(["--coordinator", &coord.url, "submit", "--file", example])
@@ -371,7 +371,11 @@ async fn bad_cnn_payloads_are_refused_at_submit_and_failing_jobs_say_why() {
         String::from_utf8_lossy(&out.stderr)
     );
     let example_jobs = counts(&mut c, "effnet-demo").await;
-    assert_eq!(example_jobs.queued, 4, "{example_jobs:?}");
+    assert_eq!(
+        (example_jobs.queued, example_jobs.blocked),
+        (4, 1),
+        "{example_jobs:?}"
+    );
     c.cancel(pb::CancelRequest {
         experiment: "effnet-demo".into(),
         ..Default::default()
@@ -502,6 +506,9 @@ async fn a_killed_workers_cnn_job_resumes_on_another_worker_from_its_last_epoch(
         .as_u64()
         .expect("resumed_from is set");
     assert!((1..=3).contains(&from), "resumed from epoch {from}");
+    // The heartbeats said so too (what `stackhive watch` shows).
+    let progress: Value = serde_json::from_str(&done.progress_json).unwrap();
+    assert_eq!(progress["resumed_from"].as_u64(), Some(from), "{progress}");
     let epochs: Vec<u64> = result["epochs"]
         .as_array()
         .unwrap()

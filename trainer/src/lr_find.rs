@@ -100,6 +100,7 @@ pub fn lr_find(
                     loss: *curve.smoothed.last().expect("a point was just pushed"),
                     valid_auc: None,
                     images_per_s: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                    resumed_from: None,
                 }));
             }
             if diverged {

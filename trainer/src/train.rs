@@ -181,6 +181,7 @@ pub fn train(
                         loss: losses.mean(),
                         valid_auc: last_auc,
                         images_per_s: rate(images, started),
+                        resumed_from,
                     }));
                 }
             }

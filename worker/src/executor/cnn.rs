@@ -541,15 +541,21 @@ fn on_event(seen: &Mutex<Seen>, ctx: &JobCtx, checkpoints: &CheckpointTx, event:
         TrainerEvent::Start {
             steps_per_epoch,
             epochs,
+            resumed_from,
             ..
         } => {
             s.progress.epochs = epochs;
             s.progress.steps = steps_per_epoch * u64::from(epochs);
+            s.progress.resumed_from = resumed_from;
+            // Resumed: the epochs before the checkpoint are done.
+            s.progress.epoch = resumed_from.unwrap_or(0);
+            s.progress.step = steps_per_epoch * u64::from(resumed_from.unwrap_or(0));
         }
         TrainerEvent::Progress(p) => {
-            let auc = s.progress.valid_auc;
+            let (auc, resumed_from) = (s.progress.valid_auc, s.progress.resumed_from);
             s.progress = p;
             s.progress.valid_auc = s.progress.valid_auc.or(auc);
+            s.progress.resumed_from = resumed_from;
         }
         TrainerEvent::Epoch(m) => {
             s.progress.epoch = m.epoch;
