@@ -371,7 +371,9 @@ async fn shutdown_drains_short_jobs_and_hands_back_the_rest() {
     let short = fake.submit("sleep", r#"{"ms": 300}"#, 1);
     let long = fake.submit("sleep", r#"{"ms": 60000}"#, 1);
     let mut cfg = config(addr);
-    cfg.drain_timeout_s = 1;
+    // Long enough for the 300 ms job on a loaded machine (with a 1 s drain, a full CI run on 2
+    // cores once recorded no completion for it); the 60 s job still outlasts it.
+    cfg.drain_timeout_s = 5;
     let worker = Worker::start(cfg);
 
     until("both run", || fake.state().running.len() == 2).await;
