@@ -23,12 +23,12 @@ use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::{self as pb, LeasedJob, Predictions};
 use stackhive_spec::process::{self as contract, TrainerEvent, TrainerJob};
 use stackhive_spec::{CnnKind, CnnResult, CnnSpec, LrFindResult, Progress};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::shell::{ProcessGroup, Tail};
+use super::shell::{read_tail, ProcessGroup, Tail};
 use super::{Executor, JobCtx, JobError, JobOutput};
 use crate::artifacts;
 use crate::datasets::{DatasetCache, DatasetError};
@@ -472,20 +472,10 @@ async fn run_trainer(
         })
     });
     let stderr = Arc::new(Mutex::new(Tail::default()));
-    let err_reader = child.stderr.take().map(|mut r| {
-        let tail = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = r.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                tail.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(&buf[..n]);
-            }
-        })
-    });
+    let err_reader = child
+        .stderr
+        .take()
+        .map(|r| tokio::spawn(read_tail(r, stderr.clone())));
     let status = tokio::select! {
         biased;
         s = child.wait() => Some(s),

@@ -193,7 +193,8 @@ impl Tail {
     }
 }
 
-async fn read_tail(mut r: impl AsyncRead + Unpin, tail: Arc<Mutex<Tail>>) {
+/// Keeps the last bytes a child wrote to one of its pipes, until the pipe closes.
+pub(super) async fn read_tail(mut r: impl AsyncRead + Unpin, tail: Arc<Mutex<Tail>>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match r.read(&mut buf).await {
