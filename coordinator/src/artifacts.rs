@@ -1,45 +1,30 @@
-//! Artifact files on the coordinator: `<data-dir>/artifacts/job-<id>/<name>` with a JSON
-//! sidecar `<name>.meta.json` (attempt, size, BLAKE3, time). An upload is written to a staging
-//! file, checked against the size and hash its header announced, and only then renamed into
-//! place, so a reader never sees half an artifact and a broken upload leaves nothing behind.
-//! Who may upload (the running attempt) is the API's decision; nothing here touches the
-//! database.
+//! Receiving an artifact into the store: the name, size and hash announced by the upload's
+//! header are checked first; the bytes are hashed as they arrive and written as 1 MiB chunks
+//! of a fresh upload; only when size and BLAKE3 match does `finish` name the upload as the
+//! job's artifact (the store fences that by the running attempt). An upload dropped before
+//! `finish` is discarded, and one whose coordinator died is purged by the reaper, so a reader
+//! never sees half an artifact and a broken upload leaves nothing behind.
 
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::model::JobId;
+use crate::model::{ArtifactRecord, JobId};
+use crate::store::Store;
 
-/// Largest artifact accepted (a B7 checkpoint is ~260 MB; leave room for larger models).
+/// Largest artifact accepted (a B7 checkpoint is ~260 MB, its resume state ~800 MB).
 pub const MAX_ARTIFACT_BYTES: u64 = 16 << 30;
 
-/// What the sidecar file records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactMeta {
-    pub job_id: JobId,
-    pub attempt: u32,
-    pub name: String,
-    pub size: u64,
-    pub blake3: String,
-    pub created_at_ms: i64,
-    #[serde(skip)]
-    pub path: PathBuf,
-}
+/// Bytes per stored chunk (and per served `FileChunk`).
+pub const CHUNK_BYTES: usize = 1 << 20;
 
-#[derive(Clone, Debug)]
-pub struct ArtifactFiles {
-    root: PathBuf,
-}
+/// How long an uncommitted upload may sit untouched before the reaper removes it.
+pub const STALE_UPLOAD_MS: i64 = 3_600_000;
 
-/// Artifact names are plain file names, so they cannot reach outside the job's folder.
+/// Artifact names are plain file names, so a worker can cache them under that name.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && !name.ends_with(".meta.json")
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
@@ -53,21 +38,22 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
-impl ArtifactFiles {
-    /// Artifacts live under `data_dir/artifacts`.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            root: data_dir.into().join("artifacts"),
-        }
-    }
+/// An upload in progress; dropped without `finish`, its chunks are removed.
+pub struct Incoming {
+    store: Arc<dyn Store>,
+    rec: ArtifactRecord,
+    hasher: blake3::Hasher,
+    received: u64,
+    pending: Vec<u8>,
+    stored: u64,
+    committed: bool,
+}
 
-    fn dir(&self, job: JobId) -> PathBuf {
-        self.root.join(format!("job-{job}"))
-    }
-
-    /// Starts receiving an artifact that must end up `size` bytes long with hash `blake3`.
+impl Incoming {
+    /// Starts receiving artifact `name` of `job` that must end up `size` bytes long with hash
+    /// `blake3`, for `attempt`.
     pub async fn start(
-        &self,
+        store: Arc<dyn Store>,
         job: JobId,
         attempt: u32,
         name: &str,
@@ -86,168 +72,96 @@ impl ArtifactFiles {
                 "artifact hash {blake3:?} is not valid, expected 64 hex digits (BLAKE3)"
             )));
         }
-        let dir = self.dir(job);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(io("create the artifact folder"))?;
-        let staging = dir.join(format!(
-            ".incoming-{}-{name}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let file = tokio::fs::File::create(&staging)
-            .await
-            .map_err(io("create the staging file"))?;
+        let upload_id = store.begin_artifact_upload(job).await?;
         Ok(Incoming {
-            meta: ArtifactMeta {
+            store,
+            rec: ArtifactRecord {
                 job_id: job,
                 attempt,
                 name: name.to_string(),
                 size,
                 blake3: blake3.to_ascii_lowercase(),
-                created_at_ms: 0,
-                path: dir.join(name),
+                upload_id,
+                created_at: 0,
             },
-            staging: Some(staging),
-            file: Some(file),
             hasher: blake3::Hasher::new(),
             received: 0,
+            pending: Vec::with_capacity(CHUNK_BYTES),
+            stored: 0,
+            committed: false,
         })
     }
 
-    /// The job's artifacts, by name.
-    pub async fn list(&self, job: JobId) -> Result<Vec<ArtifactMeta>> {
-        let dir = self.dir(job);
-        let mut out = Vec::new();
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io("list the artifact folder")(e)),
-        };
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(io("list the artifact folder"))?
-        {
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(name) = file_name.strip_suffix(".meta.json") {
-                out.push(self.get(job, name).await?);
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    /// One artifact's record; `NotFound` when the job has none of that name.
-    pub async fn get(&self, job: JobId, name: &str) -> Result<ArtifactMeta> {
-        check_name(name)?;
-        let dir = self.dir(job);
-        let text = match tokio::fs::read(dir.join(format!("{name}.meta.json"))).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!(
-                    "job {job} has no artifact {name:?} on this coordinator"
-                )))
-            }
-            Err(e) => return Err(io("read an artifact record")(e)),
-        };
-        let mut meta: ArtifactMeta = serde_json::from_slice(&text).map_err(|e| {
-            Error::Config(format!(
-                "artifact record {name} of job {job} is unreadable: {e}"
-            ))
-        })?;
-        meta.path = dir.join(name);
-        Ok(meta)
-    }
-
-    /// Removes artifact `name` of `job`: its record first, then the file, so a record never
-    /// names a missing file. False when there was none.
-    pub async fn remove(&self, job: JobId, name: &str) -> Result<bool> {
-        check_name(name)?;
-        let dir = self.dir(job);
-        match tokio::fs::remove_file(dir.join(format!("{name}.meta.json"))).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io("remove an artifact record")(e)),
-        }
-        match tokio::fs::remove_file(dir.join(name)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove an artifact")(e)),
-            _ => Ok(true),
-        }
-    }
-}
-
-/// An upload in progress; dropped without `finish`, its staging file is removed.
-pub struct Incoming {
-    meta: ArtifactMeta,
-    staging: Option<PathBuf>,
-    file: Option<tokio::fs::File>,
-    hasher: blake3::Hasher,
-    received: u64,
-}
-
-impl Incoming {
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.received += data.len() as u64;
-        if self.received > self.meta.size {
+        if self.received > self.rec.size {
             return Err(Error::invalid(format!(
                 "artifact {} is longer than the {} bytes its header announced",
-                self.meta.name, self.meta.size
+                self.rec.name, self.rec.size
             )));
         }
         self.hasher.update(data);
-        let file = self.file.as_mut().expect("open until finish");
-        file.write_all(data).await.map_err(io("write the artifact"))
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = rest.len().min(CHUNK_BYTES - self.pending.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == CHUNK_BYTES {
+                self.flush().await?;
+            }
+        }
+        Ok(())
     }
 
-    /// Checks size and hash, then moves the file and its record into place (replacing an
-    /// earlier attempt's artifact of the same name).
-    pub async fn finish(mut self, now_ms: i64) -> Result<ArtifactMeta> {
-        if self.received != self.meta.size {
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .put_artifact_chunk(&self.rec.upload_id, self.stored, &self.pending)
+            .await?;
+        self.stored += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Checks size and hash, then names the upload as the job's artifact (replacing an earlier
+    /// attempt's artifact of the same name).
+    pub async fn finish(mut self) -> Result<ArtifactRecord> {
+        if self.received != self.rec.size {
             return Err(Error::invalid(format!(
                 "artifact {} has {} bytes, its header announced {}",
-                self.meta.name, self.received, self.meta.size
+                self.rec.name, self.received, self.rec.size
             )));
         }
         let found = self.hasher.finalize().to_hex().to_string();
-        if found != self.meta.blake3 {
+        if found != self.rec.blake3 {
             return Err(Error::invalid(format!(
                 "artifact {} has BLAKE3 {found}, its header announced {}",
-                self.meta.name, self.meta.blake3
+                self.rec.name, self.rec.blake3
             )));
         }
-        let file = self.file.take().expect("open until finish");
-        file.sync_all().await.map_err(io("sync the artifact"))?;
-        drop(file);
-        let staging = self.staging.take().expect("staged until finish");
-        self.meta.created_at_ms = now_ms;
-        let meta_path = self
-            .meta
-            .path
-            .with_file_name(format!("{}.meta.json", self.meta.name));
-        let meta_tmp = staging.with_extension("meta");
-        let json = serde_json::to_vec_pretty(&self.meta).expect("artifact records serialise");
-        tokio::fs::write(&meta_tmp, json)
-            .await
-            .map_err(io("write the artifact record"))?;
-        // The file first, then its record: a record always names a complete file.
-        tokio::fs::rename(&staging, &self.meta.path)
-            .await
-            .map_err(io("move the artifact into place"))?;
-        tokio::fs::rename(&meta_tmp, &meta_path)
-            .await
-            .map_err(io("move the artifact record into place"))?;
-        Ok(self.meta.clone())
+        self.flush().await?;
+        let stored = self.store.commit_artifact(&self.rec).await?;
+        self.committed = true;
+        Ok(stored)
     }
 }
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if let Some(p) = self.staging.take() {
-            let _ = std::fs::remove_file(p);
+        if self.committed {
+            return;
+        }
+        // Best effort: if this fails (or the runtime is gone) the reaper purges it later.
+        let store = self.store.clone();
+        let upload = std::mem::take(&mut self.rec.upload_id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.discard_artifact_upload(&upload).await {
+                    tracing::warn!(%upload, error = %e, "cannot discard an artifact upload; the reaper will");
+                }
+            });
         }
     }
-}
-
-fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
-    move |e| Error::Config(format!("cannot {what}: {e}"))
 }

@@ -433,3 +433,19 @@ pub struct FoldsRecord {
     pub report: String,
     pub created_at: Millis,
 }
+
+/// A job's artifact (a checkpoint, a resume state): bytes stored in the database as the chunks
+/// of one upload, named by `(job_id, name)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    pub job_id: JobId,
+    /// The attempt that uploaded it.
+    pub attempt: u32,
+    pub name: String,
+    pub size: u64,
+    /// BLAKE3 of the bytes, lower-case hex.
+    pub blake3: String,
+    /// The upload whose chunks hold the bytes.
+    pub upload_id: String,
+    pub created_at: Millis,
+}

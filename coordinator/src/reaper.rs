@@ -1,10 +1,11 @@
 //! Background upkeep of one coordinator: returns expired leases to the queue (or fails jobs
-//! past their crash limit) and applies retention. Every coordinator runs it; the store makes
+//! past their crash limit), removes artifact uploads abandoned mid-way, and applies retention. Every coordinator runs it; the store makes
 //! concurrent runs safe (`SKIP LOCKED` on PostgreSQL).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::artifacts::STALE_UPLOAD_MS;
 use crate::metrics as m;
 use crate::model::now_ms;
 use crate::store::Store;
@@ -34,8 +35,16 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "reaping expired leases failed"),
         }
-        if retention_hours > 0 && last_purge.elapsed() > Duration::from_secs(60) {
+        let purge_now = last_purge.elapsed() > Duration::from_secs(60);
+        if purge_now {
             last_purge = std::time::Instant::now();
+            match store.purge_stale_uploads(STALE_UPLOAD_MS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "abandoned artifact uploads removed"),
+                Err(e) => tracing::warn!(error = %e, "removing abandoned artifact uploads failed"),
+            }
+        }
+        if retention_hours > 0 && purge_now {
             let before = now_ms() - retention_hours as i64 * 3_600_000;
             match store.purge_finished(before, 10_000).await {
                 Ok(0) => {}

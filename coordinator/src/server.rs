@@ -13,7 +13,6 @@ use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 
 use crate::api::{ArtifactApi, DatasetApi, JobApi, WorkerApi};
-use crate::artifacts::ArtifactFiles;
 use crate::config::CoordinatorConfig;
 use crate::datasets::DatasetFiles;
 use crate::error::{Error, Result};
@@ -72,12 +71,9 @@ pub async fn serve(
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
 
-    let artifacts = ArtifactServiceServer::new(ArtifactApi::new(
-        store.clone(),
-        ArtifactFiles::new(config.data_dir.clone()),
-    ))
-    .max_decoding_message_size(max_msg)
-    .max_encoding_message_size(max_msg);
+    let artifacts = ArtifactServiceServer::new(ArtifactApi::new(store.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter

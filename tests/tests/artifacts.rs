@@ -1,6 +1,7 @@
-//! Artifacts against an in-process coordinator on PostgreSQL: only the running attempt may
-//! upload or delete, a file whose size or hash differs from its header is refused and leaves
-//! nothing behind, and the worker's fetch returns exactly the bytes uploaded.
+//! Artifacts against two in-process coordinators on one PostgreSQL database: only the running
+//! attempt may upload or delete, a file whose size or hash differs from its header is refused
+//! and leaves nothing behind, and what one coordinator received the other serves, byte for
+//! byte (artifacts live in the database, not on a coordinator's disk).
 
 use stackhive_coordinator::{run, CoordinatorConfig};
 use stackhive_proto::v1 as pb;
@@ -20,14 +21,11 @@ fn code(e: &ArtifactError) -> Option<Code> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_running_attempt_uploads_and_bad_uploads_leave_nothing() {
-    let db = TestDb::postgres().await;
-    let data = tempfile::tempdir().unwrap();
+/// Starts a coordinator on `db_url`; it stops when the returned sender is dropped or used.
+async fn coordinator(db_url: &str) -> (Channel, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = CoordinatorConfig::with_db(db.url.clone());
-    config.data_dir = data.path().to_path_buf();
+    let config = CoordinatorConfig::with_db(db_url.to_string());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         run(config, listener, async {
@@ -36,11 +34,36 @@ async fn only_the_running_attempt_uploads_and_bad_uploads_leave_nothing() {
         .await
         .expect("coordinator runs");
     });
-    let channel = Channel::from_shared(url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    (channel, tx)
+}
+
+/// Uploads (committed or not) and chunks in the database, once a discard under way settles.
+async fn stored_rows(pool: &sqlx::PgPool, expect_uploads: i64) -> (i64, i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let uploads: i64 = sqlx::query_scalar("SELECT count(*) FROM artifact_uploads")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM artifact_chunks")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if uploads == expect_uploads || std::time::Instant::now() > deadline {
+            return (uploads, chunks);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
+    let db = TestDb::postgres().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (channel, tx) = coordinator(&db.url).await;
+    let (other, other_tx) = coordinator(&db.url).await;
     let mut c = JobServiceClient::new(channel.clone());
     let id = c
         .submit(pb::SubmitRequest {
@@ -138,25 +161,39 @@ async fn only_the_running_attempt_uploads_and_bad_uploads_leave_nothing() {
         listed.is_empty(),
         "a refused upload leaves nothing: {listed:?}"
     );
-    let leftovers: Vec<_> =
-        std::fs::read_dir(data.path().join("artifacts").join(format!("job-{id}")))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-    assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
+    assert_eq!(
+        stored_rows(&pool, 0).await,
+        (0, 0),
+        "a refused upload's chunks are removed"
+    );
 
-    // The running attempt's upload is kept and fetches back byte for byte.
+    // The running attempt's upload is kept, in 1 MiB chunks, and the other coordinator
+    // serves it back byte for byte.
     let info = artifacts::upload(channel.clone(), id, attempt, "model.ot", &file)
         .await
         .unwrap();
     assert_eq!(info.size, content.len() as u64);
     assert_eq!(info.blake3, blake3::hash(&content).to_hex().as_str());
+    assert_eq!(stored_rows(&pool, 1).await, (1, 3));
     let cache = data.path().join("fetched");
-    let path = artifacts::fetch_cached(channel.clone(), id, "model.ot", &cache)
+    let path = artifacts::fetch_cached(other.clone(), id, "model.ot", &cache)
         .await
         .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), content);
+
+    // A new upload of the name, through the other coordinator, replaces the old one whole.
+    let shorter = &content[..1_500_000];
+    let file2 = data.path().join("upload2.bin");
+    std::fs::write(&file2, shorter).unwrap();
+    let info2 = artifacts::upload(other.clone(), id, attempt, "model.ot", &file2)
+        .await
+        .unwrap();
+    assert_eq!(info2.size, shorter.len() as u64);
+    assert_eq!(stored_rows(&pool, 1).await, (1, 2));
+    let path2 = artifacts::fetch_cached(channel.clone(), id, "model.ot", &cache)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&path2).unwrap(), shorter);
     let err = artifacts::fetch_cached(channel.clone(), id, "other.ot", &cache)
         .await
         .unwrap_err();
@@ -167,17 +204,17 @@ async fn only_the_running_attempt_uploads_and_bad_uploads_leave_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    // Deleting: another attempt is refused and the file stays; the running attempt removes it
-    // (record and file), and a second delete finds nothing.
+    // Deleting: another attempt is refused and the bytes stay; the running attempt removes
+    // record and bytes, and a second delete finds nothing.
     let err = artifacts::delete(channel.clone(), id, attempt + 1, "model.ot")
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(Code::FailedPrecondition), "{err}");
-    assert!(std::path::Path::new(&info.storage_path).exists());
-    assert!(artifacts::delete(channel.clone(), id, attempt, "model.ot")
+    assert_eq!(stored_rows(&pool, 1).await, (1, 2));
+    assert!(artifacts::delete(other.clone(), id, attempt, "model.ot")
         .await
         .unwrap());
-    assert!(!std::path::Path::new(&info.storage_path).exists());
+    assert_eq!(stored_rows(&pool, 0).await, (0, 0));
     assert!(!artifacts::delete(channel.clone(), id, attempt, "model.ot")
         .await
         .unwrap());
@@ -186,4 +223,5 @@ async fn only_the_running_attempt_uploads_and_bad_uploads_leave_nothing() {
         .unwrap_err();
     assert_eq!(code(&err), Some(Code::NotFound), "{err}");
     let _ = tx.send(());
+    let _ = other_tx.send(());
 }

@@ -69,14 +69,20 @@ struct Cluster {
     dir: tempfile::TempDir,
 }
 
+/// A coordinator with fast leases, keeping datasets in the folder every coordinator of the
+/// test shares.
+async fn start_coordinator(db_url: &str, dir: &Path) -> Coordinator {
+    let store = dir.join("store");
+    let mut flags = FAST.to_vec();
+    flags.extend(["--data-dir", store.to_str().unwrap()]);
+    Coordinator::start(db_url, 0, &flags).await
+}
+
 /// A coordinator with the dataset `tiny` registered through the CLI.
 async fn cluster() -> Cluster {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let mut flags = FAST.to_vec();
-    flags.extend(["--data-dir", store.to_str().unwrap()]);
-    let coord = Coordinator::start(&db.url, 0, &flags).await;
+    let coord = start_coordinator(&db.url, dir.path()).await;
     let data = dir.path().join("tiny");
     let cfg = SynthConfig {
         patients: 60,
@@ -441,11 +447,14 @@ fn processes_with(needle: &str) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_cnn_job_resumes_on_another_worker_from_its_last_epoch() {
     let Cluster {
-        _db,
+        _db: db,
         coord,
         mut c,
         dir,
     } = cluster().await;
+    // The rescue goes through a second coordinator on the same database (sharing the dataset
+    // folder, as coordinators of one cluster do); the first dies with the worker, so the
+    // resume checkpoint can only come from the database.
     let doomed = start_worker(dir.path(), "doomed", &coord.url, &[]);
     let id = submit(&mut c, vec![cnn_spec(payload(2, 3))]).await[0];
     // Wait until the first epoch's resume checkpoint is stored on the coordinator: the
@@ -494,6 +503,10 @@ async fn a_killed_workers_cnn_job_resumes_on_another_worker_from_its_last_epoch(
     )
     .await;
 
+    coord.kill().await;
+    let coord = start_coordinator(&db.url, dir.path()).await;
+    let mut c = coord.jobs().await;
+    let mut artifacts = ArtifactServiceClient::new(channel(&coord.url).await);
     let rescuer = start_worker(dir.path(), "rescuer", &coord.url, &[]);
     let done = finished(&mut c, id, Duration::from_secs(600)).await;
     assert_eq!(state(&done), pb::JobState::Succeeded, "{}", done.error);

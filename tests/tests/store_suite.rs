@@ -780,6 +780,146 @@ pub async fn datasets_and_folds_are_stored_once(s: Arc<dyn Store>) {
     assert!(s.get_folds("ab12", "group", 5, 1).await.unwrap().is_none());
 }
 
+async fn stage(s: &dyn Store, job: JobId, parts: &[&[u8]]) -> String {
+    let upload = s.begin_artifact_upload(job).await.unwrap();
+    let mut start = 0u64;
+    for p in parts {
+        s.put_artifact_chunk(&upload, start, p).await.unwrap();
+        start += p.len() as u64;
+    }
+    upload
+}
+
+fn artifact(job: JobId, attempt: u32, name: &str, size: u64, upload: &str) -> ArtifactRecord {
+    ArtifactRecord {
+        job_id: job,
+        attempt,
+        name: name.into(),
+        size,
+        blake3: "ab".repeat(32),
+        upload_id: upload.into(),
+        created_at: 0,
+    }
+}
+
+async fn bytes_of(s: &dyn Store, upload: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let got = s
+            .artifact_chunks(upload, out.len() as u64, 1)
+            .await
+            .unwrap();
+        let Some((start, data)) = got.into_iter().next() else {
+            return out;
+        };
+        assert_eq!(start, out.len() as u64, "chunks are contiguous");
+        out.extend(data);
+    }
+}
+
+pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
+    assert!(matches!(
+        s.begin_artifact_upload(12_345).await,
+        Err(Error::NotFound(_))
+    ));
+    let ids = submit(&*s, vec![noop()]).await;
+    let job = ids[0];
+    let attempt = s.lease(&q(cpu(1), 1)).await.unwrap()[0].attempt;
+    assert!(s.list_artifacts(job).await.unwrap().is_empty());
+
+    // Committed: listed, and its chunks read back in order.
+    let first = stage(&*s, job, &[b"abc", b"de"]).await;
+    let stored = s
+        .commit_artifact(&artifact(job, attempt, "model.ot", 5, &first))
+        .await
+        .unwrap();
+    assert_eq!((stored.attempt, stored.size), (attempt, 5));
+    assert!(stored.created_at > 0);
+    assert_eq!(s.get_artifact(job, "model.ot").await.unwrap(), stored);
+    assert_eq!(bytes_of(&*s, &first).await, b"abcde");
+    assert_eq!(
+        s.artifact_chunks(&first, 3, 10).await.unwrap(),
+        vec![(3, b"de".to_vec())]
+    );
+
+    // Refused: a stale attempt, and an upload missing bytes. The stored artifact is untouched.
+    let other = stage(&*s, job, &[b"xyz"]).await;
+    assert!(matches!(
+        s.commit_artifact(&artifact(job, attempt + 1, "model.ot", 3, &other))
+            .await,
+        Err(Error::Stale(_))
+    ));
+    assert!(matches!(
+        s.commit_artifact(&artifact(job, attempt, "model.ot", 4, &other))
+            .await,
+        Err(Error::Config(m)) if m.contains("holds 3 bytes")
+    ));
+    assert_eq!(s.get_artifact(job, "model.ot").await.unwrap(), stored);
+
+    // Replaced: the new upload holds the name, the old one's bytes are gone.
+    let replaced = s
+        .commit_artifact(&artifact(job, attempt, "model.ot", 3, &other))
+        .await
+        .unwrap();
+    assert_eq!(replaced.upload_id, other);
+    assert!(s.artifact_chunks(&first, 0, 10).await.unwrap().is_empty());
+    assert_eq!(bytes_of(&*s, &other).await, b"xyz");
+    assert_eq!(s.list_artifacts(job).await.unwrap().len(), 1);
+
+    // Deleted: only by the running attempt; a second delete finds nothing.
+    let resume = stage(&*s, job, &[b"state"]).await;
+    s.commit_artifact(&artifact(job, attempt, "resume.ot", 5, &resume))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.delete_artifact(job, attempt + 1, "resume.ot").await,
+        Err(Error::Stale(_))
+    ));
+    assert!(s.delete_artifact(job, attempt, "resume.ot").await.unwrap());
+    assert!(!s.delete_artifact(job, attempt, "resume.ot").await.unwrap());
+    assert!(matches!(
+        s.get_artifact(job, "resume.ot").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(s.artifact_chunks(&resume, 0, 10).await.unwrap().is_empty());
+
+    // An upload never committed is purged once idle; committed ones stay.
+    let abandoned = stage(&*s, job, &[b"half"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(s.purge_stale_uploads(5).await.unwrap(), 1);
+    assert!(s
+        .artifact_chunks(&abandoned, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        s.put_artifact_chunk(&abandoned, 4, b"more").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(bytes_of(&*s, &other).await, b"xyz");
+
+    // A finished job's artifacts go with it at retention.
+    s.complete("w1", &[done(job, attempt)]).await.unwrap();
+    assert!(matches!(
+        s.commit_artifact(&artifact(
+            job,
+            attempt,
+            "late.ot",
+            0,
+            &stage(&*s, job, &[]).await
+        ))
+        .await,
+        Err(Error::Stale(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(s.purge_finished(now_ms() + 1_000, 100).await.unwrap(), 1);
+    assert!(matches!(
+        s.list_artifacts(job).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(s.artifact_chunks(&other, 0, 10).await.unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -816,6 +956,7 @@ macro_rules! suite {
             case!(retention_purges_only_old_finished);
             case!(concurrent_claims_take_each_job_once);
             case!(datasets_and_folds_are_stored_once);
+            case!(artifacts_are_fenced_replaced_and_purged);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn aging_prevents_starvation() {

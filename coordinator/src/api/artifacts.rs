@@ -1,34 +1,36 @@
 //! `ArtifactService`: a worker uploads what its attempt produced (fenced by `(job_id, attempt)`:
-//! only the running attempt may upload or delete), users and later jobs list and fetch it.
+//! only the running attempt may upload or delete), users and later jobs list and fetch it. The
+//! bytes live in the store, so any coordinator of the cluster serves any artifact.
 
 use std::sync::Arc;
 
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::artifact_service_server::ArtifactService;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::artifacts::{ArtifactFiles, ArtifactMeta};
-use crate::datasets::SERVE_CHUNK;
+use crate::artifacts::{self, Incoming};
 use crate::error::Error;
-use crate::model::{now_ms, JobState};
+use crate::model::{ArtifactRecord, JobState};
 use crate::store::Store;
+
+/// Chunks read from the store per query while serving an artifact.
+const CHUNKS_PER_READ: u32 = 4;
 
 pub struct ArtifactApi {
     store: Arc<dyn Store>,
-    files: ArtifactFiles,
 }
 
 impl ArtifactApi {
-    pub fn new(store: Arc<dyn Store>, files: ArtifactFiles) -> Self {
-        Self { store, files }
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
     }
 }
 
 impl ArtifactApi {
-    /// The fence: only the running attempt of a job may change its artifacts.
+    /// The fence, checked early so a stale upload is refused before its bytes are sent; the
+    /// store checks it again when it names the upload.
     async fn check_running(&self, job_id: i64, attempt: u32, name: &str) -> Result<(), Error> {
         let job = self.store.get_job(job_id).await?;
         if job.state != JobState::Running || job.attempt != attempt {
@@ -42,15 +44,14 @@ impl ArtifactApi {
     }
 }
 
-fn info(m: &ArtifactMeta) -> pb::ArtifactInfo {
+fn info(m: &ArtifactRecord) -> pb::ArtifactInfo {
     pb::ArtifactInfo {
         job_id: m.job_id,
         attempt: m.attempt,
         name: m.name.clone(),
         size: m.size,
         blake3: m.blake3.clone(),
-        created_at_ms: m.created_at_ms,
-        storage_path: m.path.display().to_string(),
+        created_at_ms: m.created_at,
     }
 }
 
@@ -73,10 +74,15 @@ impl ArtifactService for ArtifactApi {
             None => return Err(Error::invalid("upload holds no artifact header").into()),
         };
         self.check_running(h.job_id, h.attempt, &h.name).await?;
-        let mut incoming = self
-            .files
-            .start(h.job_id, h.attempt, &h.name, h.size, &h.blake3)
-            .await?;
+        let mut incoming = Incoming::start(
+            self.store.clone(),
+            h.job_id,
+            h.attempt,
+            &h.name,
+            h.size,
+            &h.blake3,
+        )
+        .await?;
         while let Some(msg) = stream.message().await? {
             match msg.item {
                 Some(Item::Chunk(c)) => incoming.write(&c).await?,
@@ -86,7 +92,7 @@ impl ArtifactService for ArtifactApi {
                 None => {}
             }
         }
-        let meta = incoming.finish(now_ms()).await?;
+        let meta = incoming.finish().await?;
         tracing::info!(job_id = meta.job_id, attempt = meta.attempt, name = %meta.name, bytes = meta.size, "artifact stored");
         Ok(Response::new(info(&meta)))
     }
@@ -97,8 +103,7 @@ impl ArtifactService for ArtifactApi {
     ) -> Result<Response<pb::ListArtifactsResponse>, Status> {
         let id = req.into_inner().job_id;
         // A job that does not exist is NotFound, not an empty list.
-        self.store.get_job(id).await?;
-        let all = self.files.list(id).await?;
+        let all = self.store.list_artifacts(id).await?;
         Ok(Response::new(pb::ListArtifactsResponse {
             artifacts: all.iter().map(info).collect(),
         }))
@@ -109,8 +114,11 @@ impl ArtifactService for ArtifactApi {
         req: Request<pb::DeleteArtifactRequest>,
     ) -> Result<Response<pb::DeleteArtifactResponse>, Status> {
         let r = req.into_inner();
-        self.check_running(r.job_id, r.attempt, &r.name).await?;
-        let deleted = self.files.remove(r.job_id, &r.name).await?;
+        artifacts::check_name(&r.name)?;
+        let deleted = self
+            .store
+            .delete_artifact(r.job_id, r.attempt, &r.name)
+            .await?;
         if deleted {
             tracing::info!(job_id = r.job_id, attempt = r.attempt, name = %r.name, "artifact removed");
         }
@@ -124,38 +132,56 @@ impl ArtifactService for ArtifactApi {
         req: Request<pb::FetchArtifactRequest>,
     ) -> Result<Response<Self::FetchArtifactStream>, Status> {
         let r = req.into_inner();
-        let meta = self.files.get(r.job_id, &r.name).await?;
-        let mut f = tokio::fs::File::open(&meta.path)
-            .await
-            .map_err(|e| Error::Config(format!("cannot open {}: {e}", meta.path.display())))?;
+        artifacts::check_name(&r.name)?;
+        let meta = self.store.get_artifact(r.job_id, &r.name).await?;
+        let store = self.store.clone();
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
-            let mut offset = 0u64;
-            loop {
-                let mut buf = vec![0u8; SERVE_CHUNK];
-                let n = match f.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let msg = format!("cannot read artifact {}: {e}", meta.name);
-                        let _ = tx.send(Err(Status::internal(msg))).await;
-                        return;
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                let chunk = pb::FileChunk {
-                    path: meta.name.clone(),
-                    offset,
-                    data: buf,
-                };
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return;
-                }
-                offset += n as u64;
+            if let Err(status) = serve(store, &meta, &tx).await {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Streams the artifact's chunks in byte order, checking that they are contiguous and complete:
+/// an artifact replaced or deleted while it is being read ends the stream with an error, never
+/// with a silently different file.
+async fn serve(
+    store: Arc<dyn Store>,
+    meta: &ArtifactRecord,
+    tx: &mpsc::Sender<Result<pb::FileChunk, Status>>,
+) -> Result<(), Status> {
+    let changed = || {
+        Status::aborted(format!(
+            "artifact {} of job {} was replaced or deleted while it was being fetched; fetch it again",
+            meta.name, meta.job_id
+        ))
+    };
+    let mut offset = 0u64;
+    while offset < meta.size {
+        let chunks = store
+            .artifact_chunks(&meta.upload_id, offset, CHUNKS_PER_READ)
+            .await?;
+        if chunks.is_empty() {
+            return Err(changed());
+        }
+        for (start, data) in chunks {
+            if start != offset || offset + data.len() as u64 > meta.size {
+                return Err(changed());
+            }
+            let n = data.len() as u64;
+            let chunk = pb::FileChunk {
+                path: meta.name.clone(),
+                offset,
+                data,
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Ok(());
+            }
+            offset += n;
+        }
+    }
+    Ok(())
 }

@@ -133,6 +133,46 @@ pub trait Store: Send + Sync + 'static {
         seed: u64,
     ) -> Result<Option<FoldsRecord>>;
 
+    /// Starts an artifact upload for `job` and returns its id. Its chunks stay invisible until
+    /// `commit_artifact` names them; `NotFound` when the job does not exist.
+    async fn begin_artifact_upload(&self, job: JobId) -> Result<String>;
+
+    /// Stores `data` at byte `start` of upload `upload` (one short transaction per chunk) and
+    /// marks the upload as still in use.
+    async fn put_artifact_chunk(&self, upload: &str, start: u64, data: &[u8]) -> Result<()>;
+
+    /// In one transaction: checks that `rec.job_id` is running at `rec.attempt` (`Stale`
+    /// otherwise) and that the upload's chunks add up to `rec.size` bytes, then names upload
+    /// `rec.upload_id` as the job's artifact `rec.name`, removing the upload that held that name
+    /// before. Returns the stored record.
+    async fn commit_artifact(&self, rec: &ArtifactRecord) -> Result<ArtifactRecord>;
+
+    /// Removes an upload that will not be committed, with its chunks.
+    async fn discard_artifact_upload(&self, upload: &str) -> Result<()>;
+
+    /// The job's artifacts by name (empty when it has none, `NotFound` when the job does not exist).
+    async fn list_artifacts(&self, job: JobId) -> Result<Vec<ArtifactRecord>>;
+
+    /// `NotFound` when the job has no artifact of that name.
+    async fn get_artifact(&self, job: JobId, name: &str) -> Result<ArtifactRecord>;
+
+    /// Up to `limit` chunks `(start, bytes)` of an upload that start at byte `from` or later, in
+    /// byte order.
+    async fn artifact_chunks(
+        &self,
+        upload: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
+
+    /// Removes artifact `name` of `job` with its bytes, fenced like `commit_artifact` (`Stale`
+    /// unless the job is running at `attempt`). False when there was none.
+    async fn delete_artifact(&self, job: JobId, attempt: u32, name: &str) -> Result<bool>;
+
+    /// Removes uncommitted uploads untouched for `idle_ms` (a coordinator that died mid-upload
+    /// leaves them). Returns how many.
+    async fn purge_stale_uploads(&self, idle_ms: i64) -> Result<u64>;
+
     /// Deletes up to `limit` finished jobs that finished before `before` and have no unfinished
     /// dependents (retention). Returns how many were deleted.
     async fn purge_finished(&self, before: Millis, limit: u32) -> Result<u64>;
@@ -152,4 +192,36 @@ pub async fn open(url: &str, policy: Policy, max_connections: u32) -> Result<Arc
             "unsupported database url {url:?}: expected postgres://… or sqlite://path"
         )))
     }
+}
+
+/// The fence of artifact changes: only the running attempt of a job may commit or delete its
+/// artifacts. `found` is the job's (state code, attempt), `None` when it does not exist.
+pub(crate) fn check_artifact_fence(
+    job: JobId,
+    attempt: u32,
+    name: &str,
+    found: Option<(i64, i64)>,
+) -> Result<()> {
+    let Some((code, current)) = found else {
+        return Err(Error::NotFound(format!("job {job} does not exist")));
+    };
+    let state = JobState::from_code(code);
+    if state != Some(JobState::Running) || current != attempt as i64 {
+        return Err(Error::Stale(format!(
+            "artifact {name} for job {job} attempt {attempt}, but the job is {} at attempt {current}",
+            state.map_or("unknown", JobState::as_str),
+        )));
+    }
+    Ok(())
+}
+
+/// `commit_artifact`'s check that every chunk of the upload arrived.
+pub(crate) fn check_artifact_bytes(rec: &ArtifactRecord, stored: i64) -> Result<()> {
+    if stored != rec.size as i64 {
+        return Err(Error::Config(format!(
+            "upload {} of artifact {} holds {stored} bytes in the database, expected {}",
+            rec.upload_id, rec.name, rec.size
+        )));
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 mod admin;
+mod artifacts;
 mod datasets;
 mod rows;
 mod run;
@@ -222,6 +223,47 @@ impl Store for PgStore {
 
     async fn purge_finished(&self, before: Millis, limit: u32) -> Result<u64> {
         admin::purge(&self.pool, before, limit).await
+    }
+
+    async fn begin_artifact_upload(&self, job: JobId) -> Result<String> {
+        artifacts::begin(&self.pool, job).await
+    }
+
+    async fn put_artifact_chunk(&self, upload: &str, start: u64, data: &[u8]) -> Result<()> {
+        artifacts::put_chunk(&self.pool, upload, start, data).await
+    }
+
+    async fn commit_artifact(&self, rec: &ArtifactRecord) -> Result<ArtifactRecord> {
+        artifacts::commit(&self.pool, rec).await
+    }
+
+    async fn discard_artifact_upload(&self, upload: &str) -> Result<()> {
+        artifacts::discard(&self.pool, upload).await
+    }
+
+    async fn list_artifacts(&self, job: JobId) -> Result<Vec<ArtifactRecord>> {
+        artifacts::list(&self.pool, job).await
+    }
+
+    async fn get_artifact(&self, job: JobId, name: &str) -> Result<ArtifactRecord> {
+        artifacts::get(&self.pool, job, name).await
+    }
+
+    async fn artifact_chunks(
+        &self,
+        upload: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        artifacts::chunks(&self.pool, upload, from, limit).await
+    }
+
+    async fn delete_artifact(&self, job: JobId, attempt: u32, name: &str) -> Result<bool> {
+        artifacts::delete(&self.pool, job, attempt, name).await
+    }
+
+    async fn purge_stale_uploads(&self, idle_ms: i64) -> Result<u64> {
+        artifacts::purge_stale(&self.pool, idle_ms).await
     }
 
     async fn register_dataset(&self, rec: &DatasetRecord, name: &str) -> Result<DatasetRecord> {

@@ -1,0 +1,195 @@
+//! Artifacts on PostgreSQL: 1 MiB chunks per upload, named as a job's artifact by one fenced
+//! transaction. The job row is read `FOR SHARE`, so a lease expiring or a completion racing the
+//! commit waits for it, and a stale attempt can never name its upload.
+
+use sqlx::{PgPool, Row};
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::store::{check_artifact_bytes, check_artifact_fence};
+
+const COLUMNS: &str = "job_id, attempt, name, size, blake3, upload_id, created_at";
+
+fn record(r: &sqlx::postgres::PgRow) -> Result<ArtifactRecord> {
+    Ok(ArtifactRecord {
+        job_id: r.try_get("job_id")?,
+        attempt: r.try_get::<i32, _>("attempt")? as u32,
+        name: r.try_get("name")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        blake3: r.try_get("blake3")?,
+        upload_id: r.try_get("upload_id")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub async fn begin(pool: &PgPool, job: JobId) -> Result<String> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO artifact_uploads (id, job_id, touched_at)
+         SELECT $1, id, sh_now_ms() FROM jobs WHERE id = $2",
+    )
+    .bind(&id)
+    .bind(job)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(Error::NotFound(format!("job {job} does not exist")));
+    }
+    Ok(id)
+}
+
+pub async fn put_chunk(pool: &PgPool, upload: &str, start: u64, data: &[u8]) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let touched = sqlx::query("UPDATE artifact_uploads SET touched_at = sh_now_ms() WHERE id = $1")
+        .bind(upload)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if touched == 0 {
+        return Err(Error::NotFound(format!(
+            "artifact upload {upload} does not exist (its job was deleted, or it sat idle too long)"
+        )));
+    }
+    sqlx::query("INSERT INTO artifact_chunks (upload_id, start, data) VALUES ($1, $2, $3)")
+        .bind(upload)
+        .bind(start as i64)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn commit(pool: &PgPool, rec: &ArtifactRecord) -> Result<ArtifactRecord> {
+    let mut tx = pool.begin().await?;
+    let found: Option<(i16, i32)> =
+        sqlx::query_as("SELECT state, attempt FROM jobs WHERE id = $1 FOR SHARE")
+            .bind(rec.job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    check_artifact_fence(
+        rec.job_id,
+        rec.attempt,
+        &rec.name,
+        found.map(|(s, a)| (s as i64, a as i64)),
+    )?;
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(octet_length(data)), 0)::BIGINT FROM artifact_chunks
+         WHERE upload_id = $1",
+    )
+    .bind(&rec.upload_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    check_artifact_bytes(rec, stored)?;
+    // The upload that held the name before goes, with its chunks and its artifact row.
+    sqlx::query(
+        "DELETE FROM artifact_uploads WHERE id IN
+            (SELECT upload_id FROM artifacts WHERE job_id = $1 AND name = $2)",
+    )
+    .bind(rec.job_id)
+    .bind(&rec.name)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO artifacts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, sh_now_ms())
+         RETURNING {COLUMNS}"
+    ))
+    .bind(rec.job_id)
+    .bind(rec.attempt as i32)
+    .bind(&rec.name)
+    .bind(rec.size as i64)
+    .bind(&rec.blake3)
+    .bind(&rec.upload_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    record(&row)
+}
+
+pub async fn discard(pool: &PgPool, upload: &str) -> Result<()> {
+    sqlx::query("DELETE FROM artifact_uploads WHERE id = $1")
+        .bind(upload)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn list(pool: &PgPool, job: JobId) -> Result<Vec<ArtifactRecord>> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)")
+        .bind(job)
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Err(Error::NotFound(format!("job {job} does not exist")));
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM artifacts WHERE job_id = $1 ORDER BY name"
+    ))
+    .bind(job)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(record).collect()
+}
+
+pub async fn get(pool: &PgPool, job: JobId, name: &str) -> Result<ArtifactRecord> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM artifacts WHERE job_id = $1 AND name = $2"
+    ))
+    .bind(job)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("job {job} has no artifact {name:?}")))?;
+    record(&row)
+}
+
+pub async fn chunks(
+    pool: &PgPool,
+    upload: &str,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT start, data FROM artifact_chunks WHERE upload_id = $1 AND start >= $2
+         ORDER BY start LIMIT $3",
+    )
+    .bind(upload)
+    .bind(from as i64)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(s, d)| (s as u64, d)).collect())
+}
+
+pub async fn delete(pool: &PgPool, job: JobId, attempt: u32, name: &str) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let found: Option<(i16, i32)> =
+        sqlx::query_as("SELECT state, attempt FROM jobs WHERE id = $1 FOR SHARE")
+            .bind(job)
+            .fetch_optional(&mut *tx)
+            .await?;
+    check_artifact_fence(job, attempt, name, found.map(|(s, a)| (s as i64, a as i64)))?;
+    let n = sqlx::query(
+        "DELETE FROM artifact_uploads WHERE id IN
+            (SELECT upload_id FROM artifacts WHERE job_id = $1 AND name = $2)",
+    )
+    .bind(job)
+    .bind(name)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n > 0)
+}
+
+pub async fn purge_stale(pool: &PgPool, idle_ms: i64) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM artifact_uploads u WHERE u.touched_at < sh_now_ms() - $1
+           AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.upload_id = u.id)",
+    )
+    .bind(idle_ms)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
