@@ -1,9 +1,10 @@
 //! Receiving an artifact into the store: the name, size and hash announced by the upload's
-//! header are checked first; the bytes are hashed as they arrive and written as 1 MiB chunks
-//! of a fresh upload; only when size and BLAKE3 match does `finish` name the upload as the
-//! job's artifact (the store fences that by the running attempt). An upload dropped before
-//! `finish` is discarded, and one whose coordinator died is purged by the reaper, so a reader
-//! never sees half an artifact and a broken upload leaves nothing behind.
+//! header are checked first; the bytes are hashed as they arrive and written, 8 MiB per
+//! transaction, as the 1 MiB chunks of a fresh upload; only when size and BLAKE3 match does
+//! `finish` name the upload as the job's artifact (the store fences that by the running
+//! attempt). An upload dropped before `finish` is discarded, and one whose coordinator died is
+//! purged by the reaper, so a reader never sees half an artifact and a broken upload leaves
+//! nothing behind.
 
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use crate::store::Store;
 /// Largest artifact accepted (a B7 checkpoint is ~260 MB, its resume state ~800 MB).
 pub const MAX_ARTIFACT_BYTES: u64 = 16 << 30;
 
-/// Bytes per stored chunk (and per served `FileChunk`).
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes written to the store per transaction (as rows of `store::CHUNK_BYTES`): one commit,
+/// so one log flush, per 8 MiB.
+pub const WRITE_BYTES: usize = 8 << 20;
 
 /// How long an uncommitted upload may sit untouched before the reaper removes it.
 pub const STALE_UPLOAD_MS: i64 = 3_600_000;
@@ -86,7 +88,7 @@ impl Incoming {
             },
             hasher: blake3::Hasher::new(),
             received: 0,
-            pending: Vec::with_capacity(CHUNK_BYTES),
+            pending: Vec::with_capacity(WRITE_BYTES),
             stored: 0,
             committed: false,
         })
@@ -103,10 +105,10 @@ impl Incoming {
         self.hasher.update(data);
         let mut rest = data;
         while !rest.is_empty() {
-            let take = rest.len().min(CHUNK_BYTES - self.pending.len());
+            let take = rest.len().min(WRITE_BYTES - self.pending.len());
             self.pending.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            if self.pending.len() == CHUNK_BYTES {
+            if self.pending.len() == WRITE_BYTES {
                 self.flush().await?;
             }
         }

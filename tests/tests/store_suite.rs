@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stackhive_coordinator::model::*;
-use stackhive_coordinator::store::Store;
+use stackhive_coordinator::store::{Store, CHUNK_BYTES};
 use stackhive_coordinator::Error;
 use stackhive_tests::db;
 
@@ -841,6 +841,16 @@ pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
         s.artifact_chunks(&first, 3, 10).await.unwrap(),
         vec![(3, b"de".to_vec())]
     );
+
+    // A write larger than a row is split into rows of CHUNK_BYTES.
+    let big: Vec<u8> = (0..CHUNK_BYTES * 5 / 2).map(|i| (i % 251) as u8).collect();
+    let large = stage(&*s, job, &[&big]).await;
+    let rows = s.artifact_chunks(&large, 0, 10).await.unwrap();
+    let starts: Vec<u64> = rows.iter().map(|(st, _)| *st).collect();
+    assert_eq!(starts, [0, CHUNK_BYTES as u64, 2 * CHUNK_BYTES as u64]);
+    assert_eq!(bytes_of(&*s, &large).await, big);
+    s.discard_artifact_upload(&large).await.unwrap();
+    assert!(s.artifact_chunks(&large, 0, 10).await.unwrap().is_empty());
 
     // Refused: a stale attempt, and an upload missing bytes. The stored artifact is untouched.
     let other = stage(&*s, job, &[b"xyz"]).await;

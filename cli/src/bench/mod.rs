@@ -1,7 +1,9 @@
 //! `stackhive bench …`: benchmarks that print figures (never pass/fail). `queue` pushes no-op
 //! jobs end to end through a real coordinator, real gRPC and real workers, on PostgreSQL and on
-//! SQLite, and measures claim latency over a large finished history.
+//! SQLite, and measures claim latency over a large finished history; `artifacts` moves a
+//! checkpoint-sized artifact into the database and back.
 
+mod artifacts;
 mod db;
 mod history;
 mod queue;
@@ -18,6 +20,36 @@ pub struct BenchArgs {
 pub enum Bench {
     /// Jobs/s and submit-to-start latency of no-op jobs through gRPC, per store.
     Queue(QueueArgs),
+    /// MB/s of a checkpoint-sized artifact uploaded and fetched back, per store.
+    Artifacts(ArtifactBenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArtifactBenchArgs {
+    /// Stores to measure.
+    #[arg(
+        long,
+        env = "STACKHIVE_BENCH_DB",
+        value_delimiter = ',',
+        default_value = "postgres,sqlite"
+    )]
+    pub db: Vec<Backend>,
+
+    /// Admin URL of a PostgreSQL server; the bench creates and drops its own database there.
+    #[arg(
+        long,
+        env = "STACKHIVE_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub pg_url: String,
+
+    /// Size of the artifact in MiB (a B7 checkpoint is ~260).
+    #[arg(long, env = "STACKHIVE_BENCH_MB", default_value_t = 256)]
+    pub mb: u64,
+
+    /// Upload-and-fetch rounds (each replaces the previous upload).
+    #[arg(long, env = "STACKHIVE_BENCH_ROUNDS", default_value_t = 3)]
+    pub rounds: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +113,7 @@ pub struct QueueArgs {
 pub async fn run(json: bool, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.which {
         Bench::Queue(a) => queue::run(json, a).await,
+        Bench::Artifacts(a) => artifacts::run(json, a).await,
     }
 }
 

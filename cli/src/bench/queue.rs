@@ -279,7 +279,7 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
     Ok(f)
 }
 
-async fn connect(url: &str) -> anyhow::Result<Channel> {
+pub(super) async fn connect(url: &str) -> anyhow::Result<Channel> {
     let ep = Endpoint::from_shared(url.to_string())?.tcp_nodelay(true);
     for _ in 0..100 {
         if let Ok(c) = ep.connect().await {

@@ -19,6 +19,9 @@ pub mod sqlite;
 
 pub use codec::{decode_f32s, decode_u32s, encode_f32s, encode_u32s};
 
+/// Largest row of artifact bytes: reads stream one row at a time.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
 /// Semantics every implementation must keep (the shared suite in `tests/store_suite.rs` checks
 /// them on both backends).
 #[async_trait]
@@ -137,14 +140,15 @@ pub trait Store: Send + Sync + 'static {
     /// `commit_artifact` names them; `NotFound` when the job does not exist.
     async fn begin_artifact_upload(&self, job: JobId) -> Result<String>;
 
-    /// Stores `data` at byte `start` of upload `upload` (one short transaction per chunk) and
-    /// marks the upload as still in use.
+    /// Stores `data` at byte `start` of upload `upload`, as rows of at most `CHUNK_BYTES`, in
+    /// one short transaction, and marks the upload as still in use.
     async fn put_artifact_chunk(&self, upload: &str, start: u64, data: &[u8]) -> Result<()>;
 
     /// In one transaction: checks that `rec.job_id` is running at `rec.attempt` (`Stale`
     /// otherwise) and that the upload's chunks add up to `rec.size` bytes, then names upload
-    /// `rec.upload_id` as the job's artifact `rec.name`, removing the upload that held that name
-    /// before. Returns the stored record.
+    /// `rec.upload_id` as the job's artifact `rec.name` in place of the upload that held that
+    /// name before. That upload's bytes are removed after the commit, outside the fenced
+    /// transaction (the reaper's purge catches them if that fails). Returns the stored record.
     async fn commit_artifact(&self, rec: &ArtifactRecord) -> Result<ArtifactRecord>;
 
     /// Removes an upload that will not be committed, with its chunks.
@@ -165,8 +169,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(u64, Vec<u8>)>>;
 
-    /// Removes artifact `name` of `job` with its bytes, fenced like `commit_artifact` (`Stale`
-    /// unless the job is running at `attempt`). False when there was none.
+    /// Removes artifact `name` of `job`, fenced like `commit_artifact` (`Stale` unless the job
+    /// is running at `attempt`), then its bytes as `commit_artifact` does. False when there was
+    /// none.
     async fn delete_artifact(&self, job: JobId, attempt: u32, name: &str) -> Result<bool>;
 
     /// Removes uncommitted uploads untouched for `idle_ms` (a coordinator that died mid-upload

@@ -6,8 +6,10 @@
 use sqlx::{Row, SqlitePool};
 
 use crate::error::{Error, Result};
+
+type Pool = SqlitePool;
 use crate::model::*;
-use crate::store::{check_artifact_bytes, check_artifact_fence};
+use crate::store::{check_artifact_bytes, check_artifact_fence, CHUNK_BYTES};
 
 const COLUMNS: &str = "job_id, attempt, name, size, blake3, upload_id, created_at";
 
@@ -54,12 +56,16 @@ pub async fn put_chunk(pool: &SqlitePool, upload: &str, start: u64, data: &[u8])
             "artifact upload {upload} does not exist (its job was deleted, or it sat idle too long)"
         )));
     }
-    sqlx::query("INSERT INTO artifact_chunks (upload_id, start, data) VALUES (?1, ?2, ?3)")
-        .bind(upload)
-        .bind(start as i64)
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
+    let mut at = start;
+    for row in data.chunks(CHUNK_BYTES) {
+        sqlx::query("INSERT INTO artifact_chunks (upload_id, start, data) VALUES (?1, ?2, ?3)")
+            .bind(upload)
+            .bind(at as i64)
+            .bind(row)
+            .execute(&mut *tx)
+            .await?;
+        at += row.len() as u64;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -79,14 +85,12 @@ pub async fn commit(pool: &SqlitePool, rec: &ArtifactRecord) -> Result<ArtifactR
     .fetch_one(&mut *tx)
     .await?;
     check_artifact_bytes(rec, stored)?;
-    // The upload that held the name before goes, with its chunks and its artifact row.
-    sqlx::query(
-        "DELETE FROM artifact_uploads WHERE id IN
-            (SELECT upload_id FROM artifacts WHERE job_id = ?1 AND name = ?2)",
+    let replaced: Option<String> = sqlx::query_scalar(
+        "DELETE FROM artifacts WHERE job_id = ?1 AND name = ?2 RETURNING upload_id",
     )
     .bind(rec.job_id)
     .bind(&rec.name)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let row = sqlx::query(&format!(
         "INSERT INTO artifacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -102,7 +106,18 @@ pub async fn commit(pool: &SqlitePool, rec: &ArtifactRecord) -> Result<ArtifactR
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    record(&row)
+    let stored = record(&row)?;
+    if let Some(old) = replaced {
+        discard_quietly(pool, &old).await;
+    }
+    Ok(stored)
+}
+
+/// Removes an upload no artifact names any more; on failure the reaper's purge removes it.
+async fn discard_quietly(pool: &Pool, upload: &str) {
+    if let Err(e) = discard(pool, upload).await {
+        tracing::warn!(%upload, error = %e, "cannot remove a replaced artifact's bytes yet");
+    }
 }
 
 pub async fn discard(pool: &SqlitePool, upload: &str) -> Result<()> {
@@ -167,17 +182,21 @@ pub async fn delete(pool: &SqlitePool, job: JobId, attempt: u32, name: &str) -> 
         .fetch_optional(&mut *tx)
         .await?;
     check_artifact_fence(job, attempt, name, found)?;
-    let n = sqlx::query(
-        "DELETE FROM artifact_uploads WHERE id IN
-            (SELECT upload_id FROM artifacts WHERE job_id = ?1 AND name = ?2)",
+    let removed: Option<String> = sqlx::query_scalar(
+        "DELETE FROM artifacts WHERE job_id = ?1 AND name = ?2 RETURNING upload_id",
     )
     .bind(job)
     .bind(name)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .fetch_optional(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(n > 0)
+    match removed {
+        Some(upload) => {
+            discard_quietly(pool, &upload).await;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 pub async fn purge_stale(pool: &SqlitePool, idle_ms: i64) -> Result<u64> {
