@@ -30,8 +30,8 @@ pub async fn run(json: bool, args: &ArtifactBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("checkpoint.bin");
     write_incompressible(&file, args.mb << 20)?;
-    for &backend in &args.db {
-        let db = BenchDb::create(backend, &args.pg_url).await?;
+    for &backend in &args.stores.db {
+        let db = BenchDb::create(backend, &args.stores.pg_url).await?;
         let f = measure(backend, args, &db, &file, dir.path()).await;
         db.drop_db().await?;
         let f = f.with_context(|| format!("{backend:?} bench failed"))?;

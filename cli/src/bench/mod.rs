@@ -24,8 +24,9 @@ pub enum Bench {
     Artifacts(ArtifactBenchArgs),
 }
 
+/// The stores a bench measures, each on a fresh database of its own.
 #[derive(Args, Debug, Clone)]
-pub struct ArtifactBenchArgs {
+pub struct StoreArgs {
     /// Stores to measure.
     #[arg(
         long,
@@ -42,6 +43,12 @@ pub struct ArtifactBenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub pg_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArtifactBenchArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
 
     /// Size of the artifact in MiB (a B7 checkpoint is ~260).
     #[arg(long, env = "STACKHIVE_BENCH_MB", default_value_t = 256)]
@@ -60,22 +67,8 @@ pub enum Backend {
 
 #[derive(Args, Debug, Clone)]
 pub struct QueueArgs {
-    /// Stores to measure.
-    #[arg(
-        long,
-        env = "STACKHIVE_BENCH_DB",
-        value_delimiter = ',',
-        default_value = "postgres,sqlite"
-    )]
-    pub db: Vec<Backend>,
-
-    /// Admin URL of a PostgreSQL server; the bench creates and drops its own database there.
-    #[arg(
-        long,
-        env = "STACKHIVE_BENCH_PG_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub pg_url: String,
+    #[command(flatten)]
+    pub stores: StoreArgs,
 
     /// No-op jobs pushed end to end.
     #[arg(long, env = "STACKHIVE_BENCH_JOBS", default_value_t = 100_000)]

@@ -43,7 +43,7 @@ struct Figures {
 
 pub async fn run(json: bool, args: &QueueArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
-    for &backend in &args.db {
+    for &backend in &args.stores.db {
         let f = one(backend, args)
             .await
             .with_context(|| format!("{backend:?} bench failed"))?;
@@ -64,7 +64,7 @@ struct WorkerArgs {
 }
 
 async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
-    let db = BenchDb::create(backend, &a.pg_url).await?;
+    let db = BenchDb::create(backend, &a.stores.pg_url).await?;
     let figures = measure(backend, a, &db).await;
     db.drop_db().await?;
     figures
