@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::artifacts::{self, Incoming};
 use crate::error::Error;
-use crate::model::{ArtifactRecord, JobState};
-use crate::store::Store;
+use crate::model::ArtifactRecord;
+use crate::store::{check_artifact_fence, Store};
 
 /// Chunks read from the store per query while serving an artifact.
 const CHUNKS_PER_READ: u32 = 4;
@@ -33,14 +33,8 @@ impl ArtifactApi {
     /// store checks it again when it names the upload.
     async fn check_running(&self, job_id: i64, attempt: u32, name: &str) -> Result<(), Error> {
         let job = self.store.get_job(job_id).await?;
-        if job.state != JobState::Running || job.attempt != attempt {
-            return Err(Error::Stale(format!(
-                "artifact {name} for job {job_id} attempt {attempt}, but the job is {} at attempt {}",
-                job.state.as_str(),
-                job.attempt
-            )));
-        }
-        Ok(())
+        let found = (job.state.code() as i64, job.attempt as i64);
+        check_artifact_fence(job_id, attempt, name, Some(found))
     }
 }
 
