@@ -12,4 +12,5 @@ export RUST_LOG="${RUST_LOG:-warn}"
 log "building"
 cargo build --workspace --bins --tests --quiet
 log "testing"
-cargo test --workspace -- --test-threads=2
+# --no-fail-fast: a failing test binary must not hide what else broke with it.
+cargo test --workspace --no-fail-fast -- --test-threads=2

@@ -610,6 +610,21 @@ impl LossLog {
 mod tests {
     use super::*;
 
+    /// Diverged weights can leave a finite loss and NaN predictions; the error names where.
+    #[test]
+    fn non_finite_predictions_name_epoch_step_and_rate() {
+        assert!(check_finite(&[0.1, 0.9], "validation", (1, 10, 0.1)).is_ok());
+        let msg = check_finite(&[0.1, f32::NAN, f32::INFINITY], "validation", (2, 20, 100.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "2 of 3 validation predictions are not finite after epoch 2 (step 20, learning rate 1.000e2)"
+            ),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn smoothing_moves_targets_toward_one_half_and_batches_keep_two() {
         let labels = Tensor::from_slice(&[0f32, 1.0]);

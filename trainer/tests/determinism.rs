@@ -12,50 +12,25 @@ mod synth_fixture;
 
 use std::path::Path;
 
-use stackhive_spec::{ScheduleName, ScheduleSpec, TrainerEvent};
+use stackhive_spec::TrainerEvent;
 use stackhive_trainer::config::CheckpointPlan;
 use stackhive_trainer::data::FoldData;
-use stackhive_trainer::{train, OptimConfig, OptimKind, TrainConfig, TrainOutcome, Trained};
-use synth_fixture::{fixture, recorder, tiny_config};
+use stackhive_trainer::{train, TrainConfig, TrainOutcome, Trained};
+use synth_fixture::{fixture, learning_fixture, recorder, tiny_config, tiny_sgd_config as sgd_config};
 
 const FOLD: u16 = 0;
 
-fn sgd_config() -> TrainConfig {
-    let mut cfg = tiny_config(6);
-    cfg.batch_size = 32;
-    cfg.accumulate = 2;
-    cfg.optimizer = OptimConfig {
-        kind: OptimKind::Sgd {
-            momentum: 0.9,
-            nesterov: true,
-        },
-        lr: 0.05,
-        weight_decay: 1e-4,
-        decay_1d: false,
-        fused: true,
-    };
-    cfg.schedule = ScheduleSpec {
-        name: ScheduleName::Step,
-        step_epochs: 3,
-        gamma: 0.1,
-        warmup_epochs: 1.0,
-        ..ScheduleSpec::default()
-    };
-    cfg.label_smoothing = 0.1;
-    cfg.ema = Some(0.98);
-    cfg.seed = 2;
-    cfg
-}
-
-/// The bound: the 160-patient fold holds about 420 validation rows, 80 positive; a model that
-/// learned nothing scores 0.5 ± 0.036 there, so 0.6 is nearly 3 deviations above chance. With
-/// per-epoch seeding (which makes resuming exact) and every parameter decayed, training seeds 1-6
-/// gave 0.607-0.722 at the sixth epoch (SGD on this tiny network is noisier than AdamW; the EMA
-/// and the step decay steady it); this run (seed 2, biases and norms spared from the decay, as
-/// jobs do by default) reaches 0.686.
+/// The bound (issue 10): the learning fixture's fold 0 holds about 700 validation rows, 140
+/// positive; a model that learned nothing scores 0.5 ± 0.027 there, so 0.6 is 3.7 deviations
+/// above chance. `examples/learning_margins.rs` trained this config over training seeds 1-8,
+/// data seeds 7 and 11 and `ATEN_CPU_CAPABILITY` default, avx2 and avx512 (40 runs on an AMD
+/// EPYC): 0.627-0.742, mean 0.681, sd 0.022, so 0.6 lies 3.7 of those deviations below the
+/// mean; this run (seed 2, data seed 7) gave 0.669-0.701 across the three kernel sets. The
+/// first version of this test (lr 0.05, six epochs, 5 folds) swung between 0.576 and 0.722 and
+/// failed on AVX2 machines.
 #[test]
 fn sgd_with_step_schedule_smoothing_ema_and_accumulation_learns_and_repeats_exactly() {
-    let fx = fixture(160);
+    let fx = learning_fixture();
     let data = FoldData::new(&fx.dataset, &fx.folds, FOLD, &fx.cache).unwrap();
     let cfg = sgd_config();
     let mut events = Vec::new();
@@ -63,19 +38,21 @@ fn sgd_with_step_schedule_smoothing_ema_and_accumulation_learns_and_repeats_exac
     let out = &trained.outcome;
 
     // Two batches per optimizer step; the schedule counts optimizer steps: a warm-up over the
-    // first epoch from lr / steps_per_epoch, the full rate, then ×0.1 after three epochs.
+    // first epoch from lr / steps_per_epoch, the full rate, then ×0.1 after five epochs.
     let steps_per_epoch = (data.train.len() as u64).div_ceil(32).div_ceil(2);
-    assert_eq!(out.steps, 6 * steps_per_epoch);
+    assert_eq!(out.steps, 8 * steps_per_epoch);
     let Some(TrainerEvent::Progress(first)) = events.get(1) else {
         panic!("expected progress after start, found {:?}", events.get(1))
     };
     assert!(
-        (first.lr - 0.05 / steps_per_epoch as f64).abs() < 1e-12,
+        (first.lr - 0.02 / steps_per_epoch as f64).abs() < 1e-12,
         "first step's rate {}",
         first.lr
     );
     let lrs: Vec<f64> = out.epochs.iter().map(|m| m.lr).collect();
-    for (got, want) in lrs.iter().zip([0.05, 0.05, 0.05, 0.005, 0.005, 0.005]) {
+    let want = [0.02, 0.02, 0.02, 0.02, 0.02, 0.002, 0.002, 0.002];
+    assert_eq!(lrs.len(), want.len(), "epoch rates {lrs:?}");
+    for (got, want) in lrs.iter().zip(want) {
         assert!((got - want).abs() < 1e-12, "epoch rates {lrs:?}");
     }
     assert!(out.epochs.iter().all(|m| m.train_loss.is_finite()));

@@ -8,16 +8,16 @@ mod synth_fixture;
 
 use stackhive_trainer::data::FoldData;
 use stackhive_trainer::train;
-use synth_fixture::{fixture, tiny_config};
+use synth_fixture::{learning_fixture, tiny_config};
 use tch::Device;
 
-/// The bound of `tests/train.rs` (0.65, over 4 deviations above chance on this fold).
+/// The bound of `tests/train.rs` (0.65, over 5 deviations above chance on this fold).
 const MIN_AUC: f64 = 0.65;
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn graphed_training_learns_like_eager_training_on_cuda() {
-    let fx = fixture(160);
+    let fx = learning_fixture();
     let data = FoldData::new(&fx.dataset, &fx.folds, 0, &fx.cache).unwrap();
     let mut cfg = tiny_config(10);
     cfg.device = Device::Cuda(0);
