@@ -10,8 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stackhive/v1/worker.proto",
         "stackhive/v1/datasets.proto",
         "stackhive/v1/artifacts.proto",
+        "stackhive/v1/auth.proto",
     ];
     tonic_prost_build::configure()
+        // Malformed messages (invalid UTF-8 in a string field, say) are the caller's fault:
+        // INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::ProtoCodec")
         .file_descriptor_set_path(out.join("stackhive_v1_descriptor.bin"))
         .compile_protos(&files, &["."])?;
     for f in files {

@@ -29,6 +29,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "STACKHIVE_JSON")]
     pub json: bool,
 
+    /// Credentials and TLS for the coordinator.
+    #[command(flatten)]
+    pub client: stackhive_proto::connect::ClientOptions,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +65,17 @@ pub enum Command {
     Folds(crate::dataset::FoldsArgs),
     /// List and download the files jobs left behind (a cnn fold's checkpoint).
     Artifact(crate::artifact::ArtifactArgs),
+    /// Create, list and revoke access tokens (admin).
+    Token(crate::token::TokenArgs),
+    /// TLS helpers: `tls init` makes a private CA, a coordinator and a worker certificate.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCommand {
+    /// Write a private CA, a coordinator certificate and a worker client certificate.
+    Init(crate::tls::TlsArgs),
 }
 
 #[derive(Args, Debug)]

@@ -36,7 +36,7 @@ pub enum ArtifactCommand {
     },
 }
 
-fn client(api: &Api) -> ArtifactServiceClient<tonic::transport::Channel> {
+fn client(api: &Api) -> ArtifactServiceClient<stackhive_proto::connect::AuthChannel> {
     ArtifactServiceClient::new(api.channel()).max_decoding_message_size(64 << 20)
 }
 

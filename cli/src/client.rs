@@ -1,17 +1,21 @@
 //! The CLI's connection to a coordinator: one thin method per `JobService` RPC, each turning a
 //! `tonic::Status` into a message a user can act on. Nothing here formats output or decides
-//! what a command does with the answer.
+//! what a command does with the answer. The credentials and TLS settings of the command line
+//! (`--token`, `--tls-ca`, …) are set once per process by [`set_client_options`] and used by
+//! every connection the command makes.
 
 use std::error::Error as _;
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
+use stackhive_proto::connect::{AuthChannel, ClientOptions};
 use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::{
     CancelRequest, CancelResponse, GetJobRequest, GetJobResponse, ListJobsRequest,
     ListJobsResponse, ListWorkersRequest, ListWorkersResponse, RetryRequest, RetryResponse,
     SubmitRequest, SubmitResponse, WatchEvent, WatchRequest,
 };
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
 /// Predictions of a large test set easily pass tonic's 4 MiB default.
@@ -30,25 +34,42 @@ pub enum ApiError {
     Rejected(String),
 }
 
+static CLIENT_OPTIONS: OnceLock<ClientOptions> = OnceLock::new();
+
+/// The command line's credentials and TLS settings, for every connection of this process.
+pub fn set_client_options(options: ClientOptions) {
+    let _ = CLIENT_OPTIONS.set(options);
+}
+
+fn client_options() -> ClientOptions {
+    CLIENT_OPTIONS.get().cloned().unwrap_or_default()
+}
+
 /// A connected `JobService` client.
 #[derive(Clone)]
 pub struct Api {
     url: String,
-    channel: Channel,
-    inner: JobServiceClient<Channel>,
+    channel: AuthChannel,
+    inner: JobServiceClient<AuthChannel>,
 }
 
 impl Api {
     /// Connects at once, so that a wrong address fails before any work is done.
     pub async fn connect(url: &str) -> Result<Self, ApiError> {
         let url = normalize_url(url);
-        let endpoint = Endpoint::from_shared(url.clone())
+        let options = client_options();
+        let endpoint = options
+            .endpoint(&url)
             .map_err(|e| ApiError::BadUrl {
                 url: url.clone(),
                 reason: error_chain(&e),
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
+        let credentials = options.credentials().map_err(|e| ApiError::BadUrl {
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?;
         let channel = endpoint
             .connect()
             .await
@@ -56,6 +77,7 @@ impl Api {
                 url: url.clone(),
                 reason: error_chain(&e),
             })?;
+        let channel = tonic::service::interceptor::InterceptedService::new(channel, credentials);
         let inner = JobServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -71,7 +93,7 @@ impl Api {
     }
 
     /// The connection, for the other services (datasets).
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> AuthChannel {
         self.channel.clone()
     }
 

@@ -304,7 +304,7 @@ async fn add(coordinator: &str, json: bool, a: &AddArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn datasets_client(api: &Api) -> DatasetServiceClient<tonic::transport::Channel> {
+fn datasets_client(api: &Api) -> DatasetServiceClient<stackhive_proto::connect::AuthChannel> {
     DatasetServiceClient::new(api.channel()).max_decoding_message_size(256 << 20)
 }
 

@@ -31,6 +31,8 @@ pub mod query;
 pub mod serve;
 pub mod spec;
 pub mod submit;
+pub mod tls;
+pub mod token;
 pub mod upload;
 pub mod watch;
 
@@ -42,6 +44,7 @@ use args::{Cli, Command};
 /// (`watch`, `demo`); errors are printed by the caller and exit with 1.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (url, json) = (cli.coordinator.as_str(), cli.json);
+    client::set_client_options(cli.client.clone());
     match &cli.command {
         Command::Coordinator(a) => serve::run(a.config.clone()).await?,
         Command::Submit(a) => submit::run(url, json, a).await?,
@@ -56,6 +59,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dataset(a) => dataset::run(url, json, a).await?,
         Command::Folds(a) => dataset::run_folds(url, json, a).await?,
         Command::Artifact(a) => artifact::run(url, json, a).await?,
+        Command::Token(a) => token::run(url, json, a).await?,
+        Command::Tls(args::TlsCommand::Init(a)) => tls::run(a)?,
     }
     Ok(ExitCode::SUCCESS)
 }

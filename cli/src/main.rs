@@ -34,7 +34,8 @@ fn main() -> ExitCode {
     match runtime.block_on(stackhive_cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", stackhive_cli::error_message(&e));
+            let message = stackhive_cli::error_message(&e);
+            eprintln!("error: {}", stackhive_cli::output::sanitize(&message));
             ExitCode::FAILURE
         }
     }

@@ -304,13 +304,39 @@ pub fn print_json(value: &Value) {
     );
 }
 
-/// Writes command output. A reader that went away (`stackhive jobs | head -3`) ends the
-/// process quietly with success, as SIGPIPE does for C tools, where `println!` would panic.
-/// Only for output printed while nothing needs cleaning up.
+/// Text from the coordinator made safe for a terminal: control characters (escape sequences
+/// that could rewrite the screen or the title) and bidirectional overrides are shown as
+/// `\u{…}` instead of being interpreted; line breaks and tabs stay.
+pub fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c != '\n' && c != '\t' && stackhive_proto::limits::is_forbidden_char(c);
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if bad(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Writes command output, with [`sanitize`]d text: every string a server sent is printed
+/// through here. A reader that went away (`stackhive jobs | head -3`) ends the process quietly
+/// with success, as SIGPIPE does for C tools, where `println!` would panic. Only for output
+/// printed while nothing needs cleaning up.
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
+    let text = args.to_string();
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+    if let Err(e) = stdout
+        .write_all(sanitize(&text).as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -322,6 +348,13 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        assert_eq!(sanitize("fold 3\tok\n"), "fold 3\tok\n");
+        assert_eq!(sanitize("\u{1b}]0;pwned\u{7}x"), "\\u{1b}]0;pwned\\u{7}x");
+        assert_eq!(sanitize("a\u{202e}b"), "a\\u{202e}b");
+    }
 
     #[test]
     fn tables_align_and_ranges_compress() {

@@ -15,9 +15,13 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("the listener has no local address")?;
+    // Refused settings (plaintext or no tokens on a public address) fail before the
+    // announcement; `run` checks them again.
+    let security = config.security(addr)?;
     // Tests and scripts parse this exact line to learn the port of `--listen 127.0.0.1:0`.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "stackhive coordinator listening on {addr}")
+        .and_then(|()| writeln!(stdout, "security: {}", security.describe()))
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
     drop(stdout);

@@ -8,14 +8,12 @@ use stackhive_proto::v1::{JobSpec, Resources};
 use crate::args::SubmitArgs;
 
 /// Bounds checked before anything is sent, so a typo fails with a message naming the field
-/// instead of a wrapped-around unsigned number.
+/// instead of a wrapped-around unsigned number: the coordinator's own limits.
 pub mod limits {
-    pub const CPU_SLOTS: u32 = 4096;
-    pub const GPUS: u32 = 64;
-    /// 1 TiB per GPU.
-    pub const GPU_MEM_MB: u64 = 1 << 20;
-    pub const ATTEMPTS: u32 = 1000;
-    pub const COUNT: u32 = 1_000_000;
+    pub use stackhive_proto::limits::{
+        MAX_ATTEMPTS as ATTEMPTS, MAX_COUNT as COUNT, MAX_CPU_SLOTS as CPU_SLOTS,
+        MAX_GPUS as GPUS, MAX_GPU_MEM_MB as GPU_MEM_MB,
+    };
 }
 
 /// Why flags do not describe a job.

@@ -11,7 +11,7 @@ use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use stackhive_proto::v1::upload_dataset_request::Item;
 use tokio::io::AsyncReadExt;
-use tonic::transport::Channel;
+use stackhive_proto::connect::AuthChannel as Channel;
 
 use crate::client::status_error;
 

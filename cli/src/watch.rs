@@ -126,7 +126,7 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
             for (id, note) in running.iter().take(RUNNING_SHOWN) {
                 message.push_str(&format!("\n  job {id}: {note}"));
             }
-            bar.set_message(message);
+            bar.set_message(crate::output::sanitize(&message).into_owned());
             for job in event
                 .changed
                 .iter()
@@ -143,7 +143,8 @@ pub async fn follow(api: &Api, request: WatchRequest, show: Show) -> anyhow::Res
                     bar.suspend(|| {
                         let mut stdout = std::io::stdout();
                         let error = truncate(&job.error, 200);
-                        let _ = writeln!(stdout, "job {}{label} failed: {error}", job.id);
+                        let line = format!("job {}{label} failed: {error}", job.id);
+                        let _ = writeln!(stdout, "{}", crate::output::sanitize(&line));
                     });
                 }
             }

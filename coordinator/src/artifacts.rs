@@ -2,7 +2,7 @@
 //! header are checked first; the bytes are hashed as they arrive and written, 8 MiB per
 //! transaction, as the 1 MiB chunks of a fresh upload; only when size and BLAKE3 match does
 //! `finish` name the upload as the job's artifact (the store fences that by the running
-//! attempt). An upload dropped before `finish` is discarded, and one whose coordinator died is
+//! attempt and its worker). An upload dropped before `finish` is discarded, and one whose coordinator died is
 //! purged by the reaper, so a reader never sees half an artifact and a broken upload leaves
 //! nothing behind.
 
@@ -128,8 +128,8 @@ impl Incoming {
     }
 
     /// Checks size and hash, then names the upload as the job's artifact (replacing an earlier
-    /// attempt's artifact of the same name).
-    pub async fn finish(mut self) -> Result<ArtifactRecord> {
+    /// attempt's artifact of the same name), fenced by the attempt of `worker`.
+    pub async fn finish(mut self, worker: &str) -> Result<ArtifactRecord> {
         if self.received != self.rec.size {
             return Err(Error::invalid(format!(
                 "artifact {} has {} bytes, its header announced {}",
@@ -144,7 +144,7 @@ impl Incoming {
             )));
         }
         self.flush().await?;
-        let stored = self.store.commit_artifact(&self.rec).await?;
+        let stored = self.store.commit_artifact(&self.rec, worker).await?;
         self.committed = true;
         Ok(stored)
     }

@@ -1,6 +1,13 @@
-//! Coordinator settings: every flag also reads a `STACKHIVE_*` environment variable.
+//! Coordinator settings: every flag also reads a `STACKHIVE_*` environment variable. Also the
+//! one rule deciding how a listener is secured (tokens, TLS), so the CLI can announce it
+//! before serving.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::tls::TlsFiles;
+use crate::error::{Error, Result};
 
 use crate::model::Policy;
 
@@ -74,6 +81,44 @@ pub struct CoordinatorConfig {
         default_value_t = 60_000
     )]
     pub aging_ms_per_priority: u32,
+
+    /// Bearer tokens: `auto` requires them unless the listener is on a loopback address;
+    /// `required` always; `off` only on a loopback address.
+    #[arg(long, env = "STACKHIVE_AUTH", value_enum, default_value_t = AuthMode::Auto)]
+    pub auth: AuthMode,
+
+    /// Serve TLS with this certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, env = "STACKHIVE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "STACKHIVE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA (PEM) of client certificates: clients may present one, and worker-protocol calls
+    /// must (mutual TLS for workers). Needs --tls-cert.
+    #[arg(long, env = "STACKHIVE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "STACKHIVE_TLS_RELOAD_MS", default_value_t = 10_000)]
+    pub tls_reload_ms: u32,
+
+    /// Serve plaintext gRPC on a non-loopback address (a trusted network only).
+    #[arg(long, env = "STACKHIVE_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
+
+    /// Watch streams served at once; more are refused (RESOURCE_EXHAUSTED) until one ends.
+    #[arg(long, env = "STACKHIVE_MAX_WATCHES", default_value_t = stackhive_proto::limits::DEFAULT_MAX_WATCHES)]
+    pub max_watches: u32,
+}
+
+/// `--auth`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    Auto,
+    Required,
+    Off,
 }
 
 impl CoordinatorConfig {
@@ -96,6 +141,13 @@ impl CoordinatorConfig {
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
             aging_ms_per_priority: 60_000,
+            auth: AuthMode::Auto,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_ms: 10_000,
+            allow_plaintext: false,
+            max_watches: stackhive_proto::limits::DEFAULT_MAX_WATCHES,
         }
     }
 
@@ -110,9 +162,66 @@ impl CoordinatorConfig {
         }
     }
 
+    /// How the listener at `addr` is secured, or why these settings are refused there.
+    pub fn security(&self, addr: SocketAddr) -> Result<Security> {
+        let loopback = addr.ip().is_loopback();
+        let tokens = match self.auth {
+            AuthMode::Required => true,
+            AuthMode::Auto => !loopback,
+            AuthMode::Off if loopback => false,
+            AuthMode::Off => {
+                return Err(Error::Config(format!(
+                    "--auth off is allowed only on a loopback address, and {addr} is not one; \
+                     create tokens (`stackhive token create`) and use --auth auto"
+                )))
+            }
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                reload_every: Duration::from_millis(self.tls_reload_ms.max(100) as u64),
+            }),
+            _ => None,
+        };
+        if tls.is_none() && !loopback && !self.allow_plaintext {
+            return Err(Error::Config(format!(
+                "refusing to serve plaintext gRPC on {addr}, which is not a loopback address: \
+                 give --tls-cert and --tls-key, or --allow-plaintext on a trusted network"
+            )));
+        }
+        Ok(Security { tokens, tls })
+    }
+
     pub fn heartbeat_interval_ms(&self) -> u32 {
         self.heartbeat_interval_ms
             .unwrap_or(self.lease_ttl_ms / 3)
             .max(50)
+    }
+}
+
+/// What `CoordinatorConfig::security` decided.
+#[derive(Clone, Debug)]
+pub struct Security {
+    /// Every call but health needs a bearer token.
+    pub tokens: bool,
+    pub tls: Option<TlsFiles>,
+}
+
+impl Security {
+    /// One line for the start-up announcement.
+    pub fn describe(&self) -> String {
+        let transport = match &self.tls {
+            None => "plaintext".to_string(),
+            Some(t) if t.client_ca.is_some() => "TLS, client certificates for workers".into(),
+            Some(_) => "TLS".into(),
+        };
+        let auth = if self.tokens {
+            "bearer tokens required"
+        } else {
+            "authentication off (loopback listener: anyone on this machine may call it)"
+        };
+        format!("{transport}, {auth}")
     }
 }

@@ -1,10 +1,13 @@
-//! Dataset files on the coordinator: receiving an upload into a staging folder, verifying every
-//! file and the whole content hash before anything is registered, serving files back in
-//! chunks, and computing folds from a stored dataset. Registration itself is the store's job;
-//! nothing here touches the database.
+//! Dataset files on the coordinator: checking an upload's manifest, receiving its files into a
+//! staging folder, verifying every file and the whole content hash before anything is
+//! registered, removing what a failed registration or a killed upload left behind, and serving
+//! files back in chunks. Registration itself is the store's job; nothing here touches the
+//! database. Must not: write, serve or keep a file whose path has not passed
+//! [`verified_manifest`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use stackhive_data::hash::Manifest;
 use tokio::io::AsyncWriteExt;
@@ -15,6 +18,12 @@ use crate::error::{Error, Result};
 pub const MAX_CHUNK: usize = 4 << 20;
 /// Chunk size used when serving files.
 pub const SERVE_CHUNK: usize = 1 << 20;
+/// Largest manifest accepted in an upload header: about 200,000 files (ISIC 2020 with the
+/// 2018 and 2019 data is under 60,000).
+pub const MAX_MANIFEST_BYTES: usize = 32 << 20;
+pub const MAX_FILES: usize = 250_000;
+/// Staging folders of uploads in progress, under the data folder.
+const INCOMING: &str = ".incoming";
 
 /// The folder holding one sub-folder per stored dataset hash.
 #[derive(Clone, Debug)]
@@ -36,15 +45,12 @@ impl DatasetFiles {
         self.path_of(hash).join(".complete").exists()
     }
 
-    /// Starts receiving the files of `manifest` into a fresh staging folder.
+    /// Starts receiving the files of `manifest` into a fresh staging folder. The manifest must
+    /// have passed [`verified_manifest`].
     pub async fn start_upload(&self, hash: &str, manifest: Manifest) -> Result<Upload> {
-        check_hash(hash)?;
-        for f in &manifest.files {
-            check_rel_path(&f.path)?;
-        }
         let staging = self
             .root
-            .join(".incoming")
+            .join(INCOMING)
             .join(uuid::Uuid::new_v4().simple().to_string());
         tokio::fs::create_dir_all(&staging)
             .await
@@ -64,6 +70,100 @@ impl DatasetFiles {
             received: 0,
         })
     }
+
+    /// Removes the stored content of `hash` (a registration that failed after its files were
+    /// moved into place must leave nothing behind).
+    pub async fn remove(&self, hash: &str) -> Result<()> {
+        check_hash(hash)?;
+        match tokio::fs::remove_dir_all(self.path_of(hash)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io("remove a dataset folder")(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes staging folders of uploads that nothing has written to for `idle` (a coordinator
+    /// killed mid-upload leaves them; a live upload touches its folder with every file it
+    /// opens). Returns how many were removed.
+    pub fn purge_incoming(&self, idle: Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.root.join(INCOMING)) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if newest_change(&entry.path()).is_some_and(|t| t.elapsed().unwrap_or_default() > idle)
+                && std::fs::remove_dir_all(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Hashes of the content folders here (complete or not), for the orphan sweep.
+    pub fn stored_hashes(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| check_hash(name).is_ok())
+            .collect()
+    }
+
+    /// How long ago the content folder of `hash` last changed.
+    pub fn age_of(&self, hash: &str) -> Option<Duration> {
+        newest_change(&self.path_of(hash)).map(|t| t.elapsed().unwrap_or_default())
+    }
+}
+
+/// The newest modification time of a folder and the entries directly or one level below it.
+fn newest_change(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = std::fs::metadata(dir).and_then(|m| m.modified()).ok()?;
+    let mut visit = |p: &Path| {
+        if let Ok(t) = std::fs::metadata(p).and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    };
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        visit(&e.path());
+        if e.path().is_dir() {
+            for e2 in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                visit(&e2.path());
+            }
+        }
+    }
+    Some(newest)
+}
+
+/// The manifest of an upload header, checked before anything is written or registered from it:
+/// bounded in size, only the dataset layout's paths (`train.csv`, `test.csv`, `images/NAME`,
+/// nothing that could name a file outside the dataset folder), well-formed digests, and a hash
+/// equal to `hash`. Since the hash covers every path, size and digest, a manifest that passes
+/// is exactly the manifest of the content the hash names; the coordinator never stores or
+/// serves a client's list of paths it has not checked this way.
+pub fn verified_manifest(hash: &str, manifest_json: &str) -> Result<Manifest> {
+    check_hash(hash)?;
+    if manifest_json.len() > MAX_MANIFEST_BYTES {
+        return Err(Error::invalid(format!(
+            "dataset manifest is {} bytes, the limit is {MAX_MANIFEST_BYTES}",
+            manifest_json.len()
+        )));
+    }
+    let manifest: Manifest = serde_json::from_str(manifest_json)
+        .map_err(|e| Error::invalid(format!("dataset manifest is not valid JSON ({e})")))?;
+    if manifest.files.len() > MAX_FILES {
+        return Err(Error::invalid(format!(
+            "dataset manifest lists {} files, the limit is {MAX_FILES}",
+            manifest.files.len()
+        )));
+    }
+    manifest
+        .check(hash)
+        .map_err(|e| Error::invalid(format!("dataset manifest refused: {e}")))?;
+    Ok(manifest)
 }
 
 /// An upload in progress. Dropping it without `finish` removes the staging folder.
@@ -127,8 +227,7 @@ impl Upload {
     }
 
     /// Checks sizes, every file's hash and the whole hash, then moves the files into place.
-    /// Returns the folder and the total size.
-    pub async fn finish(mut self) -> Result<(PathBuf, u64)> {
+    pub async fn finish(mut self) -> Result<Placed> {
         if let Some((_, mut f)) = self.open.take() {
             f.flush().await.map_err(io("flush a dataset file"))?;
             f.sync_all().await.map_err(io("sync a dataset file"))?;
@@ -190,17 +289,30 @@ impl Upload {
         tokio::fs::write(self.staging.join(".complete"), b"")
             .await
             .map_err(io("mark the dataset"))?;
-        let total = self.manifest.files.iter().map(|f| f.size).sum();
         if self.target.join(".complete").exists() {
             // Someone stored the same content meanwhile: keep theirs.
-            return Ok((self.target.clone(), total));
+            return Ok(Placed {
+                path: self.target.clone(),
+                created: false,
+            });
         }
         let _ = tokio::fs::remove_dir_all(&self.target).await;
         tokio::fs::rename(&self.staging, &self.target)
             .await
             .map_err(io("move the dataset into place"))?;
-        Ok((self.target.clone(), total))
+        Ok(Placed {
+            path: self.target.clone(),
+            created: true,
+        })
     }
+}
+
+/// Where a finished upload's content lies.
+#[derive(Debug)]
+pub struct Placed {
+    pub path: PathBuf,
+    /// This upload moved it there (false: the same content was already stored).
+    pub created: bool,
 }
 
 impl Drop for Upload {
@@ -218,22 +330,6 @@ pub fn check_hash(hash: &str) -> Result<()> {
     if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Error::invalid(format!(
             "dataset hash must be 64 hex digits (BLAKE3), found {hash:?}"
-        )));
-    }
-    Ok(())
-}
-
-/// Only plain relative paths inside the dataset folder.
-pub fn check_rel_path(p: &str) -> Result<()> {
-    let path = Path::new(p);
-    let ok = !p.is_empty()
-        && path.is_relative()
-        && path
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !ok {
-        return Err(Error::invalid(format!(
-            "dataset file path {p:?} is not a plain relative path inside the dataset"
         )));
     }
     Ok(())

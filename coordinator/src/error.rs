@@ -25,6 +25,15 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Config(String),
+    /// No credentials, or credentials that prove nothing (unknown or revoked token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Known caller, not allowed to do this (a role without the call, another worker's key).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A per-coordinator budget is used up (watch streams); try later.
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -43,6 +52,9 @@ impl From<Error> for tonic::Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::Stale(msg) => {
                 metrics::counter!(m::STALE_REPORTS).increment(1);
                 Status::failed_precondition(format!("stale report: {msg}"))

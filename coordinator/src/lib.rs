@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod auth;
 pub mod config;
 pub mod datasets;
 pub mod error;

@@ -389,12 +389,35 @@ impl Policy {
     }
 }
 
-/// Why a report fenced by `(id, reported)` no longer matches a job now at `attempt` in `state`.
-pub fn stale_reason(id: JobId, reported: u32, attempt: u32, state: JobState) -> String {
-    if attempt != reported {
-        format!("job {id} is at attempt {attempt}, the report is for attempt {reported}")
+/// A job as the fence sees it: state, attempt and the worker holding the lease.
+#[derive(Clone, Copy, Debug)]
+pub struct FenceState<'a> {
+    pub state: JobState,
+    pub attempt: u32,
+    pub worker: Option<&'a str>,
+}
+
+/// The fence of every report (heartbeat, completion, failure, artifact change): the job is
+/// running, at the reported attempt, leased to the reporting worker. `None` when it holds,
+/// otherwise why not. A worker that lost its lease, or a client posing as another worker, can
+/// never change the job this way.
+pub fn fence_breach(id: JobId, reported: u32, reporter: &str, now: FenceState<'_>) -> Option<String> {
+    if now.attempt != reported {
+        Some(format!(
+            "job {id} is at attempt {}, the report is for attempt {reported}",
+            now.attempt
+        ))
+    } else if now.state != JobState::Running {
+        Some(format!(
+            "job {id} attempt {reported} is no longer running (it is {})",
+            now.state
+        ))
+    } else if now.worker != Some(reporter) {
+        Some(format!(
+            "job {id} attempt {reported} is leased to another worker than {reporter}"
+        ))
     } else {
-        format!("job {id} attempt {reported} is no longer running (it is {state})")
+        None
     }
 }
 
@@ -448,4 +471,47 @@ pub struct ArtifactRecord {
     /// The upload whose chunks hold the bytes.
     pub upload_id: String,
     pub created_at: Millis,
+}
+
+/// What a token may do (proto/stackhive/v1/auth.proto lists each role's calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Worker,
+    Reader,
+    Submitter,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Worker, Role::Reader, Role::Submitter, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Reader => "reader",
+            Role::Submitter => "submitter",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored access token: the public id, a label, the role and the SHA-256 of the secret.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub secret_hash: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
 }

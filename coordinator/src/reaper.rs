@@ -1,17 +1,25 @@
 //! Background upkeep of one coordinator: returns expired leases to the queue (or fails jobs
-//! past their crash limit), removes artifact uploads abandoned mid-way, and applies retention. Every coordinator runs it; the store makes
+//! past their crash limit), removes artifact uploads abandoned mid-way and dataset files that
+//! no registration owns (staging folders of killed uploads, content left by a crash between
+//! placing and registering), and applies retention. Every coordinator runs it; the store makes
 //! concurrent runs safe (`SKIP LOCKED` on PostgreSQL).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::artifacts::STALE_UPLOAD_MS;
+use crate::datasets::DatasetFiles;
 use crate::metrics as m;
 use crate::model::now_ms;
 use crate::store::Store;
 
+/// Dataset files untouched this long with no registration are leftovers. Long enough that an
+/// upload still hashing or registering is never taken for one.
+pub const DATASET_LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
 pub async fn run(
     store: Arc<dyn Store>,
+    files: DatasetFiles,
     interval: Duration,
     retention_hours: u32,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -19,6 +27,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = std::time::Instant::now();
+    purge_dataset_leftovers(&*store, &files, DATASET_LEFTOVER_AGE).await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -43,6 +52,7 @@ pub async fn run(
                 Ok(n) => tracing::info!(removed = n, "abandoned artifact uploads removed"),
                 Err(e) => tracing::warn!(error = %e, "removing abandoned artifact uploads failed"),
             }
+            purge_dataset_leftovers(&*store, &files, DATASET_LEFTOVER_AGE).await;
         }
         if retention_hours > 0 && purge_now {
             let before = now_ms() - retention_hours as i64 * 3_600_000;
@@ -53,4 +63,34 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Removes staging folders idle for `age`, and content folders older than `age` that no
+/// registered dataset names. Returns how many folders went.
+pub async fn purge_dataset_leftovers(store: &dyn Store, files: &DatasetFiles, age: Duration) -> usize {
+    let f = files.clone();
+    let mut removed = tokio::task::spawn_blocking(move || f.purge_incoming(age))
+        .await
+        .unwrap_or(0);
+    for hash in files.stored_hashes() {
+        if files.age_of(&hash).is_none_or(|a| a <= age) {
+            continue;
+        }
+        match store.get_dataset(&hash).await {
+            Err(crate::Error::NotFound(_)) => {
+                if files.remove(&hash).await.is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up stored datasets; leftovers kept");
+                break;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "dataset files without a registration removed");
+    }
+    removed
 }

@@ -1,6 +1,8 @@
 //! Serving: `run(config, listener, shutdown)` opens the store, starts the reaper and serves the
-//! job and worker services plus gRPC health and reflection until `shutdown` resolves. A test
-//! starts a coordinator with a listener on `127.0.0.1:0` and a oneshot as shutdown.
+//! job, worker, dataset, artifact and token services plus gRPC health and reflection until
+//! `shutdown` resolves, behind the auth layer and over plaintext or TLS as
+//! `CoordinatorConfig::security` decides. A test starts a coordinator with a listener on
+//! `127.0.0.1:0` and a oneshot as shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,10 +11,14 @@ use std::time::Duration;
 use stackhive_proto::v1::artifact_service_server::ArtifactServiceServer;
 use stackhive_proto::v1::dataset_service_server::DatasetServiceServer;
 use stackhive_proto::v1::job_service_server::JobServiceServer;
+use stackhive_proto::v1::token_service_server::TokenServiceServer;
 use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 
-use crate::api::{ArtifactApi, DatasetApi, JobApi, WorkerApi};
+use crate::api::{ArtifactApi, DatasetApi, JobApi, TokenApi, WorkerApi};
+use crate::auth::layer::AuthLayer;
+use crate::auth::workers::WorkerKeys;
+use crate::auth::Authenticator;
 use crate::config::CoordinatorConfig;
 use crate::datasets::DatasetFiles;
 use crate::error::{Error, Result};
@@ -35,21 +41,29 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let security = config.security(addr)?;
     if let Some(addr) = config.metrics_addr {
         crate::metrics::install_prometheus(addr).map_err(Error::Config)?;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let files = DatasetFiles::new(config.data_dir.clone());
     let reaper = tokio::spawn(crate::reaper::run(
         store.clone(),
+        files.clone(),
         Duration::from_millis(config.reap_interval_ms.max(10) as u64),
         config.retention_hours,
         stop_rx.clone(),
     ));
 
     let max_msg = config.max_message_mb as usize * 1024 * 1024;
+    let keys = Arc::new(WorkerKeys::new(store.clone()));
     let jobs = JobServiceServer::new(JobApi::new(
         store.clone(),
         config.max_batch_jobs,
+        config.max_watches,
         config.policy(),
         stop_rx.clone(),
     ))
@@ -57,6 +71,7 @@ pub async fn serve(
     .max_encoding_message_size(max_msg);
     let workers = WorkerServiceServer::new(WorkerApi::new(
         store.clone(),
+        keys.clone(),
         config.lease_ttl_ms,
         config.heartbeat_interval_ms(),
         stop_rx.clone(),
@@ -64,16 +79,14 @@ pub async fn serve(
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
 
-    let datasets = DatasetServiceServer::new(DatasetApi::new(
-        store.clone(),
-        DatasetFiles::new(config.data_dir.clone()),
-    ))
+    let datasets = DatasetServiceServer::new(DatasetApi::new(store.clone(), files))
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
 
-    let artifacts = ArtifactServiceServer::new(ArtifactApi::new(store.clone()))
+    let artifacts = ArtifactServiceServer::new(ArtifactApi::new(store.clone(), keys))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
+    let tokens = TokenServiceServer::new(TokenApi::new(store.clone()));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -88,33 +101,39 @@ pub async fn serve(
     health_reporter
         .set_serving::<WorkerServiceServer<WorkerApi>>()
         .await;
+    health_reporter
+        .set_serving::<TokenServiceServer<TokenApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackhive_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Config(format!("cannot build gRPC reflection: {e}")))?;
 
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    tracing::info!(%addr, backend = store.backend(), "coordinator serving");
+    tracing::info!(%addr, backend = store.backend(), security = %security.describe(), "coordinator serving");
+    if !security.tokens {
+        tracing::info!(%addr, "authentication is off: anyone who can reach this loopback address may use the coordinator");
+    }
+    let auth = Arc::new(Authenticator::new(
+        store.clone(),
+        security.tokens,
+        security.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+    ));
     let on_shutdown = async move {
         shutdown.await;
         tracing::info!("coordinator shutting down");
         let _ = stop_tx.send(true);
     };
-    // Without TCP_NODELAY on accepted sockets, a response written in two parts waits for the
-    // client's delayed ACK: 40 ms on every lease of more than a few jobs.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+    let incoming = crate::auth::tls::incoming(listener, security.tls.clone())?;
     let served = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(auth))
         .add_service(health)
         .add_service(reflection)
         .add_service(jobs)
         .add_service(workers)
         .add_service(datasets)
         .add_service(artifacts)
+        .add_service(tokens)
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     reaper.abort();

@@ -10,16 +10,7 @@ use crate::error::{Error, Result};
 use crate::kinds;
 use crate::model::*;
 
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-pub const MAX_CPU_SLOTS: u32 = 4096;
-pub const MAX_GPUS: u32 = 64;
-pub const MAX_GPU_MEM_MB: u64 = 4 * 1024 * 1024;
-pub const MAX_TAGS: usize = 32;
-pub const MAX_ATTEMPTS: u32 = 100;
-pub const MAX_TIMEOUT_S: u32 = 30 * 24 * 3600;
-pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
-pub const MAX_ROWS: u32 = 100_000_000;
-pub const MAX_TEXT: usize = 256;
+pub use stackhive_proto::limits::*;
 
 /// Validates a submit request and hashes its body for the idempotency check.
 pub fn submit(req: &pb::SubmitRequest, max_batch: u32) -> Result<SubmitBatch> {
@@ -35,10 +26,15 @@ pub fn submit(req: &pb::SubmitRequest, max_batch: u32) -> Result<SubmitBatch> {
         )));
     }
     let key = req.idempotency_key.trim();
-    if key.len() > MAX_TEXT {
+    check_text("idempotency key", key).map_err(Error::invalid)?;
+    let edges: usize = req
+        .jobs
+        .iter()
+        .map(|j| j.depends_on.len() + j.depends_on_batch.len())
+        .sum();
+    if edges > MAX_DEPS_PER_BATCH {
         return Err(Error::invalid(format!(
-            "idempotency key is {} bytes long, the limit is {MAX_TEXT}",
-            key.len()
+            "submit request holds {edges} dependencies, the limit is {MAX_DEPS_PER_BATCH} per request"
         )));
     }
     let jobs = req
@@ -103,8 +99,14 @@ fn job(j: &pb::JobSpec, index: usize, batch_len: usize) -> Result<NewJob, String
     bounded("max_attempts", j.max_attempts, MAX_ATTEMPTS)?;
     bounded("crash_limit", j.crash_limit, MAX_ATTEMPTS)?;
     bounded("timeout_s", j.timeout_s, MAX_TIMEOUT_S)?;
-    bounded("expect_oof_rows", j.expect_oof_rows, MAX_ROWS)?;
-    bounded("expect_test_rows", j.expect_test_rows, MAX_ROWS)?;
+    bounded("expect_oof_rows", j.expect_oof_rows, MAX_EXPECTED_ROWS)?;
+    bounded("expect_test_rows", j.expect_test_rows, MAX_EXPECTED_ROWS)?;
+    let deps = j.depends_on.len() + j.depends_on_batch.len();
+    if deps > MAX_DEPS_PER_JOB {
+        return Err(format!(
+            "job has {deps} dependencies, the limit is {MAX_DEPS_PER_JOB}"
+        ));
+    }
     if let Some(bad) = j.depends_on.iter().find(|&&d| d <= 0) {
         return Err(format!("depends_on holds {bad}, expected positive job ids"));
     }
@@ -188,12 +190,45 @@ fn bounded(field: &str, v: u32, max: u32) -> Result<(), String> {
 }
 
 fn text(field: &str, v: &str) -> Result<(), String> {
-    if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+    check_text(field, v)
+}
+
+/// What a worker says about itself at registration: bounded, printable text (it is shown by
+/// `stackhive workers` on people's terminals).
+pub fn worker_info(r: &pb::RegisterRequest) -> Result<(), String> {
+    text("worker name", &r.name)?;
+    text("worker hostname", &r.hostname)?;
+    text("worker version", &r.version)?;
+    if r.kinds.len() > MAX_WORKER_KINDS {
         return Err(format!(
-            "{field} must be at most {MAX_TEXT} bytes without control characters, found {} bytes",
-            v.len()
+            "worker lists {} job kinds, the limit is {MAX_WORKER_KINDS}",
+            r.kinds.len()
         ));
     }
+    for k in &r.kinds {
+        let ok = !k.is_empty()
+            && k.len() <= 64
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if !ok {
+            return Err(format!(
+                "job kind {k:?} is not valid, expected 1 to 64 letters, digits and _-."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A heartbeat's progress document: JSON, at most [`MAX_PROGRESS_BYTES`].
+pub fn progress(id: JobId, p: &str) -> Result<()> {
+    if p.len() > MAX_PROGRESS_BYTES {
+        return Err(Error::invalid(format!(
+            "progress of job {id} is {} bytes, the limit is {MAX_PROGRESS_BYTES}",
+            p.len()
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(p).map_err(|e| {
+        Error::invalid(format!("progress of job {id} is not valid JSON ({e})"))
+    })?;
     Ok(())
 }
 
@@ -312,31 +347,50 @@ fn check_batch_cycles(jobs: &[NewJob]) -> Result<()> {
     Ok(())
 }
 
-/// Validates completions; any bad item rejects the whole call.
-pub fn completions(items: &[pb::Completion]) -> Result<Vec<Completion>> {
-    items
+/// Validates completions, taking them over (prediction vectors are large: never copied); any
+/// bad item rejects the whole call.
+pub fn completions(items: Vec<pb::Completion>) -> Result<Vec<Completion>> {
+    let values: usize = items
         .iter()
+        .filter_map(|c| c.predictions.as_ref())
+        .map(|p| p.oof.len() + p.test.len())
+        .sum();
+    if values > MAX_PREDICTION_VALUES_PER_REQUEST {
+        return Err(Error::invalid(format!(
+            "completions carry {values} prediction values, the limit is \
+             {MAX_PREDICTION_VALUES_PER_REQUEST} per request; send fewer at once"
+        )));
+    }
+    items
+        .into_iter()
         .map(|c| {
-            if !c.result_json.is_empty() {
-                serde_json::from_str::<serde_json::Value>(&c.result_json).map_err(|e| {
-                    Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id))
-                })?;
+            if c.result_json.len() > MAX_RESULT_BYTES {
+                return Err(Error::invalid(format!(
+                    "result of job {} is {} bytes, the limit is {MAX_RESULT_BYTES}",
+                    c.id,
+                    c.result_json.len()
+                )));
             }
-            let predictions = match &c.predictions {
+            if !c.result_json.is_empty() {
+                serde_json::from_str::<serde::de::IgnoredAny>(&c.result_json).map_err(
+                    |e| Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id)),
+                )?;
+            }
+            let predictions = match c.predictions {
                 None => None,
                 Some(p) => Some(predictions(c.id, p)?),
             };
             Ok(Completion {
                 id: c.id,
                 attempt: c.attempt,
-                result: (!c.result_json.is_empty()).then(|| c.result_json.clone()),
+                result: (!c.result_json.is_empty()).then_some(c.result_json),
                 predictions,
             })
         })
         .collect()
 }
 
-fn predictions(id: JobId, p: &pb::Predictions) -> Result<Predictions> {
+fn predictions(id: JobId, p: pb::Predictions) -> Result<Predictions> {
     if p.oof_rows.len() != p.oof.len() {
         return Err(Error::invalid(format!(
             "predictions for job {id} have {} out-of-fold values but {} row indices",
@@ -345,6 +399,12 @@ fn predictions(id: JobId, p: &pb::Predictions) -> Result<Predictions> {
         )));
     }
     for (name, values) in [("out-of-fold", &p.oof), ("test", &p.test)] {
+        if values.len() > MAX_PREDICTION_ROWS {
+            return Err(Error::invalid(format!(
+                "predictions for job {id} hold {} {name} values, the limit is {MAX_PREDICTION_ROWS}",
+                values.len()
+            )));
+        }
         if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(Error::invalid(format!(
                 "{name} prediction {i} of job {id} is {v}, expected a finite number"
@@ -352,9 +412,9 @@ fn predictions(id: JobId, p: &pb::Predictions) -> Result<Predictions> {
         }
     }
     Ok(Predictions {
-        oof_rows: p.oof_rows.clone(),
-        oof: p.oof.clone(),
-        test: p.test.clone(),
+        oof_rows: p.oof_rows,
+        oof: p.oof,
+        test: p.test,
     })
 }
 
@@ -509,7 +569,7 @@ mod tests {
             }),
         };
         assert_eq!(
-            completions(&[c]).unwrap_err().to_string(),
+            completions(vec![c]).unwrap_err().to_string(),
             "out-of-fold prediction 1 of job 3 is NaN, expected a finite number"
         );
     }

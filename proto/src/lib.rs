@@ -1,5 +1,10 @@
 //! The stackhive v1 gRPC API: messages, clients and servers generated from
-//! `proto/stackhive/v1/*.proto`. Nothing hand-written lives here beyond small conveniences.
+//! `proto/stackhive/v1/*.proto`, the codec they share, and the protocol's limits. Nothing
+//! hand-written lives here beyond small conveniences.
+
+pub mod codec;
+pub mod connect;
+pub mod limits;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

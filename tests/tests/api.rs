@@ -160,9 +160,10 @@ async fn bad_input_is_refused_and_stores_nothing(db: TestDb) {
         .into_inner()
         .job_ids[0];
     let mut w = WorkerServiceClient::connect(url.clone()).await.unwrap();
-    let wid = w
+    let me = w
         .register(pb::RegisterRequest {
             name: "t".into(),
+            kinds: vec!["noop".into()],
             resources: Some(pb::Resources {
                 cpu_slots: 4,
                 ..Default::default()
@@ -171,13 +172,14 @@ async fn bad_input_is_refused_and_stores_nothing(db: TestDb) {
         })
         .await
         .unwrap()
-        .into_inner()
-        .worker_id;
+        .into_inner();
+    let (wid, key) = (me.worker_id, me.worker_key);
     let mut leased = Vec::new();
     while !leased.iter().any(|j: &pb::LeasedJob| j.id == id) {
         leased.extend(
             w.lease(pb::LeaseRequest {
                 worker_id: wid.clone(),
+                worker_key: key.clone(),
                 free: Some(pb::Resources {
                     cpu_slots: 4,
                     ..Default::default()
@@ -194,6 +196,7 @@ async fn bad_input_is_refused_and_stores_nothing(db: TestDb) {
     let attempt = leased.iter().find(|j| j.id == id).unwrap().attempt;
     let complete = |oof: Vec<f32>| pb::CompleteRequest {
         worker_id: wid.clone(),
+        worker_key: key.clone(),
         completions: vec![pb::Completion {
             id,
             attempt,

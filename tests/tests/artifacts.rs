@@ -10,8 +10,9 @@ use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
 use stackhive_tests::cluster::spec;
 use stackhive_tests::db::TestDb;
+use stackhive_proto::connect::{plain, AuthChannel as Channel};
 use stackhive_worker::artifacts::{self, ArtifactError};
-use tonic::transport::Channel;
+use stackhive_worker::Identity;
 use tonic::Code;
 
 fn code(e: &ArtifactError) -> Option<Code> {
@@ -34,8 +35,12 @@ async fn coordinator(db_url: &str) -> (Channel, tokio::sync::oneshot::Sender<()>
         .await
         .expect("coordinator runs");
     });
-    let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
-    (channel, tx)
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (plain(channel), tx)
 }
 
 /// Uploads (committed or not) and chunks in the database, once a discard under way settles.
@@ -79,16 +84,11 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
     let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&file, &content).unwrap();
 
-    // Not running yet: refused as stale.
-    let err = artifacts::upload(channel.clone(), id, 1, "model.ot", &file)
-        .await
-        .unwrap_err();
-    assert_eq!(code(&err), Some(Code::FailedPrecondition), "{err}");
-
     let mut w = WorkerServiceClient::new(channel.clone());
-    let wid = w
+    let me = w
         .register(pb::RegisterRequest {
             name: "t".into(),
+            kinds: vec!["noop".into()],
             resources: Some(pb::Resources {
                 cpu_slots: 1,
                 ..Default::default()
@@ -97,12 +97,20 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
         })
         .await
         .unwrap()
-        .into_inner()
-        .worker_id;
+        .into_inner();
+    let who = Identity::new(&me.worker_id, &me.worker_key);
+
+    // Not running yet: refused as stale.
+    let err = artifacts::upload(channel.clone(), &who, id, 1, "model.ot", &file)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(Code::FailedPrecondition), "{err}");
+
     let attempt = loop {
         let jobs = w
             .lease(pb::LeaseRequest {
-                worker_id: wid.clone(),
+                worker_id: me.worker_id.clone(),
+                worker_key: me.worker_key.clone(),
                 free: Some(pb::Resources {
                     cpu_slots: 1,
                     ..Default::default()
@@ -120,11 +128,11 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
     };
 
     // Another attempt's upload is stale; a bad name is refused.
-    let err = artifacts::upload(channel.clone(), id, attempt + 1, "model.ot", &file)
+    let err = artifacts::upload(channel.clone(), &who, id, attempt + 1, "model.ot", &file)
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(Code::FailedPrecondition), "{err}");
-    let err = artifacts::upload(channel.clone(), id, attempt, "../escape", &file)
+    let err = artifacts::upload(channel.clone(), &who, id, attempt, "../escape", &file)
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(Code::InvalidArgument), "{err}");
@@ -139,6 +147,8 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
                 name: "model.ot".into(),
                 size: content.len() as u64,
                 blake3: "0".repeat(64),
+                worker_id: me.worker_id.clone(),
+                worker_key: me.worker_key.clone(),
             },
         )),
     };
@@ -169,7 +179,7 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
 
     // The running attempt's upload is kept, in 1 MiB chunks, and the other coordinator
     // serves it back byte for byte.
-    let info = artifacts::upload(channel.clone(), id, attempt, "model.ot", &file)
+    let info = artifacts::upload(channel.clone(), &who, id, attempt, "model.ot", &file)
         .await
         .unwrap();
     assert_eq!(info.size, content.len() as u64);
@@ -185,7 +195,7 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
     let shorter = &content[..1_500_000];
     let file2 = data.path().join("upload2.bin");
     std::fs::write(&file2, shorter).unwrap();
-    let info2 = artifacts::upload(other.clone(), id, attempt, "model.ot", &file2)
+    let info2 = artifacts::upload(other.clone(), &who, id, attempt, "model.ot", &file2)
         .await
         .unwrap();
     assert_eq!(info2.size, shorter.len() as u64);
@@ -206,16 +216,16 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
 
     // Deleting: another attempt is refused and the bytes stay; the running attempt removes
     // record and bytes, and a second delete finds nothing.
-    let err = artifacts::delete(channel.clone(), id, attempt + 1, "model.ot")
+    let err = artifacts::delete(channel.clone(), &who, id, attempt + 1, "model.ot")
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(Code::FailedPrecondition), "{err}");
     assert_eq!(stored_rows(&pool, 1).await, (1, 2));
-    assert!(artifacts::delete(other.clone(), id, attempt, "model.ot")
+    assert!(artifacts::delete(other.clone(), &who, id, attempt, "model.ot")
         .await
         .unwrap());
     assert_eq!(stored_rows(&pool, 0).await, (0, 0));
-    assert!(!artifacts::delete(channel.clone(), id, attempt, "model.ot")
+    assert!(!artifacts::delete(channel.clone(), &who, id, attempt, "model.ot")
         .await
         .unwrap());
     let err = artifacts::fetch_cached(channel.clone(), id, "model.ot", &data.path().join("again"))

@@ -11,7 +11,7 @@ use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use stackhive_tests::cluster::{bin, Coordinator};
 use stackhive_tests::db::TestDb;
 use stackhive_worker::datasets::{DatasetCache, Source};
-use tonic::transport::Channel;
+use stackhive_proto::connect::{plain, AuthChannel as Channel};
 
 fn synth(dir: &Path, seed: u64) {
     let cfg = SynthConfig {
@@ -53,11 +53,13 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn channel(url: &str) -> Channel {
-    Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    plain(
+        tonic::transport::Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

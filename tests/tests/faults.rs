@@ -43,11 +43,26 @@ async fn killed_worker_job_is_retried_once_and_late_report_rejected() {
     assert_eq!(done.crashes, 1);
     assert_ne!(done.worker_id, running.worker_id);
 
-    // The dead attempt's report arrives late: refused, the result stays the retry's.
+    // The dead attempt's report arrives late: refused, the result stays the retry's. A report
+    // for attempt 1 from a live, registered worker is stale (the attempt and its worker moved
+    // on); one in the dead worker's name without its key proves nothing.
     let mut w = coord.workers_api().await;
+    let me = w
+        .register(pb::RegisterRequest {
+            name: "late".into(),
+            resources: Some(pb::Resources {
+                cpu_slots: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let late = w
         .complete(pb::CompleteRequest {
-            worker_id: running.worker_id.clone(),
+            worker_id: me.worker_id.clone(),
+            worker_key: me.worker_key.clone(),
             completions: vec![pb::Completion {
                 id,
                 attempt: 1,
@@ -60,7 +75,8 @@ async fn killed_worker_job_is_retried_once_and_late_report_rejected() {
     assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late:?}");
     let late_fail = w
         .fail(pb::FailRequest {
-            worker_id: running.worker_id,
+            worker_id: me.worker_id,
+            worker_key: me.worker_key,
             id,
             attempt: 1,
             reason: "late".into(),
@@ -70,6 +86,19 @@ async fn killed_worker_job_is_retried_once_and_late_report_rejected() {
         .await
         .unwrap_err();
     assert_eq!(late_fail.code(), tonic::Code::FailedPrecondition);
+    let forged = w
+        .fail(pb::FailRequest {
+            worker_id: running.worker_id,
+            worker_key: String::new(),
+            id,
+            attempt: 1,
+            reason: "late".into(),
+            retryable: false,
+            handback: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::PermissionDenied, "{forged:?}");
     let after = job(&mut c, id).await;
     assert_eq!(state(&after), pb::JobState::Succeeded);
     assert!(!after.result_json.contains("late"), "{}", after.result_json);

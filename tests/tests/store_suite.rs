@@ -42,6 +42,26 @@ fn q(free: Resources, max_jobs: u32) -> LeaseQuery {
     }
 }
 
+/// The workers the cases lease and report as; a store only deals with registered workers.
+const WORKERS: [&str; 8] = ["w1", "w-old", "w0", "w2", "w3", "w4", "w5", "w6"];
+
+async fn register_workers(s: &dyn Store) {
+    for id in WORKERS {
+        s.register_worker(id, &worker_info(id), "key-hash").await.unwrap();
+    }
+}
+
+fn worker_info(name: &str) -> WorkerInfo {
+    WorkerInfo {
+        name: name.into(),
+        hostname: "h".into(),
+        resources: cpu(4),
+        gpu_mem_mb: vec![],
+        kinds: vec!["noop".into(), "sleep".into()],
+        version: "t".into(),
+    }
+}
+
 async fn submit(s: &dyn Store, jobs: Vec<NewJob>) -> Vec<JobId> {
     s.submit(batch(jobs)).await.expect("submit").ids
 }
@@ -635,27 +655,179 @@ pub async fn listing_paging_and_workers(s: Arc<dyn Store>) {
     }
     assert_eq!(seen.len(), 13);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
-    let info = WorkerInfo {
-        name: "blade-1".into(),
-        hostname: "h".into(),
-        resources: cpu(4),
-        gpu_mem_mb: vec![],
-        kinds: vec!["noop".into()],
-        version: "t".into(),
-    };
-    let wid = s.register_worker(&info).await.unwrap();
+    let info = worker_info("blade-1");
+    s.register_worker("blade-1", &info, "hash-1").await.unwrap();
+    assert!(matches!(
+        s.register_worker("blade-1", &info, "hash-2").await,
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(s.worker_key("blade-1").await.unwrap().as_deref(), Some("hash-1"));
+    assert_eq!(s.worker_key("nobody").await.unwrap(), None);
     let mut lq = q(cpu(3), 3);
-    lq.worker_id = wid.clone();
+    lq.worker_id = "blade-1".into();
     s.lease(&lq).await.unwrap();
     let workers = s.list_workers(false).await.unwrap();
-    assert_eq!(workers.len(), 1);
+    let mine = workers.iter().find(|w| w.id == "blade-1").unwrap();
+    assert_eq!((mine.info.name.as_str(), mine.running_jobs), ("blade-1", 3));
+    s.deregister_worker("blade-1").await.unwrap();
+    let alive = s.list_workers(false).await.unwrap();
+    assert!(alive.iter().all(|w| w.id != "blade-1"));
+    let all = s.list_workers(true).await.unwrap();
+    assert!(all.iter().any(|w| w.id == "blade-1" && w.deregistered));
+    assert!(matches!(
+        s.deregister_worker("nobody").await,
+        Err(Error::NotFound(_))
+    ));
+    // Registering again renews it under its id.
+    let mut renewed = info.clone();
+    renewed.resources = cpu(8);
+    s.renew_worker("blade-1", &renewed).await.unwrap();
+    let back = s.list_workers(false).await.unwrap();
+    let mine = back.iter().find(|w| w.id == "blade-1").unwrap();
+    assert_eq!(mine.info.resources.cpu_slots, 8);
+    assert!(matches!(
+        s.renew_worker("nobody", &info).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+/// Issue 14: the fence is (job, attempt, worker), and only a registered, not deregistered
+/// worker claims or heartbeats. Issue 11: a lease marks its worker seen on both stores, work or
+/// no work.
+pub async fn workers_act_only_as_themselves(s: Arc<dyn Store>) {
+    let id = submit(&*s, vec![noop()]).await[0];
+    let mut stranger = q(cpu(1), 1);
+    stranger.worker_id = "made-up".into();
+    assert!(matches!(s.lease(&stranger).await, Err(Error::NotFound(_))));
+    assert_eq!(state(&*s, id).await, JobState::Queued, "nothing claimed");
+
+    let seen_before = |w: &[WorkerRecord], id: &str| w.iter().find(|r| r.id == id).unwrap().last_seen;
+    let before = seen_before(&s.list_workers(true).await.unwrap(), "w-old");
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let mut idle = q(cpu(1), 1);
+    idle.worker_id = "w-old".into();
+    idle.max_jobs = 0;
+    assert!(s.lease(&idle).await.unwrap().is_empty());
+    let after = seen_before(&s.list_workers(true).await.unwrap(), "w-old");
+    assert!(after > before, "an empty lease marks the worker seen: {before} -> {after}");
+
+    let leased = s.lease(&q(cpu(1), 1)).await.unwrap();
+    assert_eq!((leased[0].id, leased[0].attempt), (id, 1));
+    // Another registered worker reporting the current attempt: refused, nothing changes.
+    let out = s.complete("w-old", &[done(id, 1)]).await.unwrap();
+    assert!(out.accepted.is_empty());
+    assert!(out.stale[0].2.contains("leased to another worker"), "{:?}", out.stale);
+    let beat = [ActiveJob {
+        id,
+        attempt: 1,
+        progress: Some("{\"forged\":true}".into()),
+    }];
+    let stops = s.heartbeat("w-old", &beat, 30_000).await.unwrap();
+    assert_eq!(stops[0].reason, StopReason::LeaseLost);
+    assert_eq!(s.get_job(id).await.unwrap().progress, None, "no forged progress");
+    let forged = Failure {
+        worker_id: "w-old".into(),
+        id,
+        attempt: 1,
+        reason: "forged".into(),
+        retryable: false,
+        handback: false,
+    };
+    assert!(matches!(s.fail(&forged).await, Err(Error::Stale(m)) if m.contains("another worker")));
+    assert_eq!(state(&*s, id).await, JobState::Running);
+
+    // A deregistered worker neither claims nor heartbeats; its own job's lease is not renewed.
+    s.deregister_worker("w1").await.unwrap();
+    assert!(matches!(s.lease(&q(cpu(1), 1)).await, Err(Error::NotFound(_))));
+    let own = [ActiveJob {
+        id,
+        attempt: 1,
+        progress: None,
+    }];
+    assert!(matches!(
+        s.heartbeat("w1", &own, 30_000).await,
+        Err(Error::NotFound(_))
+    ));
+    s.renew_worker("w1", &worker_info("w1")).await.unwrap();
+    assert!(s.heartbeat("w1", &own, 30_000).await.unwrap().is_empty());
     assert_eq!(
-        (workers[0].id.as_str(), workers[0].running_jobs),
-        (wid.as_str(), 3)
+        s.complete("w1", &[done(id, 1)]).await.unwrap().accepted,
+        vec![id]
     );
-    s.deregister_worker(&wid).await.unwrap();
-    assert!(s.list_workers(false).await.unwrap().is_empty());
-    assert_eq!(s.list_workers(true).await.unwrap().len(), 1);
+}
+
+/// Issue 16: a worker claims only kinds it registered; the others wait for a worker that runs
+/// them, in their place.
+pub async fn claims_match_registered_kinds(s: Arc<dyn Store>) {
+    let cnn = submit(
+        &*s,
+        vec![NewJob {
+            kind: "cnn".into(),
+            ..noop()
+        }],
+    )
+    .await[0];
+    let plain = submit(&*s, vec![noop()]).await[0];
+    let got = s.lease(&q(cpu(4), 4)).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), [plain]);
+    assert_eq!(state(&*s, cnn).await, JobState::Queued);
+    let gpu_box = WorkerInfo {
+        kinds: vec!["cnn".into(), "noop".into()],
+        ..worker_info("gpu-box")
+    };
+    s.register_worker("gpu-box", &gpu_box, "h").await.unwrap();
+    let mut lq = q(cpu(4), 4);
+    lq.worker_id = "gpu-box".into();
+    let got = s.lease(&lq).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), [cnn]);
+}
+
+/// Tokens: stored by id with the hash of their secret; revocation is kept, and told.
+pub async fn tokens_are_stored_and_revoked(s: Arc<dyn Store>) {
+    let t = TokenRecord {
+        id: "0123456789ab".into(),
+        name: "ci".into(),
+        role: Role::Submitter,
+        secret_hash: "h".repeat(64),
+        created_at: 1_000,
+        revoked_at: None,
+    };
+    s.create_token(&t).await.unwrap();
+    assert!(matches!(s.create_token(&t).await, Err(Error::AlreadyExists(_))));
+    let admin = TokenRecord {
+        id: "ba9876543210".into(),
+        name: "ops".into(),
+        role: Role::Admin,
+        created_at: 2_000,
+        ..t.clone()
+    };
+    s.create_token(&admin).await.unwrap();
+    assert_eq!(s.get_token(&t.id).await.unwrap(), Some(t.clone()));
+    assert_eq!(s.get_token("nope").await.unwrap(), None);
+    let ids = |v: Vec<TokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_tokens(false).await.unwrap()),
+        [t.id.clone(), admin.id.clone()]
+    );
+    let epoch = s.token_epoch();
+    assert!(s.revoke_token(&t.id).await.unwrap());
+    assert!(!s.revoke_token(&t.id).await.unwrap(), "revoked once");
+    assert!(matches!(s.revoke_token("nope").await, Err(Error::NotFound(_))));
+    assert!(s.get_token(&t.id).await.unwrap().unwrap().revoked_at.is_some());
+    assert_eq!(ids(s.list_tokens(false).await.unwrap()), [admin.id.clone()]);
+    assert_eq!(s.list_tokens(true).await.unwrap().len(), 2);
+    // A store that caches verified tokens hears of the revocation (PostgreSQL: NOTIFY);
+    // SQLite never offers a cache.
+    match epoch {
+        None => assert_eq!(s.backend(), "sqlite"),
+        Some(e) => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while s.token_epoch() == Some(e) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_ne!(s.token_epoch(), Some(e), "revocation heard");
+        }
+    }
 }
 
 pub async fn retention_purges_only_old_finished(s: Arc<dyn Store>) {
@@ -830,7 +1002,7 @@ pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
     // Committed: listed, and its chunks read back in order.
     let first = stage(&*s, job, &[b"abc", b"de"]).await;
     let stored = s
-        .commit_artifact(&artifact(job, attempt, "model.ot", 5, &first))
+        .commit_artifact(&artifact(job, attempt, "model.ot", 5, &first), "w1")
         .await
         .unwrap();
     assert_eq!((stored.attempt, stored.size), (attempt, 5));
@@ -855,12 +1027,17 @@ pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
     // Refused: a stale attempt, and an upload missing bytes. The stored artifact is untouched.
     let other = stage(&*s, job, &[b"xyz"]).await;
     assert!(matches!(
-        s.commit_artifact(&artifact(job, attempt + 1, "model.ot", 3, &other))
+        s.commit_artifact(&artifact(job, attempt + 1, "model.ot", 3, &other), "w1")
             .await,
         Err(Error::Stale(_))
     ));
     assert!(matches!(
-        s.commit_artifact(&artifact(job, attempt, "model.ot", 4, &other))
+        s.commit_artifact(&artifact(job, attempt, "model.ot", 3, &other), "w-old")
+            .await,
+        Err(Error::Stale(m)) if m.contains("another worker")
+    ));
+    assert!(matches!(
+        s.commit_artifact(&artifact(job, attempt, "model.ot", 4, &other), "w1")
             .await,
         Err(Error::Config(m)) if m.contains("holds 3 bytes")
     ));
@@ -868,7 +1045,7 @@ pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
 
     // Replaced: the new upload holds the name, the old one's bytes are gone.
     let replaced = s
-        .commit_artifact(&artifact(job, attempt, "model.ot", 3, &other))
+        .commit_artifact(&artifact(job, attempt, "model.ot", 3, &other), "w1")
         .await
         .unwrap();
     assert_eq!(replaced.upload_id, other);
@@ -878,15 +1055,19 @@ pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
 
     // Deleted: only by the running attempt; a second delete finds nothing.
     let resume = stage(&*s, job, &[b"state"]).await;
-    s.commit_artifact(&artifact(job, attempt, "resume.ot", 5, &resume))
+    s.commit_artifact(&artifact(job, attempt, "resume.ot", 5, &resume), "w1")
         .await
         .unwrap();
     assert!(matches!(
-        s.delete_artifact(job, attempt + 1, "resume.ot").await,
+        s.delete_artifact(job, attempt + 1, "w1", "resume.ot").await,
         Err(Error::Stale(_))
     ));
-    assert!(s.delete_artifact(job, attempt, "resume.ot").await.unwrap());
-    assert!(!s.delete_artifact(job, attempt, "resume.ot").await.unwrap());
+    assert!(matches!(
+        s.delete_artifact(job, attempt, "w-old", "resume.ot").await,
+        Err(Error::Stale(_))
+    ));
+    assert!(s.delete_artifact(job, attempt, "w1", "resume.ot").await.unwrap());
+    assert!(!s.delete_artifact(job, attempt, "w1", "resume.ot").await.unwrap());
     assert!(matches!(
         s.get_artifact(job, "resume.ot").await,
         Err(Error::NotFound(_))
@@ -911,13 +1092,10 @@ pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
     // A finished job's artifacts go with it at retention.
     s.complete("w1", &[done(job, attempt)]).await.unwrap();
     assert!(matches!(
-        s.commit_artifact(&artifact(
-            job,
-            attempt,
-            "late.ot",
-            0,
-            &stage(&*s, job, &[]).await
-        ))
+        s.commit_artifact(
+            &artifact(job, attempt, "late.ot", 0, &stage(&*s, job, &[]).await),
+            "w1"
+        )
         .await,
         Err(Error::Stale(_))
     ));
@@ -944,6 +1122,7 @@ macro_rules! suite {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
                         let t = store().await;
+                        register_workers(&*t.store).await;
                         super::$name(t.store.clone()).await;
                     }
                 };
@@ -967,12 +1146,16 @@ macro_rules! suite {
             case!(concurrent_claims_take_each_job_once);
             case!(datasets_and_folds_are_stored_once);
             case!(artifacts_are_fenced_replaced_and_purged);
+            case!(workers_act_only_as_themselves);
+            case!(tokens_are_stored_and_revoked);
+            case!(claims_match_registered_kinds);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn aging_prevents_starvation() {
                 let mut p = db::fast_policy();
                 p.aging_ms_per_priority = 20;
                 let t = db::$backend(p).await;
+                register_workers(&*t.store).await;
                 super::aging_prevents_starvation(t.store.clone()).await;
             }
         }

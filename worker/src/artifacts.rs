@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::artifact_service_client::ArtifactServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Channel;
+use stackhive_proto::connect::AuthChannel as Channel;
+
+use crate::client::Identity;
 
 /// Bytes per upload message (well under the coordinator's message limit).
 const CHUNK: usize = 1 << 20;
@@ -38,11 +40,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ArtifactError + '_ {
     }
 }
 
-/// Uploads `path` as artifact `name` of attempt `attempt` of job `job`. The file is opened once
-/// and hashed and sent through that one handle, so a writer replacing it meanwhile (renaming a
-/// new version over it) cannot make the bytes disagree with the hash.
+/// Uploads `path` as artifact `name` of attempt `attempt` of job `job`, as worker `who` (the
+/// worker holding the attempt). The file is opened once and hashed and sent through that one
+/// handle, so a writer replacing it meanwhile (renaming a new version over it) cannot make the
+/// bytes disagree with the hash.
 pub async fn upload(
     channel: Channel,
+    who: &Identity,
     job: i64,
     attempt: u32,
     name: &str,
@@ -61,6 +65,7 @@ pub async fn upload(
     .expect("hashing does not panic")
     .map_err(io(path))?;
     let mut file = tokio::fs::File::from_std(opened);
+    let (worker_id, worker_key) = who.current();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = pb::UploadArtifactRequest {
         item: Some(pb::upload_artifact_request::Item::Header(
@@ -70,6 +75,8 @@ pub async fn upload(
                 name: name.to_string(),
                 size,
                 blake3,
+                worker_id: worker_id.to_string(),
+                worker_key: worker_key.to_string(),
             },
         )),
     };
@@ -101,19 +108,23 @@ pub async fn upload(
     Ok(answer?.into_inner())
 }
 
-/// Removes artifact `name` of job `job`, as its running attempt `attempt`; false when there was
-/// none.
+/// Removes artifact `name` of job `job`, as worker `who` running attempt `attempt`; false when
+/// there was none.
 pub async fn delete(
     channel: Channel,
+    who: &Identity,
     job: i64,
     attempt: u32,
     name: &str,
 ) -> Result<bool, ArtifactError> {
+    let (worker_id, worker_key) = who.current();
     let answer = ArtifactServiceClient::new(channel)
         .delete_artifact(pb::DeleteArtifactRequest {
             job_id: job,
             attempt,
             name: name.to_string(),
+            worker_id: worker_id.to_string(),
+            worker_key: worker_key.to_string(),
         })
         .await?;
     Ok(answer.into_inner().deleted)

@@ -9,15 +9,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::Rng;
+use stackhive_proto::connect::{AuthChannel, ClientOptions};
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
 use stackhive_proto::v1::RegisterRequest;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::WorkerError;
 
-pub(crate) type Client = WorkerServiceClient<Channel>;
+pub(crate) type Client = WorkerServiceClient<AuthChannel>;
 
 /// Deadline of one RPC attempt (a Lease adds its long-poll wait).
 pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,16 +56,53 @@ pub(crate) fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     req
 }
 
-/// The registration the coordinator handed out.
+/// The registration the coordinator handed out: the worker's id and the key that proves it.
 #[derive(Clone, Debug)]
 struct Registration {
     worker_id: Arc<str>,
+    worker_key: Arc<str>,
+}
+
+/// The worker's current identity, shared with the executors (artifact uploads carry it). It
+/// changes only when the worker registers anew.
+#[derive(Clone, Debug)]
+pub struct Identity(Arc<RwLock<Registration>>);
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self(Arc::new(RwLock::new(Registration {
+            worker_id: Arc::from(""),
+            worker_key: Arc::from(""),
+        })))
+    }
+}
+
+impl Identity {
+    /// An identity handed out by a Register call made elsewhere (tools, benchmarks).
+    pub fn new(worker_id: &str, worker_key: &str) -> Self {
+        let me = Self::default();
+        me.set(worker_id, worker_key);
+        me
+    }
+
+    /// The worker id and its key, read together.
+    pub fn current(&self) -> (Arc<str>, Arc<str>) {
+        let r = self.0.read().unwrap_or_else(|e| e.into_inner());
+        (r.worker_id.clone(), r.worker_key.clone())
+    }
+
+    fn set(&self, worker_id: &str, worker_key: &str) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Registration {
+            worker_id: Arc::from(worker_id),
+            worker_key: Arc::from(worker_key),
+        };
+    }
 }
 
 pub(crate) struct Coordinator {
     client: Client,
     register: RegisterRequest,
-    current: RwLock<Registration>,
+    current: Identity,
     /// Serializes re-registration, so that two tasks that both hear NOT_FOUND register once.
     registering: tokio::sync::Mutex<()>,
     heartbeat_interval_ms: AtomicU32,
@@ -73,13 +110,17 @@ pub(crate) struct Coordinator {
 
 impl Coordinator {
     /// Nothing connects yet: the first RPC does, and a broken connection is re-made on the next.
-    pub(crate) fn new(url: &str, register: RegisterRequest) -> Result<Self, WorkerError> {
-        let endpoint = Endpoint::from_shared(url.to_string())
+    pub(crate) fn new(
+        url: &str,
+        options: &ClientOptions,
+        register: RegisterRequest,
+    ) -> Result<Self, WorkerError> {
+        let endpoint = options
+            .endpoint(url)
             .map_err(|e| WorkerError::Endpoint {
                 url: url.to_string(),
                 message: e.to_string(),
             })?
-            .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .tcp_keepalive(Some(Duration::from_secs(30)))
             // Notices a coordinator that vanished without closing the connection (power loss),
@@ -87,37 +128,50 @@ impl Coordinator {
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let client = WorkerServiceClient::new(endpoint.connect_lazy())
+        let credentials = options.credentials().map_err(|e| WorkerError::Endpoint {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        let channel = tonic::service::interceptor::InterceptedService::new(
+            endpoint.connect_lazy(),
+            credentials,
+        );
+        let client = WorkerServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self {
             client,
             register,
-            current: RwLock::new(Registration {
-                worker_id: Arc::from(""),
-            }),
+            current: Identity::default(),
             registering: tokio::sync::Mutex::new(()),
             heartbeat_interval_ms: AtomicU32::new(10_000),
         })
     }
 
     pub(crate) fn worker_id(&self) -> Arc<str> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .worker_id
-            .clone()
+        self.current.current().0
+    }
+
+    /// The id and key every worker call carries.
+    pub(crate) fn identity(&self) -> Identity {
+        self.current.clone()
     }
 
     pub(crate) fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.load(Ordering::Relaxed).into())
     }
 
-    /// Registers (again), retrying through outages until `stop` fires.
+    /// Registers (again), retrying through outages until `stop` fires. Registering again
+    /// presents the current id and key, so the coordinator keeps this worker's identity and the
+    /// reports of the jobs it runs stay valid.
     pub(crate) async fn register(&self, stop: &CancellationToken) -> Result<(), RpcError> {
+        let (id, key) = self.current.current();
+        let mut register = self.register.clone();
+        register.worker_id = id.to_string();
+        register.worker_key = key.to_string();
         let resp = self
             .call("register", stop, |mut c| {
-                let req = request(self.register.clone(), RPC_TIMEOUT);
+                let req = request(register.clone(), RPC_TIMEOUT);
                 async move { c.register(req).await }
             })
             .await?;
@@ -135,10 +189,7 @@ impl Coordinator {
         .max(50);
         self.heartbeat_interval_ms
             .store(interval, Ordering::Relaxed);
-        self.current
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .worker_id = Arc::from(resp.worker_id.as_str());
+        self.current.set(&resp.worker_id, &resp.worker_key);
         tracing::info!(
             worker_id = %resp.worker_id,
             lease_ttl_ms = ttl,

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-/// Most CPU slots one worker may advertise; more is a typo, not a machine.
-pub const MAX_SLOTS: u32 = 100_000;
-/// Most GPUs one worker may advertise.
-pub const MAX_GPUS: u32 = 64;
-/// Largest memory accepted for one GPU (1 TiB), in MiB.
-pub const MAX_GPU_MEM_MB: u64 = 1 << 20;
+use stackhive_proto::connect::ClientOptions;
+/// What one worker may advertise: the coordinator's limits.
+pub use stackhive_proto::limits::{
+    MAX_CPU_SLOTS as MAX_SLOTS, MAX_GPUS, MAX_GPU_MEM_MB,
+};
+
+use crate::executor::RunAs;
 const MAX_LEASE_BATCH: u32 = 10_000;
 const MAX_LEASE_WAIT_MS: u32 = 600_000;
 const MAX_DRAIN_TIMEOUT_S: u64 = 7 * 24 * 3600;
@@ -102,6 +103,18 @@ pub struct WorkerConfig {
     /// Keep each attempt's folder under --work-dir after it ends (for debugging).
     #[arg(long, env = "STACKHIVE_KEEP_JOB_DIRS")]
     pub keep_job_dirs: bool,
+
+    /// Job kinds this worker does not offer, e.g. `shell` on a machine that must never run
+    /// arbitrary commands (comma separated).
+    #[arg(long, env = "STACKHIVE_DISABLE_KINDS", value_delimiter = ',')]
+    pub disable_kinds: Vec<String>,
+
+    /// Run `shell` job commands as this unprivileged user (for a worker that runs as root).
+    #[arg(long, env = "STACKHIVE_RUN_AS")]
+    pub run_as: Option<String>,
+
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 impl WorkerConfig {
@@ -124,21 +137,35 @@ impl WorkerConfig {
             work_dir: "stackhive-cache/jobs".into(),
             image_cache: "stackhive-cache/images".into(),
             keep_job_dirs: false,
+            disable_kinds: Vec::new(),
+            run_as: None,
+            client: ClientOptions::default(),
         }
     }
 
     /// Checks every value and fills in the machine-dependent defaults.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let coordinator = self.coordinator.trim();
-        // Plain http only: the build has no TLS, and an https URL would fail on every connect.
-        let scheme_ok = coordinator.starts_with("http://");
+        let scheme_ok = coordinator.starts_with("http://") || coordinator.starts_with("https://");
         if !scheme_ok || coordinator.parse::<tonic::codegen::http::Uri>().is_err() {
             return Err(invalid(
                 "coordinator",
-                "an http:// URL",
+                "an http:// or https:// URL",
                 format!("{coordinator:?}"),
             ));
         }
+        self.client
+            .endpoint(coordinator)
+            .map_err(|e| invalid("coordinator", "usable connection settings", e.to_string()))?;
+        self.client
+            .credentials()
+            .map_err(|e| invalid("token", "a bearer token", e.to_string()))?;
+        let run_as = self
+            .run_as
+            .as_deref()
+            .map(RunAs::lookup)
+            .transpose()
+            .map_err(|e| invalid("run-as", "an unprivileged user of this machine", e))?;
 
         let name = match &self.name {
             Some(n) => {
@@ -209,6 +236,8 @@ impl WorkerConfig {
             lease_wait: Duration::from_millis(self.lease_wait_ms.into()),
             drain_timeout: Duration::from_secs(self.drain_timeout_s),
             report_batch: self.report_batch as usize,
+            run_as,
+            client: self.client.clone(),
         })
     }
 
@@ -264,6 +293,8 @@ pub struct Settings {
     pub lease_wait: Duration,
     pub drain_timeout: Duration,
     pub report_batch: usize,
+    pub run_as: Option<RunAs>,
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -386,7 +417,7 @@ mod tests {
         c.slots = Some(0);
         assert_eq!(
             error(&c),
-            "--slots: expected a value between 1 and 100000, found 0"
+            "--slots: expected a value between 1 and 4096, found 0"
         );
         c.slots = Some(100_001);
         assert!(error(&c).contains("found 100001"));
@@ -415,7 +446,7 @@ mod tests {
         let c = WorkerConfig::new("127.0.0.1:50051");
         assert_eq!(
             error(&c),
-            "--coordinator: expected an http:// URL, found \"127.0.0.1:50051\""
+            "--coordinator: expected an http:// or https:// URL, found \"127.0.0.1:50051\""
         );
 
         let mut c = WorkerConfig::new("http://127.0.0.1:50051");

@@ -68,8 +68,13 @@ pub(crate) async fn run(
         gpu_mem_mb: settings.gpu_mem_mb.clone(),
         kinds: registry.kinds(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
     };
-    let coord = Arc::new(Coordinator::new(&settings.coordinator, register)?);
+    let coord = Arc::new(Coordinator::new(
+        &settings.coordinator,
+        &settings.client,
+        register,
+    )?);
     tracing::info!(
         coordinator = %settings.coordinator,
         name = %settings.name,
@@ -223,12 +228,13 @@ async fn flush(
 }
 
 async fn deregister(coord: &Coordinator) {
-    let worker_id = coord.worker_id();
+    let (worker_id, worker_key) = coord.identity().current();
     let stop = CancellationToken::new();
     let call = coord.call("deregister", &stop, |mut c| {
         let req = request(
             DeregisterRequest {
                 worker_id: worker_id.to_string(),
+                worker_key: worker_key.to_string(),
             },
             DEREGISTER_TIMEOUT,
         );
@@ -321,7 +327,8 @@ async fn run_job(shared: Arc<Shared>, job: LeasedJob, slot: Arc<JobSlot>, slots:
     };
     let started = Instant::now();
     tracing::info!(job_id = job.id, attempt = job.attempt, kind = %job.kind, gpus = ?slot.gpus, "started");
-    let outcome = job::execute(&shared.registry, &job, JobCtx::for_slot(slot.clone())).await;
+    let ctx = JobCtx::for_slot(slot.clone(), shared.coord.identity());
+    let outcome = job::execute(&shared.registry, &job, ctx).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Outcome::Succeeded(out) => {
@@ -376,13 +383,14 @@ async fn lease_loop(shared: Arc<Shared>, stop: CancellationToken) {
             }
         };
         let max_jobs = settings.lease_batch.min(free.cpu_slots);
-        let worker_id = shared.coord.worker_id();
+        let (worker_id, worker_key) = shared.coord.identity().current();
         let asked = Instant::now();
         let leased = shared
             .coord
             .call("lease", &stop, |mut c| {
                 let req = LeaseRequest {
                     worker_id: worker_id.to_string(),
+                    worker_key: worker_key.to_string(),
                     free: Some(free.clone()),
                     max_jobs,
                     wait_ms,
@@ -452,12 +460,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         next = tokio::time::Instant::now() + coord.heartbeat_interval();
-        let worker_id = coord.worker_id();
+        let (worker_id, worker_key) = coord.identity().current();
         let sent = coord
             .call("heartbeat", &stop, |mut c| {
                 // A fresh list on every attempt: jobs end while the coordinator is away.
                 let req = HeartbeatRequest {
                     worker_id: worker_id.to_string(),
+                    worker_key: worker_key.to_string(),
                     jobs: shared.active_jobs(),
                 };
                 let req = request(req, RPC_TIMEOUT);

@@ -85,6 +85,7 @@ impl WorkerService for Fake {
         let worker_id = format!("w{}", s.registrations);
         s.workers.insert(worker_id.clone());
         Ok(Response::new(RegisterResponse {
+            worker_key: format!("key-of-{worker_id}"),
             worker_id,
             lease_ttl_ms: 2_000,
             heartbeat_interval_ms: 50,

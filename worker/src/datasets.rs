@@ -14,7 +14,7 @@ use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
+use stackhive_proto::connect::AuthChannel as Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -98,6 +98,22 @@ impl DatasetCache {
             serde_json::from_str(&info.manifest_json).map_err(|e| DatasetError::Corrupt {
                 hash: hash.into(),
                 what: format!("manifest is not valid JSON ({e})"),
+            })?;
+        // Nothing from the coordinator names a path here before it checks out: a hash of 64
+        // hex digits and a manifest of layout paths only that hashes to it.
+        let well_formed =
+            info.hash.len() == 64 && info.hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(DatasetError::Corrupt {
+                hash: hash.into(),
+                what: format!("coordinator named it {:?}, expected 64 hex digits", info.hash),
+            });
+        }
+        manifest
+            .check(&info.hash)
+            .map_err(|e| DatasetError::Corrupt {
+                hash: info.hash.clone(),
+                what: format!("manifest refused: {e}"),
             })?;
 
         // `hash` may be a name; from here on the content hash names everything.

@@ -31,10 +31,11 @@ pub(crate) enum Outcome {
 /// `timeout_s` is enforced here, so executors need not know about it.
 pub(crate) async fn execute(registry: &ExecutorRegistry, job: &LeasedJob, ctx: JobCtx) -> Outcome {
     let Some(executor) = registry.get(&job.kind) else {
-        return Outcome::Failed {
-            reason: format!("worker does not know job kind {}", job.kind),
-            retryable: false,
-        };
+        // Claims match the kinds a worker registered, so this is a mismatch between what the
+        // coordinator was told and what runs here: give the job back for a worker that knows
+        // its kind, rather than failing it for everyone (issue 16).
+        tracing::warn!(job_id = job.id, kind = %job.kind, "leased a job kind this worker does not run; handing it back");
+        return Outcome::HandBack;
     };
     let slot = ctx.slot().clone();
     let run = std::panic::AssertUnwindSafe(executor.run(job, ctx)).catch_unwind();
@@ -235,15 +236,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_kinds_bad_predictions_and_panics_fail_for_good() {
+    async fn unknown_kinds_go_back_and_bad_predictions_and_panics_fail_for_good() {
         let outcome = execute(&registry(), &job("xgboost", ""), JobCtx::new(Vec::new())).await;
-        assert_eq!(
-            outcome,
-            Outcome::Failed {
-                reason: "worker does not know job kind xgboost".into(),
-                retryable: false
-            }
-        );
+        assert_eq!(outcome, Outcome::HandBack);
 
         struct Predicts;
         #[async_trait::async_trait]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use stackhive_spec::CnnKind;
 
+pub use client::Identity;
 pub use config::{ConfigError, Settings, WorkerConfig};
 pub use error::WorkerError;
 pub use executor::{Executor, ExecutorRegistry, JobCtx, JobError, JobOutput};
@@ -40,15 +41,23 @@ pub async fn run(
 }
 
 /// The built-in kinds plus `dataset-prefetch`, which needs the dataset cache and a channel to
-/// the coordinator.
+/// the coordinator; `shell` runs as `--run-as` when given, and `--disable-kinds` are left out.
 pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, WorkerError> {
+    let settings = config.validate()?;
     let mut registry = ExecutorRegistry::with_builtins();
-    let channel = tonic::transport::Endpoint::from_shared(config.coordinator.trim().to_string())
+    registry.register(
+        "shell",
+        executor::ShellExecutor {
+            run_as: settings.run_as.clone(),
+        },
+    );
+    let channel = config
+        .client
+        .channel(config.coordinator.trim())
         .map_err(|e| WorkerError::Endpoint {
             url: config.coordinator.clone(),
             message: e.to_string(),
-        })?
-        .connect_lazy();
+        })?;
     let cache = Arc::new(datasets::DatasetCache::new(
         &config.dataset_cache,
         config.shared_data.clone(),
@@ -74,6 +83,18 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
         None => tracing::info!(
             "no stackhive-trainer next to this program and no --trainer: not offering cnn and lr-find"
         ),
+    }
+    for kind in &config.disable_kinds {
+        let kind = kind.trim();
+        if !kind.is_empty() && !registry.remove(kind) {
+            tracing::warn!(kind, "--disable-kinds names a kind this worker does not offer anyway");
+        }
+    }
+    if nix::unistd::geteuid().is_root() && settings.run_as.is_none() && registry.get("shell").is_some() {
+        tracing::warn!(
+            "running as root and offering shell jobs: their commands run as root; give --run-as USER \
+             or --disable-kinds shell"
+        );
     }
     Ok(registry)
 }

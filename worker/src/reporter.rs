@@ -24,7 +24,7 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Fail calls in flight at once.
 const MAX_FAILS_IN_FLIGHT: usize = 16;
 /// Longest failure reason sent; an executor's message could be a whole log.
-const MAX_REASON_BYTES: usize = 16 << 10;
+use stackhive_proto::limits::MAX_REASON_BYTES;
 /// Wait before retrying a refusal that is neither an outage nor about the report itself.
 const REFUSED_RETRY: Duration = Duration::from_secs(5);
 
@@ -155,9 +155,10 @@ async fn deliver_completions(
     let mut pending = vec![batch];
     let mut reregistered = false;
     while let Some(items) = pending.pop() {
-        let worker_id = coord.worker_id();
+        let (worker_id, worker_key) = coord.identity().current();
         let req = CompleteRequest {
             worker_id: worker_id.to_string(),
+            worker_key: worker_key.to_string(),
             completions: items,
         };
         let sent = tokio::select! {
@@ -297,9 +298,10 @@ async fn deliver_failure(
         if abort.is_cancelled() {
             return false;
         }
-        let worker_id = coord.worker_id();
+        let (worker_id, worker_key) = coord.identity().current();
         let req = FailRequest {
             worker_id: worker_id.to_string(),
+            worker_key: worker_key.to_string(),
             id: f.id,
             attempt: f.attempt,
             reason: f.reason.clone(),

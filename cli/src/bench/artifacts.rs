@@ -100,12 +100,12 @@ async fn measure(
         .await?
         .into_inner()
         .job_ids[0];
-    let attempt = lease(&channel, id).await?;
+    let (attempt, who) = lease(&channel, id).await?;
     let mut up = 0.0;
     let mut down = 0.0;
     for round in 0..a.rounds {
         let t = Instant::now();
-        artifacts::upload(channel.clone(), id, attempt, "model.ot", file).await?;
+        artifacts::upload(channel.clone(), &who, id, attempt, "model.ot", file).await?;
         up += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let cache = scratch.join(format!("fetched-{backend:?}-{round}"));
@@ -129,24 +129,30 @@ async fn measure(
     })
 }
 
-async fn lease(channel: &tonic::transport::Channel, id: i64) -> anyhow::Result<u32> {
+/// Registers a worker and leases job `id`: the attempt and the worker's identity.
+async fn lease(
+    channel: &stackhive_proto::connect::AuthChannel,
+    id: i64,
+) -> anyhow::Result<(u32, stackhive_worker::Identity)> {
     let mut w = WorkerServiceClient::new(channel.clone());
     let one = || pb::Resources {
         cpu_slots: 1,
         ..Default::default()
     };
-    let worker_id = w
+    let me = w
         .register(pb::RegisterRequest {
             name: "bench".into(),
+            kinds: vec!["noop".into()],
             resources: Some(one()),
             ..Default::default()
         })
         .await?
-        .into_inner()
-        .worker_id;
+        .into_inner();
+    let who = stackhive_worker::Identity::new(&me.worker_id, &me.worker_key);
     let jobs = w
         .lease(pb::LeaseRequest {
-            worker_id,
+            worker_id: me.worker_id,
+            worker_key: me.worker_key,
             free: Some(one()),
             max_jobs: 1,
             wait_ms: 5_000,
@@ -156,6 +162,6 @@ async fn lease(channel: &tonic::transport::Channel, id: i64) -> anyhow::Result<u
         .jobs;
     jobs.into_iter()
         .find(|j| j.id == id)
-        .map(|j| j.attempt)
+        .map(|j| (j.attempt, who))
         .context("the bench job was not leased")
 }

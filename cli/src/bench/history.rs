@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
-use tonic::transport::Channel;
+use stackhive_proto::connect::AuthChannel as Channel;
 
 use super::{percentile, Backend};
 
@@ -100,21 +100,23 @@ pub async fn claim_latency(
         cpu_slots: max_jobs,
         ..Default::default()
     };
-    let id = w
+    let me = w
         .register(pb::RegisterRequest {
             name: "bench-claims".into(),
+            kinds: vec!["noop".into()],
             resources: Some(free.clone()),
             ..Default::default()
         })
         .await?
-        .into_inner()
-        .worker_id;
+        .into_inner();
+    let (id, key) = (me.worker_id, me.worker_key);
     let mut times = Vec::with_capacity(claims as usize);
     for _ in 0..claims {
         let t = Instant::now();
         let got = w
             .lease(pb::LeaseRequest {
                 worker_id: id.clone(),
+                worker_key: key.clone(),
                 free: Some(free.clone()),
                 max_jobs,
                 wait_ms: 0,
@@ -138,6 +140,7 @@ pub async fn claim_latency(
             .collect();
         w.complete(pb::CompleteRequest {
             worker_id: id.clone(),
+            worker_key: key.clone(),
             completions,
         })
         .await?;

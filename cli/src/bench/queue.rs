@@ -12,7 +12,8 @@ use stackhive_coordinator::model::{JobFilter, JobState, Policy};
 use stackhive_coordinator::CoordinatorConfig;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use stackhive_proto::connect::{plain, AuthChannel as Channel};
+use tonic::transport::Endpoint;
 
 use super::db::BenchDb;
 use super::{history, percentile, Backend, QueueArgs};
@@ -283,7 +284,7 @@ pub(super) async fn connect(url: &str) -> anyhow::Result<Channel> {
     let ep = Endpoint::from_shared(url.to_string())?.tcp_nodelay(true);
     for _ in 0..100 {
         if let Ok(c) = ep.connect().await {
-            return Ok(c);
+            return Ok(plain(c));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

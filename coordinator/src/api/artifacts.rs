@@ -1,6 +1,7 @@
-//! `ArtifactService`: a worker uploads what its attempt produced (fenced by `(job_id, attempt)`:
-//! only the running attempt may upload or delete), users and later jobs list and fetch it. The
-//! bytes live in the store, so any coordinator of the cluster serves any artifact.
+//! `ArtifactService`: a worker uploads what its attempt produced (it proves who it is with its
+//! key, and the store fences by `(job_id, attempt, worker)`: only the worker holding the running
+//! attempt may upload or delete), users and later jobs list and fetch it. The bytes live in the
+//! store, so any coordinator of the cluster serves any artifact.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::artifacts::{self, Incoming};
+use crate::auth::workers::WorkerKeys;
 use crate::error::Error;
 use crate::model::ArtifactRecord;
 use crate::store::{check_artifact_fence, Store};
@@ -20,21 +22,28 @@ const CHUNKS_PER_READ: u32 = 4;
 
 pub struct ArtifactApi {
     store: Arc<dyn Store>,
+    keys: Arc<WorkerKeys>,
 }
 
 impl ArtifactApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, keys: Arc<WorkerKeys>) -> Self {
+        Self { store, keys }
     }
-}
 
-impl ArtifactApi {
-    /// The fence, checked early so a stale upload is refused before its bytes are sent; the
-    /// store checks it again when it names the upload.
-    async fn check_running(&self, job_id: i64, attempt: u32, name: &str) -> Result<(), Error> {
+    /// The worker's identity and the fence, checked early so a stale or forged upload is
+    /// refused before its bytes are sent; the store checks the fence again when it names the
+    /// upload.
+    async fn check_holder(
+        &self,
+        job_id: i64,
+        attempt: u32,
+        worker: (&str, &str),
+        name: &str,
+    ) -> Result<(), Error> {
+        self.keys.verify(worker.0, worker.1).await?;
         let job = self.store.get_job(job_id).await?;
-        let found = (job.state.code() as i64, job.attempt as i64);
-        check_artifact_fence(job_id, attempt, name, Some(found))
+        let found = (job.state.code() as i64, job.attempt as i64, job.worker_id);
+        check_artifact_fence(job_id, attempt, worker.0, name, Some(found))
     }
 }
 
@@ -67,7 +76,8 @@ impl ArtifactService for ArtifactApi {
             }
             None => return Err(Error::invalid("upload holds no artifact header").into()),
         };
-        self.check_running(h.job_id, h.attempt, &h.name).await?;
+        self.check_holder(h.job_id, h.attempt, (&h.worker_id, &h.worker_key), &h.name)
+            .await?;
         let mut incoming = Incoming::start(
             self.store.clone(),
             h.job_id,
@@ -86,7 +96,7 @@ impl ArtifactService for ArtifactApi {
                 None => {}
             }
         }
-        let meta = incoming.finish().await?;
+        let meta = incoming.finish(&h.worker_id).await?;
         tracing::info!(job_id = meta.job_id, attempt = meta.attempt, name = %meta.name, bytes = meta.size, "artifact stored");
         Ok(Response::new(info(&meta)))
     }
@@ -109,9 +119,10 @@ impl ArtifactService for ArtifactApi {
     ) -> Result<Response<pb::DeleteArtifactResponse>, Status> {
         let r = req.into_inner();
         artifacts::check_name(&r.name)?;
+        self.keys.verify(&r.worker_id, &r.worker_key).await?;
         let deleted = self
             .store
-            .delete_artifact(r.job_id, r.attempt, &r.name)
+            .delete_artifact(r.job_id, r.attempt, &r.worker_id, &r.name)
             .await?;
         if deleted {
             tracing::info!(job_id = r.job_id, attempt = r.attempt, name = %r.name, "artifact removed");

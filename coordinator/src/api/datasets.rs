@@ -10,20 +10,30 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::datasets::{check_hash, DatasetFiles, SERVE_CHUNK};
+use crate::datasets::{self, check_hash, DatasetFiles, SERVE_CHUNK};
 use crate::error::Error;
 use crate::folds;
 use crate::model::*;
 use crate::store::Store;
 
+/// Largest dataset summary (the CLI's statistics) accepted in an upload header.
+const MAX_SUMMARY_BYTES: usize = 1 << 20;
+
 pub struct DatasetApi {
     store: Arc<dyn Store>,
     files: DatasetFiles,
+    /// Registration and the clean-up of a refused one run one at a time, so that a refused
+    /// upload never removes content another upload of the same bytes is registering.
+    registering: tokio::sync::Mutex<()>,
 }
 
 impl DatasetApi {
     pub fn new(store: Arc<dyn Store>, files: DatasetFiles) -> Self {
-        Self { store, files }
+        Self {
+            store,
+            files,
+            registering: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -83,29 +93,52 @@ impl DatasetService for DatasetApi {
             None => return Err(Error::invalid("upload holds no dataset header").into()),
         };
         check_name(&header.name)?;
-        check_hash(&header.hash)?;
-        let manifest: stackhive_data::hash::Manifest = serde_json::from_str(&header.manifest_json)
-            .map_err(|e| Error::invalid(format!("dataset manifest is not valid JSON ({e})")))?;
+        let manifest = datasets::verified_manifest(&header.hash, &header.manifest_json)?;
+        if header.summary_json.len() > MAX_SUMMARY_BYTES {
+            return Err(Error::invalid(format!(
+                "dataset summary is {} bytes, the limit is {MAX_SUMMARY_BYTES}",
+                header.summary_json.len()
+            ))
+            .into());
+        }
         serde_json::from_str::<serde_json::Value>(&header.summary_json)
             .map_err(|e| Error::invalid(format!("dataset summary is not valid JSON ({e})")))?;
+        // A name taken by other content is refused before a byte is received.
+        if let Ok(taken) = self.store.get_dataset(&header.name).await {
+            if taken.hash != header.hash && taken.names.contains(&header.name) {
+                return Err(Error::AlreadyExists(format!(
+                    "dataset name {} is already registered for content {}",
+                    header.name, taken.hash
+                ))
+                .into());
+            }
+        }
 
-        let total: u64 = manifest.files.iter().map(|f| f.size).sum();
-        let record = |path: std::path::PathBuf| DatasetRecord {
+        let record = |path: &std::path::Path| DatasetRecord {
             hash: header.hash.clone(),
             names: vec![],
             manifest: header.manifest_json.clone(),
             summary: header.summary_json.clone(),
             storage_path: path.display().to_string(),
-            total_bytes: total,
+            total_bytes: manifest.total_size(),
             files: manifest.files.len() as u32,
             registered_at: 0,
         };
         if self.files.has(&header.hash) {
-            // Content already here: only the name is new. Any chunks sent anyway are ignored.
+            // Content already here (and verified when it arrived): only the name is new. Any
+            // chunks sent anyway are ignored.
             while stream.message().await?.is_some() {}
+            let _one = self.registering.lock().await;
+            if !self.files.has(&header.hash) {
+                return Err(Error::FailedPrecondition(format!(
+                    "dataset {} was removed while registering; upload it again",
+                    header.hash
+                ))
+                .into());
+            }
             let rec = self
                 .store
-                .register_dataset(&record(self.files.path_of(&header.hash)), &header.name)
+                .register_dataset(&record(&self.files.path_of(&header.hash)), &header.name)
                 .await?;
             return Ok(Response::new(pb::UploadDatasetResponse {
                 dataset: Some(info(&rec)),
@@ -126,11 +159,25 @@ impl DatasetService for DatasetApi {
             }
         }
         let received = upload.received;
-        let (path, _) = upload.finish().await?;
-        let rec = self
+        let placed = upload.finish().await?;
+        let _one = self.registering.lock().await;
+        let registered = self
             .store
-            .register_dataset(&record(path), &header.name)
-            .await?;
+            .register_dataset(&record(&placed.path), &header.name)
+            .await;
+        let rec = match registered {
+            Ok(rec) => rec,
+            Err(e) => {
+                // Nothing half-written: content this upload placed goes again unless some
+                // registration (another name, another coordinator) already owns it.
+                if placed.created && self.store.get_dataset(&header.hash).await.is_err() {
+                    if let Err(rm) = self.files.remove(&header.hash).await {
+                        tracing::warn!(hash = %header.hash, error = %rm, "cannot remove the files of a refused dataset");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         tracing::info!(hash = %rec.hash, name = %header.name, bytes = received, "dataset registered");
         Ok(Response::new(pb::UploadDatasetResponse {
             dataset: Some(info(&rec)),
@@ -172,16 +219,18 @@ impl DatasetService for DatasetApi {
             ))
             .into());
         }
-        let manifest: stackhive_data::hash::Manifest = serde_json::from_str(&rec.manifest)
-            .map_err(|e| {
-                Error::Config(format!(
-                    "stored manifest of {} is unreadable: {e}",
-                    rec.hash
-                ))
-            })?;
+        // Checked again before serving: a row written before manifests were verified must not
+        // name a file outside the dataset.
+        let manifest = datasets::verified_manifest(&rec.hash, &rec.manifest).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "dataset {} is registered with a manifest this coordinator will not serve ({e}); \
+                 register the dataset again",
+                rec.hash
+            ))
+        })?;
         let mut paths: Vec<String> = manifest.files.iter().map(|f| f.path.clone()).collect();
         if !r.paths.is_empty() {
-            if let Some(p) = r.paths.iter().find(|p| !paths.contains(p)) {
+            if let Some(p) = r.paths.iter().find(|p| manifest.get(p).is_none()) {
                 return Err(
                     Error::NotFound(format!("dataset {} has no file {p}", rec.hash)).into(),
                 );

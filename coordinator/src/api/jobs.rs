@@ -1,4 +1,6 @@
 //! `JobService`: the client-facing API (submit, get, list, watch, cancel, retry, workers).
+//! Responses are paged by encoded size as well as by rows; watch streams are bounded in
+//! number and in the ids they follow, and end when their client goes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::job_service_server::JobService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -20,10 +23,14 @@ use crate::validate;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 const WATCH_CHANGED_CAP: u32 = 500;
+/// Fastest poll a watch may ask for: each poll is a few queries.
+const MIN_WATCH_INTERVAL_MS: u32 = 200;
 
 pub struct JobApi {
     store: Arc<dyn Store>,
     max_batch: u32,
+    max_watches: u32,
+    watches: Arc<tokio::sync::Semaphore>,
     policy: Policy,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -32,16 +39,35 @@ impl JobApi {
     pub fn new(
         store: Arc<dyn Store>,
         max_batch: u32,
+        max_watches: u32,
         policy: Policy,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
             max_batch,
+            max_watches,
+            watches: Arc::new(tokio::sync::Semaphore::new(max_watches as usize)),
             policy,
             shutdown,
         }
     }
+}
+
+/// The jobs of `jobs` that fit in one response: at least one, then as many as stay under
+/// `MAX_PAGE_BYTES` encoded. Returns them and whether some were left out.
+fn fit_page(jobs: &[Job]) -> (Vec<pb::Job>, bool) {
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut bytes = 0usize;
+    for j in jobs {
+        let pj = convert::job(j);
+        bytes += pj.encoded_len() + 8;
+        if !out.is_empty() && bytes > validate::MAX_PAGE_BYTES {
+            return (out, true);
+        }
+        out.push(pj);
+    }
+    (out, false)
 }
 
 fn filter_from(states: &[i32], kind: &str, experiment: &str) -> Result<JobFilter, Error> {
@@ -134,14 +160,16 @@ impl JobService for JobApi {
         let counts = self.store.count_states(&filter).await?;
         filter.limit = page + 1;
         let mut jobs = self.store.list_jobs(&filter).await?;
-        let next = if jobs.len() > page as usize {
-            jobs.truncate(page as usize);
+        let more_rows = jobs.len() > page as usize;
+        jobs.truncate(page as usize);
+        let (jobs, more_bytes) = fit_page(&jobs);
+        let next = if more_rows || more_bytes {
             jobs.last().map(|j| j.id.to_string()).unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(convert::job).collect(),
+            jobs,
             next_page_token: next,
             counts: Some(convert::counts(&counts)),
         }))
@@ -159,6 +187,20 @@ impl JobService for JobApi {
                 Error::invalid("watch needs an experiment or job ids, found neither").into(),
             );
         }
+        if r.job_ids.len() > validate::MAX_WATCH_IDS {
+            return Err(Error::invalid(format!(
+                "watch lists {} job ids, the limit is {}; watch an experiment instead",
+                r.job_ids.len(),
+                validate::MAX_WATCH_IDS
+            ))
+            .into());
+        }
+        let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "this coordinator serves {} watch streams already, its limit; try again later",
+                self.max_watches
+            ))
+        })?;
         let filters: Vec<JobFilter> = [
             (!r.experiment.is_empty()).then(|| JobFilter {
                 experiment: Some(r.experiment.clone()),
@@ -176,11 +218,14 @@ impl JobService for JobApi {
         if first.total() == 0 {
             return Err(Error::NotFound("no jobs match the watch request".into()).into());
         }
-        let interval = Duration::from_millis(r.interval_ms.clamp(50, 60_000) as u64);
+        let interval =
+            Duration::from_millis(r.interval_ms.clamp(MIN_WATCH_INTERVAL_MS, 60_000) as u64);
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            // Held for the stream's life: it counts against --max-watches until it ends.
+            let _permit = permit;
             let mut cursor: Millis = 0;
             let mut sent_at_cursor: HashSet<JobId> = HashSet::new();
             let mut last_counts: Option<StateCounts> = None;
@@ -210,6 +255,9 @@ impl JobService for JobApi {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
+                    // The client went away: stop polling for it at once, even while nothing
+                    // changes (a send would only notice on the next change).
+                    _ = tx.closed() => return,
                     _ = shutdown.changed() => {
                         let _ = tx.send(Err(Status::unavailable("coordinator is shutting down"))).await;
                         return;
@@ -320,5 +368,6 @@ async fn watch_step(
     *cursor = new_cursor;
     changed.sort_by_key(|j| j.id);
     changed.dedup_by_key(|j| j.id);
-    Ok((counts, changed.iter().map(convert::job).collect()))
+    // Best effort like the row cap: an event never nears the message size limit.
+    Ok((counts, fit_page(&changed).0))
 }

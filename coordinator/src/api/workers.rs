@@ -1,5 +1,7 @@
 //! `WorkerService`: register, long-poll lease, heartbeat, complete, fail, deregister. Every
-//! report is fenced by `(job_id, attempt)` in the store; stale ones are counted and refused.
+//! call after Register proves the worker's identity with its key (`auth::workers`), and every
+//! report is fenced by `(job_id, attempt, worker)` in the store; stale ones are counted and
+//! refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +11,8 @@ use stackhive_proto::v1::worker_service_server::WorkerService;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::auth::secrets;
+use crate::auth::workers::WorkerKeys;
 use crate::error::Error;
 use crate::metrics as m;
 use crate::model::*;
@@ -19,10 +23,10 @@ const MAX_LEASE_BATCH: u32 = 10_000;
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Fallback poll while waiting: catches backoff expiries and any missed notification.
 const POLL: Duration = Duration::from_millis(500);
-const MAX_REASON: usize = 8 * 1024;
 
 pub struct WorkerApi {
     store: Arc<dyn Store>,
+    keys: Arc<WorkerKeys>,
     lease_ttl_ms: u32,
     heartbeat_interval_ms: u32,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -31,12 +35,14 @@ pub struct WorkerApi {
 impl WorkerApi {
     pub fn new(
         store: Arc<dyn Store>,
+        keys: Arc<WorkerKeys>,
         lease_ttl_ms: u32,
         heartbeat_interval_ms: u32,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
+            keys,
             lease_ttl_ms,
             heartbeat_interval_ms,
             shutdown,
@@ -44,11 +50,32 @@ impl WorkerApi {
     }
 }
 
-fn worker_id(id: &str) -> Result<&str, Status> {
-    if id.is_empty() {
-        return Err(Error::invalid("worker_id is empty; register first").into());
+impl WorkerApi {
+    /// Registers a new worker, or renews the one named by `resume` when its key matches.
+    /// Returns the id and key the worker is to use.
+    async fn register_as(
+        &self,
+        resume: Option<(&str, &str)>,
+        info: &WorkerInfo,
+    ) -> Result<(String, String), Error> {
+        if let Some((id, key)) = resume {
+            match self.keys.verify(id, key).await {
+                Ok(()) => {
+                    self.store.renew_worker(id, info).await?;
+                    return Ok((id.to_string(), key.to_string()));
+                }
+                // Forgotten (a new database): a new identity; its old jobs are gone too.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = secrets::new_worker_key();
+        self.store
+            .register_worker(&id, info, &secrets::sha256_hex(&key))
+            .await?;
+        Ok((id, key))
     }
-    Ok(id)
 }
 
 #[tonic::async_trait]
@@ -58,6 +85,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
+        validate::worker_info(&r).map_err(Error::invalid)?;
         let resources = validate::resources(&r.resources.unwrap_or_default())
             .map_err(|e| Error::invalid(format!("worker resources: {e}")))?;
         if r.gpu_mem_mb.len() > resources.gpus as usize {
@@ -76,13 +104,16 @@ impl WorkerService for WorkerApi {
             kinds: r.kinds,
             version: r.version,
         };
-        let id = self.store.register_worker(&info).await?;
+        let resume = (!r.worker_id.is_empty()).then_some((r.worker_id.as_str(), r.worker_key.as_str()));
+        let (id, key) = self.register_as(resume, &info).await?;
         tracing::info!(worker_id = %id, name = %info.name, slots = info.resources.cpu_slots,
-            gpus = info.resources.gpus, "worker registered");
+            gpus = info.resources.gpus, renewed = resume.is_some_and(|(old, _)| old == id),
+            "worker registered");
         Ok(Response::new(pb::RegisterResponse {
             worker_id: id,
             lease_ttl_ms: self.lease_ttl_ms,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
+            worker_key: key,
         }))
     }
 
@@ -91,10 +122,11 @@ impl WorkerService for WorkerApi {
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let r = req.into_inner();
+        self.keys.verify(&r.worker_id, &r.worker_key).await?;
         let free = validate::resources(&r.free.unwrap_or_default())
             .map_err(|e| Error::invalid(format!("free resources: {e}")))?;
         let q = LeaseQuery {
-            worker_id: worker_id(&r.worker_id)?.to_string(),
+            worker_id: r.worker_id,
             free,
             max_jobs: r.max_jobs.min(MAX_LEASE_BATCH),
             lease_ttl_ms: self.lease_ttl_ms as i64,
@@ -130,6 +162,10 @@ impl WorkerService for WorkerApi {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = req.into_inner();
+        self.keys.verify(&r.worker_id, &r.worker_key).await?;
+        for j in r.jobs.iter().filter(|j| !j.progress_json.is_empty()) {
+            validate::progress(j.id, &j.progress_json)?;
+        }
         let jobs: Vec<ActiveJob> = r
             .jobs
             .into_iter()
@@ -141,7 +177,7 @@ impl WorkerService for WorkerApi {
             .collect();
         let stops = self
             .store
-            .heartbeat(worker_id(&r.worker_id)?, &jobs, self.lease_ttl_ms as i64)
+            .heartbeat(&r.worker_id, &jobs, self.lease_ttl_ms as i64)
             .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             stop: stops
@@ -164,11 +200,9 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = req.into_inner();
-        let items = validate::completions(&r.completions)?;
-        let out = self
-            .store
-            .complete(worker_id(&r.worker_id)?, &items)
-            .await?;
+        self.keys.verify(&r.worker_id, &r.worker_key).await?;
+        let items = validate::completions(r.completions)?;
+        let out = self.store.complete(&r.worker_id, &items).await?;
         metrics::counter!(m::COMPLETED).increment(out.accepted.len() as u64);
         if out.accepted.is_empty() && !out.stale.is_empty() {
             let n = out.stale.len();
@@ -201,16 +235,17 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailRequest>,
     ) -> Result<Response<pb::FailResponse>, Status> {
         let r = req.into_inner();
+        self.keys.verify(&r.worker_id, &r.worker_key).await?;
         let mut reason = r.reason;
-        if reason.len() > MAX_REASON {
-            let mut cut = MAX_REASON;
+        if reason.len() > validate::MAX_REASON_BYTES {
+            let mut cut = validate::MAX_REASON_BYTES;
             while !reason.is_char_boundary(cut) {
                 cut -= 1;
             }
             reason.truncate(cut);
         }
         let f = Failure {
-            worker_id: worker_id(&r.worker_id)?.to_string(),
+            worker_id: r.worker_id,
             id: r.id,
             attempt: r.attempt,
             reason,
@@ -232,9 +267,8 @@ impl WorkerService for WorkerApi {
         req: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::DeregisterResponse>, Status> {
         let r = req.into_inner();
-        self.store
-            .deregister_worker(worker_id(&r.worker_id)?)
-            .await?;
+        self.keys.verify(&r.worker_id, &r.worker_key).await?;
+        self.store.deregister_worker(&r.worker_id).await?;
         tracing::info!(worker_id = %r.worker_id, "worker deregistered");
         Ok(Response::new(pb::DeregisterResponse {}))
     }

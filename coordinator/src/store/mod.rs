@@ -16,6 +16,7 @@ use crate::model::*;
 mod codec;
 pub mod postgres;
 pub mod sqlite;
+mod tokens;
 
 pub use codec::{decode_f32s, decode_u32s, encode_f32s, encode_u32s};
 
@@ -68,14 +69,23 @@ pub trait Store: Send + Sync + 'static {
     /// A job in another state is `FailedPrecondition`, unknown ids `NotFound`; nothing changes then.
     async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>>;
 
-    /// Returns a new worker id.
-    async fn register_worker(&self, info: &WorkerInfo) -> Result<String>;
+    /// Stores a new worker under `id` with the SHA-256 of its key (`AlreadyExists` when the id
+    /// is taken).
+    async fn register_worker(&self, id: &str, info: &WorkerInfo, key_hash: &str) -> Result<()>;
+    /// A known worker registering again: its description is replaced, it is no longer
+    /// deregistered and `last_seen = now`. `NotFound` when the id is unknown.
+    async fn renew_worker(&self, id: &str, info: &WorkerInfo) -> Result<()>;
+    /// The stored key hash of worker `id`, `None` when the id is unknown.
+    async fn worker_key(&self, id: &str) -> Result<Option<String>>;
+    /// `NotFound` "worker … is not registered" when the id is unknown.
     async fn deregister_worker(&self, worker_id: &str) -> Result<()>;
     /// Workers with `running_jobs` counted from the jobs table. Deregistered workers and workers
     /// not seen for `policy.worker_dead_after_ms` are left out unless `include_dead`.
     async fn list_workers(&self, include_dead: bool) -> Result<Vec<WorkerRecord>>;
 
-    /// Claims, in one short transaction, up to `max_jobs` queued jobs with `run_after <= now`, in
+    /// `NotFound` "worker … is not registered" unless `q.worker_id` is registered and not
+    /// deregistered; its `last_seen` becomes now whether or not it gets work. Then claims, in
+    /// one short transaction, up to `max_jobs` queued jobs with `run_after <= now`, in
     /// queue order (`sort_key`, then id), each of which individually fits `free` (cpu_slots, gpus,
     /// gpu_mem_mb per GPU when the job needs GPUs, and every job tag among the worker's tags),
     /// taking the longest prefix of that order whose summed cpu_slots and gpus fit `free`.
@@ -83,10 +93,11 @@ pub trait Store: Send + Sync + 'static {
     /// `lease_expires_at = now + lease_ttl_ms`. On PostgreSQL concurrent claims skip locked rows.
     async fn lease(&self, q: &LeaseQuery) -> Result<Vec<LeasedJob>>;
 
-    /// Renews `lease_expires_at = now + lease_ttl_ms` for each running job whose
-    /// `(id, attempt)` matches and stores its progress; updates the worker's `last_seen`.
-    /// Returns the jobs the worker must stop: matching ones with `cancel_requested`
-    /// (`Cancelled`) and ones that no longer match (`LeaseLost`).
+    /// `NotFound` unless the worker is registered and not deregistered. Renews
+    /// `lease_expires_at = now + lease_ttl_ms` for each running job whose `(id, attempt)`
+    /// matches and that is leased to `worker_id`, and stores its progress; updates the
+    /// worker's `last_seen`. Returns the jobs the worker must stop: matching ones with
+    /// `cancel_requested` (`Cancelled`) and ones that no longer match (`LeaseLost`).
     async fn heartbeat(
         &self,
         worker_id: &str,
@@ -94,14 +105,16 @@ pub trait Store: Send + Sync + 'static {
         lease_ttl_ms: i64,
     ) -> Result<Vec<StopJob>>;
 
-    /// Marks each running job whose `(id, attempt)` matches as `Succeeded` with its result and
+    /// Marks each running job whose `(id, attempt)` matches and that is leased to `worker_id`
+    /// (the fence: `model::fence_breach`) as `Succeeded` with its result and
     /// predictions, then unblocks dependents whose last dependency this was. Non-matching items
     /// are returned as stale and change nothing. If a matching job's predictions do not have
     /// the row counts it expects (`expect_*_rows` when non-zero), the whole call is
     /// `InvalidArgument` and nothing is stored.
     async fn complete(&self, worker_id: &str, items: &[Completion]) -> Result<CompleteOutcome>;
 
-    /// Reports a failed attempt; `Stale` when `(id, attempt)` does not match a running job.
+    /// Reports a failed attempt; `Stale` when `(id, attempt, worker_id)` does not match a
+    /// running job (`model::fence_breach`).
     /// - `handback`: back to `Queued` at once, keeping its place; no counters change.
     /// - `cancel_requested`: `Cancelled`.
     /// - retryable with `failures + 1 < max_attempts`: `Queued` with `failures + 1` and
@@ -144,12 +157,12 @@ pub trait Store: Send + Sync + 'static {
     /// one short transaction, and marks the upload as still in use.
     async fn put_artifact_chunk(&self, upload: &str, start: u64, data: &[u8]) -> Result<()>;
 
-    /// In one transaction: checks that `rec.job_id` is running at `rec.attempt` (`Stale`
-    /// otherwise) and that the upload's chunks add up to `rec.size` bytes, then names upload
+    /// In one transaction: checks that `rec.job_id` is running at `rec.attempt` leased to
+    /// `worker` (`Stale` otherwise) and that the upload's chunks add up to `rec.size` bytes, then names upload
     /// `rec.upload_id` as the job's artifact `rec.name` in place of the upload that held that
     /// name before. That upload's bytes are removed after the commit, outside the fenced
     /// transaction (the reaper's purge catches them if that fails). Returns the stored record.
-    async fn commit_artifact(&self, rec: &ArtifactRecord) -> Result<ArtifactRecord>;
+    async fn commit_artifact(&self, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord>;
 
     /// Removes an upload that will not be committed, with its chunks.
     async fn discard_artifact_upload(&self, upload: &str) -> Result<()>;
@@ -170,13 +183,38 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(u64, Vec<u8>)>>;
 
     /// Removes artifact `name` of `job`, fenced like `commit_artifact` (`Stale` unless the job
-    /// is running at `attempt`), then its bytes as `commit_artifact` does. False when there was
-    /// none.
-    async fn delete_artifact(&self, job: JobId, attempt: u32, name: &str) -> Result<bool>;
+    /// is running at `attempt` leased to `worker`), then its bytes as `commit_artifact` does.
+    /// False when there was none.
+    async fn delete_artifact(
+        &self,
+        job: JobId,
+        attempt: u32,
+        worker: &str,
+        name: &str,
+    ) -> Result<bool>;
 
     /// Removes uncommitted uploads untouched for `idle_ms` (a coordinator that died mid-upload
     /// leaves them). Returns how many.
     async fn purge_stale_uploads(&self, idle_ms: i64) -> Result<u64>;
+
+    /// Stores a new token (`AlreadyExists` when its id is taken).
+    async fn create_token(&self, t: &TokenRecord) -> Result<()>;
+
+    /// The token with this id, revoked or not.
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// Tokens by creation time; revoked ones only with `include_revoked`.
+    async fn list_tokens(&self, include_revoked: bool) -> Result<Vec<TokenRecord>>;
+
+    /// Sets `revoked_at = now`; false when it was revoked already, `NotFound` when unknown. On
+    /// PostgreSQL every coordinator hears of it at once (NOTIFY), see `token_epoch`.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+
+    /// For caches of verified tokens: `Some(n)` where a store tells every coordinator about
+    /// revocations (PostgreSQL), with `n` changing on each revocation or lost notification
+    /// connection; `None` where tokens must be looked up on every call (SQLite, where that
+    /// costs microseconds).
+    fn token_epoch(&self) -> Option<u64>;
 
     /// Deletes up to `limit` finished jobs that finished before `before` and have no unfinished
     /// dependents (retention). Returns how many were deleted.
@@ -199,25 +237,30 @@ pub async fn open(url: &str, policy: Policy, max_connections: u32) -> Result<Arc
     }
 }
 
-/// The fence of artifact changes: only the running attempt of a job may commit or delete its
-/// artifacts. `found` is the job's (state code, attempt), `None` when it does not exist.
+/// The fence of artifact changes: only the worker holding the running attempt of a job may
+/// commit or delete its artifacts. `found` is the job's (state code, attempt, worker), `None`
+/// when it does not exist.
 pub(crate) fn check_artifact_fence(
     job: JobId,
     attempt: u32,
+    worker: &str,
     name: &str,
-    found: Option<(i64, i64)>,
+    found: Option<(i64, i64, Option<String>)>,
 ) -> Result<()> {
-    let Some((code, current)) = found else {
+    let Some((code, current, holder)) = found else {
         return Err(Error::NotFound(format!("job {job} does not exist")));
     };
-    let state = JobState::from_code(code);
-    if state != Some(JobState::Running) || current != attempt as i64 {
-        return Err(Error::Stale(format!(
-            "artifact {name} for job {job} attempt {attempt}, but the job is {} at attempt {current}",
-            state.map_or("unknown", JobState::as_str),
-        )));
+    let state = JobState::from_code(code)
+        .ok_or_else(|| Error::Config(format!("job {job} has unknown state code {code}")))?;
+    let now = FenceState {
+        state,
+        attempt: current as u32,
+        worker: holder.as_deref(),
+    };
+    match fence_breach(job, attempt, worker, now) {
+        None => Ok(()),
+        Some(why) => Err(Error::Stale(format!("artifact {name}: {why}"))),
     }
-    Ok(())
 }
 
 /// `commit_artifact`'s check that every chunk of the upload arrived.
@@ -229,4 +272,15 @@ pub(crate) fn check_artifact_bytes(rec: &ArtifactRecord, stored: i64) -> Result<
         )));
     }
     Ok(())
+}
+
+/// Maps a unique violation to `AlreadyExists`, everything else to a database error (both
+/// backends report the violation through sqlx's error kind).
+pub(crate) fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            Error::AlreadyExists(what())
+        }
+        _ => Error::Database(e),
+    }
 }

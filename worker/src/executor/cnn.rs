@@ -26,7 +26,9 @@ use stackhive_spec::{CnnKind, CnnResult, CnnSpec, LrFindResult, Progress};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use stackhive_proto::connect::AuthChannel as Channel;
+
+use crate::client::Identity;
 
 use super::shell::{read_tail, ProcessGroup, Tail};
 use super::{Executor, JobCtx, JobError, JobOutput};
@@ -236,6 +238,7 @@ impl CnnExecutor {
 /// is logged; the next epoch's tries again.
 async fn upload_checkpoints(
     channel: Channel,
+    who: Identity,
     job: i64,
     attempt: u32,
     mut rx: watch::Receiver<Option<(PathBuf, u32)>>,
@@ -250,7 +253,7 @@ async fn upload_checkpoints(
         let Some((path, epoch)) = rx.borrow_and_update().clone() else {
             continue;
         };
-        match artifacts::upload(channel.clone(), job, attempt, RESUME_ARTIFACT, &path).await {
+        match artifacts::upload(channel.clone(), &who, job, attempt, RESUME_ARTIFACT, &path).await {
             Ok(info) => {
                 tracing::info!(
                     job_id = job,
@@ -310,6 +313,7 @@ impl Executor for CnnExecutor {
         let stop_uploads = CancellationToken::new();
         let mut uploader = tokio::spawn(upload_checkpoints(
             self.channel.clone(),
+            ctx.worker().clone(),
             job.id,
             job.attempt,
             announced,
@@ -360,6 +364,7 @@ impl Executor for CnnExecutor {
                     .map_err(|e| JobError::retryable(format!("cnn result unreadable: {e}")))?;
                 let info = artifacts::upload(
                     self.channel.clone(),
+                    ctx.worker(),
                     job.id,
                     job.attempt,
                     CHECKPOINT_ARTIFACT,
@@ -371,6 +376,7 @@ impl Executor for CnnExecutor {
                     // The final checkpoint is stored; the resume one would only take space.
                     let dropped = artifacts::delete(
                         self.channel.clone(),
+                        ctx.worker(),
                         job.id,
                         job.attempt,
                         RESUME_ARTIFACT,

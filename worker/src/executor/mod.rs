@@ -18,7 +18,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 pub use builtin::{NoopExecutor, SleepExecutor};
 pub use cnn::{CnnExecutor, TrainerSetup, CHECKPOINT_ARTIFACT};
 pub use prefetch::PrefetchExecutor;
-pub use shell::{ShellExecutor, TAIL_BYTES};
+pub use shell::{RunAs, ShellExecutor, TAIL_BYTES};
+
+use crate::client::Identity;
 
 /// Runs the jobs of one kind.
 ///
@@ -149,16 +151,22 @@ impl JobSlot {
 #[derive(Clone, Debug)]
 pub struct JobCtx {
     slot: Arc<JobSlot>,
+    identity: Identity,
 }
 
 impl JobCtx {
     /// A context outside the daemon, for running an executor directly (tests, tools).
     pub fn new(gpus: Vec<u32>) -> Self {
-        Self::for_slot(Arc::new(JobSlot::new(0, 0, gpus)))
+        Self::for_slot(Arc::new(JobSlot::new(0, 0, gpus)), Identity::default())
     }
 
-    pub(crate) fn for_slot(slot: Arc<JobSlot>) -> Self {
-        Self { slot }
+    pub(crate) fn for_slot(slot: Arc<JobSlot>, identity: Identity) -> Self {
+        Self { slot, identity }
+    }
+
+    /// The worker running the job: artifact uploads of the attempt carry its id and key.
+    pub fn worker(&self) -> &Identity {
+        &self.identity
     }
 
     pub(crate) fn slot(&self) -> &Arc<JobSlot> {
@@ -248,8 +256,13 @@ impl ExecutorRegistry {
         let mut r = Self::new();
         r.register("noop", NoopExecutor);
         r.register("sleep", SleepExecutor);
-        r.register("shell", ShellExecutor);
+        r.register("shell", ShellExecutor::default());
         r
+    }
+
+    /// Stops offering `kind`; false when it was not offered.
+    pub fn remove(&mut self, kind: &str) -> bool {
+        self.executors.remove(kind).is_some()
     }
 
     /// Adds or replaces the executor of `kind`.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use stackhive_proto::v1::LeasedJob;
-use tonic::transport::Channel;
+use stackhive_proto::connect::AuthChannel as Channel;
 
 use super::{parse_payload, Executor, JobCtx, JobError, JobOutput};
 use crate::datasets::{DatasetCache, DatasetError, Source};

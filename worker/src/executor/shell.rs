@@ -2,6 +2,8 @@
 //! process group of its own, so that cancel, timeout and shutdown can kill everything the command
 //! started, and so that nothing it left running survives the job. It keeps only the last
 //! [`TAIL_BYTES`] of stdout and stderr: a chatty command must not grow the worker's memory.
+//! With a [`RunAs`] user (`--run-as`, for a worker running as root) the command runs as that
+//! user, with its groups only, so a job cannot act as root on the worker's machine.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -24,8 +26,40 @@ pub const TAIL_BYTES: usize = 4096;
 /// the group (setsid) can hold them forever; the job must not wait for it.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ShellExecutor;
+#[derive(Clone, Debug, Default)]
+pub struct ShellExecutor {
+    /// The user commands run as; `None`: the worker's own.
+    pub run_as: Option<RunAs>,
+}
+
+/// An unprivileged user to run job commands as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `user` up in the system's user database.
+    pub fn lookup(user: &str) -> Result<RunAs, String> {
+        let found = nix::unistd::User::from_name(user)
+            .map_err(|e| format!("cannot look up user {user:?}: {e}"))?
+            .ok_or_else(|| format!("no user named {user:?} on this machine"))?;
+        if found.uid.is_root() {
+            return Err(format!(
+                "user {user:?} is root; --run-as needs an unprivileged user"
+            ));
+        }
+        Ok(RunAs {
+            name: found.name,
+            uid: found.uid.as_raw(),
+            gid: found.gid.as_raw(),
+            home: found.dir,
+        })
+    }
+}
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +94,19 @@ impl Executor for ShellExecutor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(u) = &self.run_as {
+            // The std library drops supplementary groups when a root parent sets the uid.
+            cmd.uid(u.uid)
+                .gid(u.gid)
+                .env("HOME", &u.home)
+                .env("USER", &u.name)
+                .env("LOGNAME", &u.name);
+            if p.cwd.is_none() {
+                // The worker's own folder may be closed to that user (nobody's home is
+                // /nonexistent on Debian).
+                cmd.current_dir(if u.home.is_dir() { u.home.as_path() } else { std::path::Path::new("/") });
+            }
+        }
         if let Some(cwd) = &p.cwd {
             cmd.current_dir(cwd);
         }
@@ -262,7 +309,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn success_keeps_exit_code_and_output_tails() {
-        let out = ShellExecutor
+        let out = ShellExecutor::default()
             .run(
                 &shell_job("echo hello; echo oops >&2"),
                 JobCtx::new(Vec::new()),
@@ -275,10 +322,35 @@ pub(crate) mod tests {
         assert_eq!(v["stderr_tail"], "oops\n");
     }
 
+    /// Issue 14: a worker running as root runs commands as the --run-as user, with that
+    /// user's groups only. Needs root to switch users; run as another user it checks the lookup.
+    #[tokio::test]
+    async fn run_as_drops_root_for_the_command() {
+        let nobody = RunAs::lookup("nobody").expect("the nobody user exists");
+        assert!(RunAs::lookup("root").unwrap_err().contains("unprivileged"));
+        assert!(RunAs::lookup("no-such-user-xyz").unwrap_err().contains("no user named"));
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("not root: the switch itself is not exercised");
+            return;
+        }
+        let exec = ShellExecutor {
+            run_as: Some(nobody.clone()),
+        };
+        let out = exec
+            .run(&shell_job("id -u; id -G; echo $USER"), JobCtx::new(Vec::new()))
+            .await
+            .expect("runs");
+        let stdout = result(out)["stdout_tail"].as_str().unwrap().to_string();
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines[0], nobody.uid.to_string(), "{stdout}");
+        assert_eq!(lines[1], nobody.gid.to_string(), "no supplementary groups: {stdout}");
+        assert_eq!(lines[2], "nobody");
+    }
+
     #[tokio::test]
     async fn only_the_last_bytes_of_a_long_output_are_kept() {
         let cmd = "head -c 300000 /dev/zero | tr '\\0' x; echo; echo END; echo é";
-        let out = ShellExecutor
+        let out = ShellExecutor::default()
             .run(&shell_job(cmd), JobCtx::new(Vec::new()))
             .await
             .expect("succeeds");
@@ -296,7 +368,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn non_zero_exit_is_a_retryable_failure_with_code_and_stderr() {
-        let err = ShellExecutor
+        let err = ShellExecutor::default()
             .run(
                 &shell_job("echo disk full >&2; exit 3"),
                 JobCtx::new(Vec::new()),
@@ -306,7 +378,7 @@ pub(crate) mod tests {
         assert!(err.retryable);
         assert_eq!(err.message, "command exited with code 3: disk full");
 
-        let err = ShellExecutor
+        let err = ShellExecutor::default()
             .run(&shell_job("kill -9 $$"), JobCtx::new(Vec::new()))
             .await
             .expect_err("killed");
@@ -326,12 +398,12 @@ pub(crate) mod tests {
         let ctx = JobCtx::new(vec![1, 3]);
         let devices = ctx.cuda_visible_devices();
         assert!(!devices.is_empty());
-        let out = ShellExecutor.run(&job, ctx).await.expect("succeeds");
+        let out = ShellExecutor::default().run(&job, ctx).await.expect("succeeds");
         let cwd = dir.path().canonicalize().expect("canonical");
         let expected = format!("bar\n{}\n[{devices}] 7\n", cwd.display());
         assert_eq!(result(out)["stdout_tail"], expected.as_str());
 
-        let out = ShellExecutor
+        let out = ShellExecutor::default()
             .run(
                 &shell_job("echo \"[$CUDA_VISIBLE_DEVICES]\""),
                 JobCtx::new(Vec::new()),
@@ -346,7 +418,7 @@ pub(crate) mod tests {
         let mut job = shell_job("");
         for payload in [r#"{"cmd": "ls"}"#, r#"{"command": ""}"#, "not json"] {
             job.payload_json = payload.into();
-            let err = ShellExecutor
+            let err = ShellExecutor::default()
                 .run(&job, JobCtx::new(Vec::new()))
                 .await
                 .expect_err("refused");
@@ -367,7 +439,7 @@ pub(crate) mod tests {
         let ctx = JobCtx::new(Vec::new());
         let token = ctx.cancellation_token().clone();
         let job = shell_job(&cmd);
-        let run = tokio::spawn(async move { ShellExecutor.run(&job, ctx).await });
+        let run = tokio::spawn(async move { ShellExecutor::default().run(&job, ctx).await });
 
         let grandchild = read_pid(&pidfile).await;
         assert!(!process_gone(grandchild));
@@ -389,7 +461,7 @@ pub(crate) mod tests {
         // The background sleep keeps stdout open; the job must still end promptly.
         let cmd = format!("sleep 60 & echo $! > {}; echo done", pidfile.display());
         let started = Instant::now();
-        let out = ShellExecutor
+        let out = ShellExecutor::default()
             .run(&shell_job(&cmd), JobCtx::new(Vec::new()))
             .await
             .expect("succeeds");

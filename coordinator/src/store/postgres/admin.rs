@@ -197,15 +197,42 @@ pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<Vec<
     Ok(revived)
 }
 
-pub async fn register_worker(pool: &PgPool, info: &WorkerInfo) -> Result<String> {
-    let id = uuid::Uuid::new_v4().to_string();
+pub async fn register_worker(
+    pool: &PgPool,
+    id: &str,
+    info: &WorkerInfo,
+    key_hash: &str,
+) -> Result<()> {
     let mem: Vec<i64> = info.gpu_mem_mb.iter().map(|&m| m as i64).collect();
     sqlx::query(
         "INSERT INTO workers (id, name, hostname, cpu_slots, gpus, gpu_mem_mb, tags, kinds,
-            version, registered_at, last_seen)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, sh_now_ms(), sh_now_ms())",
+            version, registered_at, last_seen, key_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, sh_now_ms(), sh_now_ms(), $10)",
     )
-    .bind(&id)
+    .bind(id)
+    .bind(&info.name)
+    .bind(&info.hostname)
+    .bind(info.resources.cpu_slots as i32)
+    .bind(info.resources.gpus as i32)
+    .bind(&mem)
+    .bind(&info.resources.tags)
+    .bind(&info.kinds)
+    .bind(&info.version)
+    .bind(key_hash)
+    .execute(pool)
+    .await
+    .map_err(|e| crate::store::map_unique(e, || format!("worker id {id} is already registered")))?;
+    Ok(())
+}
+
+pub async fn renew_worker(pool: &PgPool, id: &str, info: &WorkerInfo) -> Result<()> {
+    let mem: Vec<i64> = info.gpu_mem_mb.iter().map(|&m| m as i64).collect();
+    let n = sqlx::query(
+        "UPDATE workers SET name = $2, hostname = $3, cpu_slots = $4, gpus = $5, gpu_mem_mb = $6,
+            tags = $7, kinds = $8, version = $9, last_seen = sh_now_ms(), deregistered = false
+         WHERE id = $1",
+    )
+    .bind(id)
     .bind(&info.name)
     .bind(&info.hostname)
     .bind(info.resources.cpu_slots as i32)
@@ -215,8 +242,21 @@ pub async fn register_worker(pool: &PgPool, info: &WorkerInfo) -> Result<String>
     .bind(&info.kinds)
     .bind(&info.version)
     .execute(pool)
-    .await?;
-    Ok(id)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound(format!("worker {id} is not registered")));
+    }
+    Ok(())
+}
+
+pub async fn worker_key(pool: &PgPool, id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT key_hash FROM workers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub async fn deregister_worker(pool: &PgPool, worker_id: &str) -> Result<()> {

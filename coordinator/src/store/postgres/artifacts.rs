@@ -67,19 +67,10 @@ pub async fn put_chunk(pool: &PgPool, upload: &str, start: u64, data: &[u8]) -> 
     Ok(())
 }
 
-pub async fn commit(pool: &PgPool, rec: &ArtifactRecord) -> Result<ArtifactRecord> {
+pub async fn commit(pool: &PgPool, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord> {
     let mut tx = pool.begin().await?;
-    let found: Option<(i16, i32)> =
-        sqlx::query_as("SELECT state, attempt FROM jobs WHERE id = $1 FOR SHARE")
-            .bind(rec.job_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    check_artifact_fence(
-        rec.job_id,
-        rec.attempt,
-        &rec.name,
-        found.map(|(s, a)| (s as i64, a as i64)),
-    )?;
+    let found = fence_row(&mut tx, rec.job_id).await?;
+    check_artifact_fence(rec.job_id, rec.attempt, worker, &rec.name, found)?;
     let stored: i64 = sqlx::query_scalar(
         "SELECT COALESCE(SUM(octet_length(data)), 0)::BIGINT FROM artifact_chunks
          WHERE upload_id = $1",
@@ -177,14 +168,16 @@ pub async fn chunks(
     Ok(rows.into_iter().map(|(s, d)| (s as u64, d)).collect())
 }
 
-pub async fn delete(pool: &PgPool, job: JobId, attempt: u32, name: &str) -> Result<bool> {
+pub async fn delete(
+    pool: &PgPool,
+    job: JobId,
+    attempt: u32,
+    worker: &str,
+    name: &str,
+) -> Result<bool> {
     let mut tx = pool.begin().await?;
-    let found: Option<(i16, i32)> =
-        sqlx::query_as("SELECT state, attempt FROM jobs WHERE id = $1 FOR SHARE")
-            .bind(job)
-            .fetch_optional(&mut *tx)
-            .await?;
-    check_artifact_fence(job, attempt, name, found.map(|(s, a)| (s as i64, a as i64)))?;
+    let found = fence_row(&mut tx, job).await?;
+    check_artifact_fence(job, attempt, worker, name, found)?;
     let removed: Option<String> = sqlx::query_scalar(
         "DELETE FROM artifacts WHERE job_id = $1 AND name = $2 RETURNING upload_id",
     )
@@ -211,4 +204,18 @@ pub async fn purge_stale(pool: &PgPool, idle_ms: i64) -> Result<u64> {
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// The job's (state, attempt, worker) for the artifact fence, locked against a concurrent
+/// claim until the transaction ends.
+async fn fence_row(
+    conn: &mut sqlx::PgConnection,
+    job: JobId,
+) -> Result<Option<(i64, i64, Option<String>)>> {
+    let found: Option<(i16, i32, Option<String>)> =
+        sqlx::query_as("SELECT state, attempt, worker_id FROM jobs WHERE id = $1 FOR SHARE")
+            .bind(job)
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.map(|(s, a, w)| (i64::from(s), i64::from(a), w)))
 }

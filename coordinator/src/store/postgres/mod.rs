@@ -6,6 +6,7 @@
 //! Must not: hold a transaction across a network call to a worker, or loop over jobs one
 //! statement at a time on the hot paths (submit, lease, heartbeat, complete).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use super::tokens::postgres as tokens;
 use super::Store;
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -26,11 +28,17 @@ mod run;
 mod submit;
 
 pub(crate) const WORK_CHANNEL: &str = "stackhive_work";
+/// Revoked tokens: every coordinator drops the tokens it had verified.
+const TOKENS_CHANNEL: &str = "stackhive_tokens";
 
 pub struct PgStore {
     pool: PgPool,
     policy: Policy,
     notify: Arc<Notify>,
+    /// Odd while the LISTEN connection is up; bumped by two on each token revocation anywhere in
+    /// the cluster, and made even whenever the connection is lost (a revocation may go unheard
+    /// until it is back).
+    token_epoch: Arc<AtomicU64>,
     _listener: AbortOnDrop,
 }
 
@@ -59,11 +67,13 @@ impl PgStore {
     pub async fn from_pool(pool: PgPool, policy: Policy) -> Result<Self> {
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         let notify = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(pool.clone(), notify.clone()));
+        let token_epoch = Arc::new(AtomicU64::new(0));
+        let listener = tokio::spawn(listen(pool.clone(), notify.clone(), token_epoch.clone()));
         Ok(Self {
             pool,
             policy,
             notify,
+            token_epoch,
             _listener: AbortOnDrop(listener),
         })
     }
@@ -77,10 +87,18 @@ impl PgStore {
     }
 }
 
-/// Relays NOTIFYs from any coordinator to this process's long-polls. PgListener reconnects by
-/// itself; on an error we wake everyone anyway (a missed notification only costs a poll).
-async fn listen(pool: PgPool, notify: Arc<Notify>) {
+/// Relays NOTIFYs from any coordinator to this process's long-polls and token caches.
+/// PgListener reconnects by itself; on an error we wake everyone anyway (a missed notification
+/// only costs a poll) and bump the token epoch (a missed revocation must not linger).
+async fn listen(pool: PgPool, notify: Arc<Notify>, token_epoch: Arc<AtomicU64>) {
+    let set_listening = |up: bool| {
+        let e = token_epoch.load(Ordering::Acquire);
+        if (e % 2 == 1) != up {
+            token_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    };
     loop {
+        set_listening(false);
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
@@ -89,16 +107,23 @@ async fn listen(pool: PgPool, notify: Arc<Notify>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen(WORK_CHANNEL).await {
+        if let Err(e) = listener.listen_all([WORK_CHANNEL, TOKENS_CHANNEL]).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        set_listening(true);
+        // try_recv, not recv: recv reconnects silently and drops what was sent meanwhile;
+        // here a lost connection is noticed (Ok(None)) and a fresh listener is made.
         loop {
-            match listener.recv().await {
-                Ok(_) => notify.notify_waiters(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection lost");
+            match listener.try_recv().await {
+                Ok(Some(n)) if n.channel() == TOKENS_CHANNEL => {
+                    token_epoch.fetch_add(2, Ordering::AcqRel);
+                }
+                Ok(Some(_)) => notify.notify_waiters(),
+                Ok(None) | Err(_) => {
+                    tracing::warn!("LISTEN connection lost; reconnecting");
+                    set_listening(false);
                     notify.notify_waiters();
                     break;
                 }
@@ -171,8 +196,16 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn register_worker(&self, info: &WorkerInfo) -> Result<String> {
-        admin::register_worker(&self.pool, info).await
+    async fn register_worker(&self, id: &str, info: &WorkerInfo, key_hash: &str) -> Result<()> {
+        admin::register_worker(&self.pool, id, info, key_hash).await
+    }
+
+    async fn renew_worker(&self, id: &str, info: &WorkerInfo) -> Result<()> {
+        admin::renew_worker(&self.pool, id, info).await
+    }
+
+    async fn worker_key(&self, id: &str) -> Result<Option<String>> {
+        admin::worker_key(&self.pool, id).await
     }
 
     async fn deregister_worker(&self, worker_id: &str) -> Result<()> {
@@ -233,8 +266,8 @@ impl Store for PgStore {
         artifacts::put_chunk(&self.pool, upload, start, data).await
     }
 
-    async fn commit_artifact(&self, rec: &ArtifactRecord) -> Result<ArtifactRecord> {
-        artifacts::commit(&self.pool, rec).await
+    async fn commit_artifact(&self, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord> {
+        artifacts::commit(&self.pool, rec, worker).await
     }
 
     async fn discard_artifact_upload(&self, upload: &str) -> Result<()> {
@@ -258,8 +291,45 @@ impl Store for PgStore {
         artifacts::chunks(&self.pool, upload, from, limit).await
     }
 
-    async fn delete_artifact(&self, job: JobId, attempt: u32, name: &str) -> Result<bool> {
-        artifacts::delete(&self.pool, job, attempt, name).await
+    async fn delete_artifact(
+        &self,
+        job: JobId,
+        attempt: u32,
+        worker: &str,
+        name: &str,
+    ) -> Result<bool> {
+        artifacts::delete(&self.pool, job, attempt, worker, name).await
+    }
+
+    async fn create_token(&self, t: &TokenRecord) -> Result<()> {
+        tokens::create(&self.pool, t).await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        tokens::get(&self.pool, id).await
+    }
+
+    async fn list_tokens(&self, include_revoked: bool) -> Result<Vec<TokenRecord>> {
+        tokens::list(&self.pool, include_revoked).await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        // The NOTIFY is delivered at commit: every coordinator drops its cached tokens.
+        let mut tx = self.pool.begin().await?;
+        let revoked = tokens::revoke(&mut tx, id, now_ms()).await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(TOKENS_CHANNEL)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    fn token_epoch(&self) -> Option<u64> {
+        // While LISTEN is down a revocation could go unheard: no caching then.
+        let epoch = self.token_epoch.load(Ordering::Acquire);
+        (epoch % 2 == 1).then_some(epoch)
     }
 
     async fn purge_stale_uploads(&self, idle_ms: i64) -> Result<u64> {

@@ -15,12 +15,20 @@ use crate::store::{encode_f32s, encode_u32s};
 /// a bad estimate makes it sort the whole queue instead of walking the queue index.
 pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
     if q.max_jobs == 0 || q.free.cpu_slots == 0 {
+        touch_worker(pool, &q.worker_id).await?;
         return Ok(Vec::new());
     }
+    // `w` marks the worker seen (whether or not it gets work) and yields the kinds it runs:
+    // nothing is claimed for an unregistered worker, or of a kind it did not register (a CPU
+    // blade never takes a cnn job). An empty claim then asks whether the worker is registered.
     let sql = format!(
-        "WITH cand AS (
+        "WITH w AS (
+            UPDATE workers SET last_seen = sh_now_ms() WHERE id = $6 AND NOT deregistered
+            RETURNING kinds
+        ), cand AS (
             SELECT id, cpu_slots, gpus, sort_key FROM jobs
             WHERE state = 2 AND (run_after = 0 OR run_after <= sh_now_ms())
+              AND EXISTS (SELECT 1 FROM w WHERE jobs.kind = ANY(w.kinds))
               AND cpu_slots <= $1 AND gpus <= $2 AND (gpus = 0 OR gpu_mem_mb <= $3)
               AND (NOT has_tags OR tags <@ $4)
             ORDER BY sort_key, id
@@ -48,7 +56,42 @@ pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
         .bind(q.lease_ttl_ms)
         .fetch_all(pool)
         .await?;
+    if rows.is_empty() {
+        check_worker(pool, &q.worker_id).await?;
+    }
     rows.iter().map(rows::leased).collect()
+}
+
+/// `NotFound` unless the worker is registered and not deregistered.
+async fn check_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
+    let live: Option<bool> =
+        sqlx::query_scalar("SELECT NOT deregistered FROM workers WHERE id = $1")
+            .bind(worker_id)
+            .fetch_optional(pool)
+            .await?;
+    if live != Some(true) {
+        return Err(not_registered(worker_id));
+    }
+    Ok(())
+}
+
+/// Like `check_worker`, marking the worker seen now.
+async fn touch_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE workers SET last_seen = sh_now_ms() WHERE id = $1 AND NOT deregistered",
+    )
+    .bind(worker_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(not_registered(worker_id));
+    }
+    Ok(())
+}
+
+fn not_registered(worker_id: &str) -> Error {
+    Error::NotFound(format!("worker {worker_id} is not registered; register first"))
 }
 
 pub async fn heartbeat(
@@ -60,14 +103,22 @@ pub async fn heartbeat(
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt as i32).collect();
     let progress: Vec<Option<String>> = jobs.iter().map(|j| j.progress.clone()).collect();
+    if jobs.is_empty() {
+        touch_worker(pool, worker_id).await?;
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(
-        "WITH w AS (UPDATE workers SET last_seen = sh_now_ms() WHERE id = $4)
+        "WITH w AS (
+            UPDATE workers SET last_seen = sh_now_ms() WHERE id = $4 AND NOT deregistered
+            RETURNING id
+         )
          UPDATE jobs j SET lease_expires_at = sh_now_ms() + $5,
             progress = COALESCE(r.progress, j.progress),
             updated_at = CASE WHEN r.progress IS DISTINCT FROM j.progress AND r.progress IS NOT NULL
                          THEN sh_now_ms() ELSE j.updated_at END
          FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[]) AS r(id, attempt, progress)
-         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3 AND j.worker_id = $4
+           AND EXISTS (SELECT 1 FROM w)
          RETURNING j.id, j.cancel_requested",
     )
     .bind(&ids)
@@ -77,6 +128,9 @@ pub async fn heartbeat(
     .bind(ttl)
     .fetch_all(pool)
     .await?;
+    if rows.is_empty() {
+        check_worker(pool, worker_id).await?;
+    }
     let mut live: HashMap<i64, bool> = HashMap::with_capacity(rows.len());
     for r in rows {
         live.insert(r.try_get("id")?, r.try_get("cancel_requested")?);
@@ -102,7 +156,7 @@ pub async fn heartbeat(
 pub async fn complete(
     pool: &PgPool,
     policy: &Policy,
-    _worker_id: &str,
+    worker_id: &str,
     items: &[Completion],
 ) -> Result<(CompleteOutcome, bool)> {
     if items.is_empty() {
@@ -126,7 +180,7 @@ pub async fn complete(
             updated_at = sh_now_ms(), lease_expires_at = NULL
          FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[], $4::INT[], $5::INT[])
             AS r(id, attempt, result, oof_n, test_n)
-         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3 AND j.worker_id = $6
            AND (j.expect_oof_rows = 0 OR j.expect_oof_rows = r.oof_n)
            AND (j.expect_test_rows = 0 OR j.expect_test_rows = r.test_n)
          RETURNING j.id, j.has_dependents",
@@ -136,6 +190,7 @@ pub async fn complete(
     .bind(&results)
     .bind(&oof_n)
     .bind(&test_n)
+    .bind(worker_id)
     .fetch_all(&mut *tx)
     .await?;
 
@@ -155,7 +210,8 @@ pub async fn complete(
         let missing: Vec<&Completion> = items.iter().filter(|c| !done.contains(&c.id)).collect();
         let missing_ids: Vec<i64> = missing.iter().map(|c| c.id).collect();
         let found = sqlx::query(
-            "SELECT id, attempt, state, expect_oof_rows, expect_test_rows FROM jobs WHERE id = ANY($1)",
+            "SELECT id, attempt, state, worker_id, expect_oof_rows, expect_test_rows
+             FROM jobs WHERE id = ANY($1)",
         )
         .bind(&missing_ids)
         .fetch_all(&mut *tx)
@@ -168,6 +224,7 @@ pub async fn complete(
                 (
                     r.try_get::<i32, _>("attempt")? as u32,
                     rows::state(r.try_get("state")?)?,
+                    r.try_get::<Option<String>, _>("worker_id")?,
                     r.try_get::<i32, _>("expect_oof_rows")? as u32,
                     r.try_get::<i32, _>("expect_test_rows")? as u32,
                 ),
@@ -176,16 +233,17 @@ pub async fn complete(
         for c in missing {
             match by_id.get(&c.id) {
                 None => stale.push((c.id, c.attempt, format!("job {} does not exist", c.id))),
-                Some(&(attempt, state, oof, test)) => {
-                    if attempt == c.attempt && state == JobState::Running {
-                        // The fencing token matched, so the prediction sizes were wrong.
-                        return Err(prediction_mismatch(c, oof, test));
+                Some((attempt, state, worker, oof, test)) => {
+                    let now = FenceState {
+                        state: *state,
+                        attempt: *attempt,
+                        worker: worker.as_deref(),
+                    };
+                    match fence_breach(c.id, c.attempt, worker_id, now) {
+                        Some(why) => stale.push((c.id, c.attempt, why)),
+                        // The fence held, so the prediction sizes were wrong.
+                        None => return Err(prediction_mismatch(c, *oof, *test)),
                     }
-                    stale.push((
-                        c.id,
-                        c.attempt,
-                        stale_reason(c.id, c.attempt, attempt, state),
-                    ));
                 }
             }
         }
@@ -275,17 +333,21 @@ fn prediction_mismatch(c: &Completion, oof: u32, test: u32) -> Error {
 pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOutcome> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "SELECT state, attempt, failures, max_attempts, cancel_requested, priority
+        "SELECT state, attempt, worker_id, failures, max_attempts, cancel_requested, priority
          FROM jobs WHERE id = $1 FOR UPDATE",
     )
     .bind(f.id)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| Error::Stale(format!("job {} does not exist", f.id)))?;
-    let state = rows::state(row.try_get("state")?)?;
-    let attempt = row.try_get::<i32, _>("attempt")? as u32;
-    if state != JobState::Running || attempt != f.attempt {
-        return Err(Error::Stale(stale_reason(f.id, f.attempt, attempt, state)));
+    let holder: Option<String> = row.try_get("worker_id")?;
+    let now_state = FenceState {
+        state: rows::state(row.try_get("state")?)?,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        worker: holder.as_deref(),
+    };
+    if let Some(why) = fence_breach(f.id, f.attempt, &f.worker_id, now_state) {
+        return Err(Error::Stale(why));
     }
     let failures = row.try_get::<i32, _>("failures")? as u32;
     let max_attempts = row.try_get::<i32, _>("max_attempts")? as u32;

@@ -259,15 +259,19 @@ fn ids_of(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<JobId>> {
         .collect()
 }
 
-pub async fn register_worker(pool: &SqlitePool, info: &WorkerInfo) -> Result<String> {
-    let id = uuid::Uuid::new_v4().to_string();
+pub async fn register_worker(
+    pool: &SqlitePool,
+    id: &str,
+    info: &WorkerInfo,
+    key_hash: &str,
+) -> Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO workers (id, name, hostname, cpu_slots, gpus, gpu_mem_mb, tags, kinds,
-            version, registered_at, last_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            version, registered_at, last_seen, key_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
     )
-    .bind(&id)
+    .bind(id)
     .bind(&info.name)
     .bind(&info.hostname)
     .bind(i64::from(info.resources.cpu_slots))
@@ -277,10 +281,45 @@ pub async fn register_worker(pool: &SqlitePool, info: &WorkerInfo) -> Result<Str
     .bind(json(&info.kinds))
     .bind(&info.version)
     .bind(now)
+    .bind(key_hash)
     .execute(pool)
     .await
-    .map_err(|e| rows::map_unique(e, || format!("worker id {id} is already registered")))?;
-    Ok(id)
+    .map_err(|e| crate::store::map_unique(e, || format!("worker id {id} is already registered")))?;
+    Ok(())
+}
+
+pub async fn renew_worker(pool: &SqlitePool, id: &str, info: &WorkerInfo) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE workers SET name = ?2, hostname = ?3, cpu_slots = ?4, gpus = ?5, gpu_mem_mb = ?6,
+            tags = ?7, kinds = ?8, version = ?9, last_seen = ?10, deregistered = 0
+         WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(&info.name)
+    .bind(&info.hostname)
+    .bind(i64::from(info.resources.cpu_slots))
+    .bind(i64::from(info.resources.gpus))
+    .bind(json(&info.gpu_mem_mb))
+    .bind(json(&info.resources.tags))
+    .bind(json(&info.kinds))
+    .bind(&info.version)
+    .bind(now_ms())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound(format!("worker {id} is not registered")));
+    }
+    Ok(())
+}
+
+pub async fn worker_key(pool: &SqlitePool, id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT key_hash FROM workers WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub async fn deregister_worker(pool: &SqlitePool, worker_id: &str) -> Result<()> {

@@ -70,13 +70,10 @@ pub async fn put_chunk(pool: &SqlitePool, upload: &str, start: u64, data: &[u8])
     Ok(())
 }
 
-pub async fn commit(pool: &SqlitePool, rec: &ArtifactRecord) -> Result<ArtifactRecord> {
+pub async fn commit(pool: &SqlitePool, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord> {
     let mut tx = super::begin(pool).await?;
-    let found: Option<(i64, i64)> = sqlx::query_as("SELECT state, attempt FROM jobs WHERE id = ?1")
-        .bind(rec.job_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    check_artifact_fence(rec.job_id, rec.attempt, &rec.name, found)?;
+    let found = fence_row(&mut tx, rec.job_id).await?;
+    check_artifact_fence(rec.job_id, rec.attempt, worker, &rec.name, found)?;
     let stored: i64 = sqlx::query_scalar(
         "SELECT COALESCE(SUM(length(data)), 0) FROM artifact_chunks
          WHERE upload_id = ?1",
@@ -175,13 +172,16 @@ pub async fn chunks(
     Ok(rows.into_iter().map(|(s, d)| (s as u64, d)).collect())
 }
 
-pub async fn delete(pool: &SqlitePool, job: JobId, attempt: u32, name: &str) -> Result<bool> {
+pub async fn delete(
+    pool: &SqlitePool,
+    job: JobId,
+    attempt: u32,
+    worker: &str,
+    name: &str,
+) -> Result<bool> {
     let mut tx = super::begin(pool).await?;
-    let found: Option<(i64, i64)> = sqlx::query_as("SELECT state, attempt FROM jobs WHERE id = ?1")
-        .bind(job)
-        .fetch_optional(&mut *tx)
-        .await?;
-    check_artifact_fence(job, attempt, name, found)?;
+    let found = fence_row(&mut tx, job).await?;
+    check_artifact_fence(job, attempt, worker, name, found)?;
     let removed: Option<String> = sqlx::query_scalar(
         "DELETE FROM artifacts WHERE job_id = ?1 AND name = ?2 RETURNING upload_id",
     )
@@ -208,4 +208,17 @@ pub async fn purge_stale(pool: &SqlitePool, idle_ms: i64) -> Result<u64> {
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// The job's (state, attempt, worker) for the artifact fence.
+async fn fence_row(
+    conn: &mut sqlx::SqliteConnection,
+    job: JobId,
+) -> Result<Option<(i64, i64, Option<String>)>> {
+    Ok(
+        sqlx::query_as("SELECT state, attempt, worker_id FROM jobs WHERE id = ?1")
+            .bind(job)
+            .fetch_optional(conn)
+            .await?,
+    )
 }

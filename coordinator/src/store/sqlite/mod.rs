@@ -22,6 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
+use super::tokens::sqlite as tokens;
 use super::Store;
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -169,8 +170,16 @@ impl Store for SqliteStore {
         Ok(revived)
     }
 
-    async fn register_worker(&self, info: &WorkerInfo) -> Result<String> {
-        admin::register_worker(&self.write, info).await
+    async fn register_worker(&self, id: &str, info: &WorkerInfo, key_hash: &str) -> Result<()> {
+        admin::register_worker(&self.write, id, info, key_hash).await
+    }
+
+    async fn renew_worker(&self, id: &str, info: &WorkerInfo) -> Result<()> {
+        admin::renew_worker(&self.write, id, info).await
+    }
+
+    async fn worker_key(&self, id: &str) -> Result<Option<String>> {
+        admin::worker_key(&self.read, id).await
     }
 
     async fn deregister_worker(&self, worker_id: &str) -> Result<()> {
@@ -230,8 +239,8 @@ impl Store for SqliteStore {
         artifacts::put_chunk(&self.write, upload, start, data).await
     }
 
-    async fn commit_artifact(&self, rec: &ArtifactRecord) -> Result<ArtifactRecord> {
-        artifacts::commit(&self.write, rec).await
+    async fn commit_artifact(&self, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord> {
+        artifacts::commit(&self.write, rec, worker).await
     }
 
     async fn discard_artifact_upload(&self, upload: &str) -> Result<()> {
@@ -255,8 +264,37 @@ impl Store for SqliteStore {
         artifacts::chunks(&self.read, upload, from, limit).await
     }
 
-    async fn delete_artifact(&self, job: JobId, attempt: u32, name: &str) -> Result<bool> {
-        artifacts::delete(&self.write, job, attempt, name).await
+    async fn delete_artifact(
+        &self,
+        job: JobId,
+        attempt: u32,
+        worker: &str,
+        name: &str,
+    ) -> Result<bool> {
+        artifacts::delete(&self.write, job, attempt, worker, name).await
+    }
+
+    async fn create_token(&self, t: &TokenRecord) -> Result<()> {
+        tokens::create(&self.write, t).await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        tokens::get(&self.read, id).await
+    }
+
+    async fn list_tokens(&self, include_revoked: bool) -> Result<Vec<TokenRecord>> {
+        tokens::list(&self.read, include_revoked).await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let mut tx = begin(&self.write).await?;
+        let revoked = tokens::revoke(&mut tx, id, now_ms()).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    fn token_epoch(&self) -> Option<u64> {
+        None
     }
 
     async fn purge_stale_uploads(&self, idle_ms: i64) -> Result<u64> {
@@ -300,6 +338,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/nested/store.db", dir.path().display());
         let store = SqliteStore::open(&url, policy).await.expect("open store");
+        let w1 = WorkerInfo {
+            kinds: vec!["noop".into()],
+            ..WorkerInfo::default()
+        };
+        store
+            .register_worker("w1", &w1, "")
+            .await
+            .expect("register w1");
         (dir, store)
     }
 

@@ -145,13 +145,3 @@ pub fn worker(row: &SqliteRow, dead_after_ms: i64, now: Millis) -> Result<Worker
         running_jobs: u32_col(row, "running")?,
     })
 }
-
-/// Maps a unique violation to `AlreadyExists`, everything else to a database error.
-pub fn map_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> Error {
-    match &e {
-        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
-            Error::AlreadyExists(what())
-        }
-        _ => Error::Database(e),
-    }
-}

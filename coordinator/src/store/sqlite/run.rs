@@ -17,11 +17,15 @@ const PREDICTION_CHUNK: usize = 1_000;
 const REAP_BATCH: i64 = 1_000;
 
 pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
+    let now = now_ms();
     if q.max_jobs == 0 || q.free.cpu_slots == 0 {
+        let mut tx = super::begin(pool).await?;
+        touch_worker(&mut tx, &q.worker_id, now).await?;
+        tx.commit().await?;
         return Ok(Vec::new());
     }
-    let now = now_ms();
-    // `cand` walks the queue index in order and keeps the jobs that fit on their own; `fit`
+    // `cand` walks the queue index in order and keeps the jobs that fit on their own (resources,
+    // tags, and a kind the worker registered: a CPU blade never takes a cnn job); `fit`
     // keeps the longest prefix of those whose running sums fit too (cpu_slots >= 1 and
     // gpus >= 0 make the sums monotonic, so the rows that pass form a prefix).
     let sql = format!(
@@ -29,6 +33,8 @@ pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> 
             SELECT id, sort_key, cpu_slots, gpus FROM jobs
             WHERE state = 2 AND run_after <= ?1
               AND cpu_slots <= ?2 AND gpus <= ?3 AND (gpus = 0 OR gpu_mem_mb <= ?4)
+              AND kind IN (SELECT value FROM json_each(
+                    (SELECT kinds FROM workers WHERE id = ?7)))
               AND (tags = '[]' OR NOT EXISTS (
                     SELECT 1 FROM json_each(jobs.tags) t
                     WHERE t.value NOT IN (SELECT value FROM json_each(?5))))
@@ -46,6 +52,8 @@ pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> 
         RETURNING {LEASED_COLUMNS}"
     );
     let mut tx = super::begin(pool).await?;
+    // A worker asking for work is alive, whether or not it gets any.
+    touch_worker(&mut tx, &q.worker_id, now).await?;
     let rows = sqlx::query(&sql)
         .bind(now)
         .bind(i64::from(q.free.cpu_slots))
@@ -56,12 +64,6 @@ pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> 
         .bind(&q.worker_id)
         .bind(q.lease_ttl_ms)
         .fetch_all(&mut *tx)
-        .await?;
-    // A worker asking for work is alive, whether or not it got any.
-    sqlx::query("UPDATE workers SET last_seen = ?2 WHERE id = ?1")
-        .bind(&q.worker_id)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     let mut jobs = rows.iter().map(rows::leased).collect::<Result<Vec<_>>>()?;
@@ -81,11 +83,7 @@ pub async fn heartbeat(
         .map(|j| (j.id, j.attempt, j.progress.as_deref()))
         .collect();
     let mut tx = super::begin(pool).await?;
-    sqlx::query("UPDATE workers SET last_seen = ?2 WHERE id = ?1")
-        .bind(worker_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    touch_worker(&mut tx, worker_id, now).await?;
     let rows = if jobs.is_empty() {
         Vec::new()
     } else {
@@ -98,11 +96,13 @@ pub async fn heartbeat(
              FROM (SELECT value ->> 0 AS rid, value ->> 1 AS rattempt, value ->> 2 AS progress
                    FROM json_each(?1)) AS r
              WHERE jobs.id = r.rid AND jobs.attempt = r.rattempt AND jobs.state = 3
+               AND jobs.worker_id = ?4
              RETURNING id, cancel_requested",
         )
         .bind(json(&reports))
         .bind(now)
         .bind(ttl)
+        .bind(worker_id)
         .fetch_all(&mut *tx)
         .await?
     };
@@ -135,6 +135,7 @@ pub async fn heartbeat(
 struct Current {
     attempt: u32,
     state: JobState,
+    worker: Option<String>,
     expect_oof: u32,
     expect_test: u32,
     has_dependents: bool,
@@ -144,7 +145,7 @@ struct Current {
 pub async fn complete(
     pool: &SqlitePool,
     policy: &Policy,
-    _worker_id: &str,
+    worker_id: &str,
     items: &[Completion],
 ) -> Result<(CompleteOutcome, bool)> {
     if items.is_empty() {
@@ -157,8 +158,8 @@ pub async fn complete(
     // Read the fencing tokens first: the write lock is ours, so they cannot change before
     // the update, and a bad prediction size is found before anything is written.
     let found = sqlx::query(
-        "SELECT id, attempt, state, expect_oof_rows, expect_test_rows, has_dependents FROM jobs
-         WHERE id IN (SELECT value FROM json_each(?1))",
+        "SELECT id, attempt, state, worker_id, expect_oof_rows, expect_test_rows, has_dependents
+         FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
     )
     .bind(json(&ids))
     .fetch_all(&mut *tx)
@@ -170,6 +171,7 @@ pub async fn complete(
             Current {
                 attempt: r.try_get::<i64, _>("attempt")? as u32,
                 state: rows::state(r.try_get("state")?)?,
+                worker: r.try_get("worker_id")?,
                 expect_oof: r.try_get::<i64, _>("expect_oof_rows")? as u32,
                 expect_test: r.try_get::<i64, _>("expect_test_rows")? as u32,
                 has_dependents: r.try_get::<i64, _>("has_dependents")? != 0,
@@ -187,20 +189,21 @@ pub async fn complete(
                 .push((c.id, c.attempt, format!("job {} does not exist", c.id)));
             continue;
         };
-        if cur.attempt != c.attempt || cur.state != JobState::Running {
-            out.stale.push((
-                c.id,
-                c.attempt,
-                stale_reason(c.id, c.attempt, cur.attempt, cur.state),
-            ));
-            continue;
-        }
-        if !seen.insert(c.id) {
-            // The same report twice in one batch: the first one finished the job.
-            let why = stale_reason(c.id, c.attempt, cur.attempt, JobState::Succeeded);
+        let now_state = FenceState {
+            state: if seen.contains(&c.id) {
+                // The same report twice in one batch: the first one finished the job.
+                JobState::Succeeded
+            } else {
+                cur.state
+            },
+            attempt: cur.attempt,
+            worker: cur.worker.as_deref(),
+        };
+        if let Some(why) = fence_breach(c.id, c.attempt, worker_id, now_state) {
             out.stale.push((c.id, c.attempt, why));
             continue;
         }
+        seen.insert(c.id);
         check_predictions(c, cur)?;
         accepted.push(c);
         if cur.has_dependents {
@@ -329,18 +332,22 @@ pub async fn fail(pool: &SqlitePool, policy: &Policy, f: &Failure) -> Result<Fai
     let now = now_ms();
     let mut tx = super::begin(pool).await?;
     let row = sqlx::query(
-        "SELECT state, attempt, failures, max_attempts, cancel_requested, priority, run_after,
-            has_dependents
+        "SELECT state, attempt, worker_id, failures, max_attempts, cancel_requested, priority,
+            run_after, has_dependents
          FROM jobs WHERE id = ?1",
     )
     .bind(f.id)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| Error::Stale(format!("job {} does not exist", f.id)))?;
-    let state = rows::state(row.try_get("state")?)?;
-    let attempt = row.try_get::<i64, _>("attempt")? as u32;
-    if state != JobState::Running || attempt != f.attempt {
-        return Err(Error::Stale(stale_reason(f.id, f.attempt, attempt, state)));
+    let holder: Option<String> = row.try_get("worker_id")?;
+    let now_state = FenceState {
+        state: rows::state(row.try_get("state")?)?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        worker: holder.as_deref(),
+    };
+    if let Some(why) = fence_breach(f.id, f.attempt, &f.worker_id, now_state) {
+        return Err(Error::Stale(why));
     }
     let failures = row.try_get::<i64, _>("failures")? as u32;
     let max_attempts = row.try_get::<i64, _>("max_attempts")? as u32;
@@ -488,4 +495,20 @@ pub async fn reap(pool: &SqlitePool) -> Result<ReapOutcome> {
         v.sort_unstable();
     }
     Ok(out)
+}
+
+/// `NotFound` unless the worker is registered and not deregistered; marks it seen now.
+async fn touch_worker(conn: &mut SqliteConnection, worker_id: &str, now: Millis) -> Result<()> {
+    let n = sqlx::query("UPDATE workers SET last_seen = ?2 WHERE id = ?1 AND deregistered = 0")
+        .bind(worker_id)
+        .bind(now)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound(format!(
+            "worker {worker_id} is not registered; register first"
+        )));
+    }
+    Ok(())
 }
