@@ -104,10 +104,18 @@ pub async fn serve(
     health_reporter
         .set_serving::<TokenServiceServer<TokenApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(stackhive_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection protocols: v1alpha is what Python's grpcio-reflection, older grpcurl and
+    // GUI tools speak (issue 16).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(stackhive_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| Error::Config(format!("cannot build gRPC reflection: {e}")))?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| Error::Config(format!("cannot build gRPC reflection: {e}")))?;
 
     tracing::info!(%addr, backend = store.backend(), security = %security.describe(), "coordinator serving");
@@ -129,6 +137,7 @@ pub async fn serve(
         .layer(AuthLayer::new(auth))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(jobs)
         .add_service(workers)
         .add_service(datasets)

@@ -277,7 +277,7 @@ async fn health_and_reflection_answer() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut refl = ServerReflectionClient::new(channel);
+    let mut refl = ServerReflectionClient::new(channel.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -302,5 +302,27 @@ async fn health_and_reflection_answer() {
             "{want} missing from {names:?}"
         );
     }
+
+    // The older protocol too (issue 16): grpcio-reflection, older grpcurl and GUI tools.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut refl = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        resp.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer {resp:?}");
+    };
+    assert!(list.service.iter().any(|s| s.name == "stackhive.v1.TokenService"));
     let _ = stop.send(());
 }

@@ -86,7 +86,7 @@ async fn measure(
             let _ = stop_rx.await;
         },
     ));
-    let channel = connect(&url).await?;
+    let channel = connect(&url, &Default::default()).await?;
     // One running job whose attempt may upload.
     let id = JobServiceClient::new(channel.clone())
         .submit(pb::SubmitRequest {

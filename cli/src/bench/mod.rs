@@ -101,6 +101,17 @@ pub struct QueueArgs {
     /// Lease calls timed for the claim-latency figures.
     #[arg(long, env = "STACKHIVE_BENCH_CLAIMS", default_value_t = 300)]
     pub claims: u32,
+
+    /// Transport and authentication to measure, each in a run of its own on a fresh database:
+    /// `off` (plaintext, no tokens) and `on` (TLS, bearer tokens on every call).
+    #[arg(long, env = "STACKHIVE_BENCH_SECURITY", value_delimiter = ',', default_value = "off")]
+    pub security: Vec<Security>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Security {
+    Off,
+    On,
 }
 
 pub async fn run(json: bool, args: &BenchArgs) -> anyhow::Result<()> {

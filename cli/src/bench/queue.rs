@@ -1,7 +1,8 @@
 //! `stackhive bench queue`: N no-op jobs submitted in batches by concurrent clients and pushed
 //! end to end — gRPC submit, claim, run, gRPC complete — by M workers, against an in-process
 //! coordinator on a fresh database. Prints jobs/s and submit-to-start latency per store, then
-//! the claim latency over a large finished history.
+//! the claim latency over a large finished history; with `--security off,on`, once plaintext
+//! without tokens and once over TLS with a bearer token on every call, side by side.
 
 use std::time::{Duration, Instant};
 
@@ -12,15 +13,15 @@ use stackhive_coordinator::model::{JobFilter, JobState, Policy};
 use stackhive_coordinator::CoordinatorConfig;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
-use stackhive_proto::connect::{plain, AuthChannel as Channel};
-use tonic::transport::Endpoint;
+use stackhive_proto::connect::{AuthChannel as Channel, ClientOptions};
 
 use super::db::BenchDb;
-use super::{history, percentile, Backend, QueueArgs};
+use super::{history, percentile, Backend, QueueArgs, Security};
 
 #[derive(Serialize, Debug)]
 struct Figures {
     backend: &'static str,
+    security: &'static str,
     jobs: u64,
     workers: u32,
     submit_batch: u32,
@@ -43,17 +44,17 @@ struct Figures {
 }
 
 pub async fn run(json: bool, args: &QueueArgs) -> anyhow::Result<()> {
-    let mut all = Vec::new();
     for &backend in &args.stores.db {
-        let f = one(backend, args)
-            .await
-            .with_context(|| format!("{backend:?} bench failed"))?;
-        if json {
-            println!("{}", serde_json::to_string(&f)?);
-        } else {
-            print_human(&f);
+        for &security in &args.security {
+            let f = one(backend, security, args)
+                .await
+                .with_context(|| format!("{backend:?} bench ({security:?}) failed"))?;
+            if json {
+                println!("{}", serde_json::to_string(&f)?);
+            } else {
+                print_human(&f);
+            }
         }
-        all.push(f);
     }
     Ok(())
 }
@@ -64,27 +65,83 @@ struct WorkerArgs {
     config: stackhive_worker::WorkerConfig,
 }
 
-async fn one(backend: Backend, a: &QueueArgs) -> anyhow::Result<Figures> {
+async fn one(backend: Backend, security: Security, a: &QueueArgs) -> anyhow::Result<Figures> {
     let db = BenchDb::create(backend, &a.stores.pg_url).await?;
-    let figures = measure(backend, a, &db).await;
+    let figures = measure(backend, security, a, &db).await;
     db.drop_db().await?;
     figures
 }
 
-async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Result<Figures> {
+/// How the bench's clients and workers reach a coordinator run with `security`: the URL, the
+/// options of the bench's own client (an admin token: it submits, leases and completes) and
+/// the flags of its workers (a worker token).
+struct Access {
+    url: String,
+    client: ClientOptions,
+    worker_flags: Vec<String>,
+    _files: Option<tempfile::TempDir>,
+}
+
+/// Certificates and tokens for a secured run; the coordinator's settings are filled in.
+async fn secure(
+    security: Security,
+    db_url: &str,
+    port: u16,
+    config: &mut CoordinatorConfig,
+) -> anyhow::Result<Access> {
+    if security == Security::Off {
+        return Ok(Access {
+            url: format!("http://127.0.0.1:{port}"),
+            client: ClientOptions::default(),
+            worker_flags: Vec::new(),
+            _files: None,
+        });
+    }
+    let dir = tempfile::tempdir()?;
+    crate::tls::generate("bench CA", &["localhost".into()])?.write(dir.path())?;
+    config.tls_cert = Some(dir.path().join("server.pem"));
+    config.tls_key = Some(dir.path().join("server.key"));
+    config.auth = stackhive_coordinator::config::AuthMode::Required;
+    let store = stackhive_coordinator::store::open(db_url, config.policy(), 2).await?;
+    let (_, admin) = stackhive_coordinator::api::tokens::create(&*store, "bench", "admin").await?;
+    let (_, worker) =
+        stackhive_coordinator::api::tokens::create(&*store, "bench-workers", "worker").await?;
+    let ca = dir.path().join("ca.pem");
+    Ok(Access {
+        url: format!("https://localhost:{port}"),
+        client: ClientOptions {
+            token: Some(admin),
+            tls_ca: Some(ca.clone()),
+            ..Default::default()
+        },
+        worker_flags: vec![
+            format!("--token={worker}"),
+            format!("--tls-ca={}", ca.display()),
+        ],
+        _files: Some(dir),
+    })
+}
+
+async fn measure(
+    backend: Backend,
+    security: Security,
+    a: &QueueArgs,
+    db: &BenchDb,
+) -> anyhow::Result<Figures> {
     eprintln!(
-        "== {backend:?}: {} no-op jobs, {} workers, batches of {}",
+        "== {backend:?}, security {security:?}: {} no-op jobs, {} workers, batches of {}",
         a.jobs, a.workers, a.batch
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
     let mut config = CoordinatorConfig::with_db(db.url.clone());
     config.db_max_connections = 8;
+    let access = secure(security, &db.url, listener.local_addr()?.port(), &mut config).await?;
+    let url = access.url.clone();
     let (stop_coord, coord_rx) = tokio::sync::oneshot::channel::<()>();
     let coordinator = tokio::spawn(stackhive_coordinator::run(config, listener, async {
         let _ = coord_rx.await;
     }));
-    let channel = connect(&url).await?;
+    let channel = connect(&url, &access.client).await?;
     let mut jobs = JobServiceClient::new(channel.clone())
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
@@ -92,7 +149,7 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
     let (stop_workers, workers_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..a.workers {
-        let w = WorkerArgs::try_parse_from([
+        let flags = [
             "bench-worker".to_string(),
             format!("--coordinator={url}"),
             format!("--name=bench-{i}"),
@@ -101,7 +158,8 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
             "--report-batch=5000".to_string(),
             "--lease-wait-ms=1000".to_string(),
             "--drain-timeout-s=5".to_string(),
-        ])?;
+        ];
+        let w = WorkerArgs::try_parse_from(flags.into_iter().chain(access.worker_flags.clone()))?;
         let mut rx = workers_rx.clone();
         workers.push(tokio::spawn(stackhive_worker::run(w.config, async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -239,6 +297,10 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
         },
+        security: match security {
+            Security::Off => "plaintext, no tokens",
+            Security::On => "TLS + tokens",
+        },
         jobs: a.jobs,
         workers: a.workers,
         submit_batch: a.batch,
@@ -280,11 +342,12 @@ async fn measure(backend: Backend, a: &QueueArgs, db: &BenchDb) -> anyhow::Resul
     Ok(f)
 }
 
-pub(super) async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let ep = Endpoint::from_shared(url.to_string())?.tcp_nodelay(true);
+pub(super) async fn connect(url: &str, options: &ClientOptions) -> anyhow::Result<Channel> {
+    let ep = options.endpoint(url)?.tcp_nodelay(true);
+    let credentials = options.credentials()?;
     for _ in 0..100 {
         if let Ok(c) = ep.connect().await {
-            return Ok(plain(c));
+            return Ok(tonic::service::interceptor::InterceptedService::new(c, credentials));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -337,8 +400,8 @@ async fn latencies(url: &str, experiment: &str) -> anyhow::Result<(Vec<f64>, Vec
 
 fn print_human(f: &Figures) {
     println!(
-        "{} — {} no-op jobs, {} workers, submit batches of {}",
-        f.backend, f.jobs, f.workers, f.submit_batch
+        "{} ({}) — {} no-op jobs, {} workers, submit batches of {}",
+        f.backend, f.security, f.jobs, f.workers, f.submit_batch
     );
     println!(
         "  end to end        {:>10.0} jobs/s   ({:.2} s wall)",

@@ -199,9 +199,21 @@ impl JobCtx {
         visible_devices(&self.slot.gpus, parent.as_deref())
     }
 
-    /// Publishes a progress document (JSON); only the latest one is kept.
+    /// Publishes a progress document (JSON); only the latest one is kept. One that the
+    /// coordinator would refuse (not JSON, or over `limits::MAX_PROGRESS_BYTES`) is dropped
+    /// here with a warning: a refused heartbeat would leave every lease of the worker unrenewed.
     pub fn set_progress(&self, json: impl Into<String>) {
-        *self.slot.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(json.into());
+        let json = json.into();
+        let limit = stackhive_proto::limits::MAX_PROGRESS_BYTES;
+        if json.len() > limit {
+            tracing::warn!(job_id = self.slot.id, bytes = json.len(), limit, "progress document too large; dropped");
+            return;
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
+            tracing::warn!(job_id = self.slot.id, "progress document is not JSON; dropped");
+            return;
+        }
+        *self.slot.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(json);
     }
 
     /// The latest progress document, empty when none was published.
