@@ -11,8 +11,8 @@ use crate::args::SubmitArgs;
 /// instead of a wrapped-around unsigned number: the coordinator's own limits.
 pub mod limits {
     pub use stackhive_proto::limits::{
-        MAX_ATTEMPTS as ATTEMPTS, MAX_COUNT as COUNT, MAX_CPU_SLOTS as CPU_SLOTS,
-        MAX_GPUS as GPUS, MAX_GPU_MEM_MB as GPU_MEM_MB,
+        MAX_ATTEMPTS as ATTEMPTS, MAX_COUNT as COUNT, MAX_CPU_SLOTS as CPU_SLOTS, MAX_GPUS as GPUS,
+        MAX_GPU_MEM_MB as GPU_MEM_MB,
     };
 }
 

@@ -7,11 +7,11 @@ use std::path::Path;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use stackhive_data::hash::Manifest;
+use stackhive_proto::connect::AuthChannel as Channel;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use stackhive_proto::v1::upload_dataset_request::Item;
 use tokio::io::AsyncReadExt;
-use stackhive_proto::connect::AuthChannel as Channel;
 
 use crate::client::status_error;
 

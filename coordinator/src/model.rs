@@ -401,7 +401,12 @@ pub struct FenceState<'a> {
 /// running, at the reported attempt, leased to the reporting worker. `None` when it holds,
 /// otherwise why not. A worker that lost its lease, or a client posing as another worker, can
 /// never change the job this way.
-pub fn fence_breach(id: JobId, reported: u32, reporter: &str, now: FenceState<'_>) -> Option<String> {
+pub fn fence_breach(
+    id: JobId,
+    reported: u32,
+    reporter: &str,
+    now: FenceState<'_>,
+) -> Option<String> {
     if now.attempt != reported {
         Some(format!(
             "job {id} is at attempt {}, the report is for attempt {reported}",

@@ -67,7 +67,11 @@ pub async fn run(
 
 /// Removes staging folders idle for `age`, and content folders older than `age` that no
 /// registered dataset names. Returns how many folders went.
-pub async fn purge_dataset_leftovers(store: &dyn Store, files: &DatasetFiles, age: Duration) -> usize {
+pub async fn purge_dataset_leftovers(
+    store: &dyn Store,
+    files: &DatasetFiles,
+    age: Duration,
+) -> usize {
     let f = files.clone();
     let mut removed = tokio::task::spawn_blocking(move || f.purge_incoming(age))
         .await

@@ -80,8 +80,8 @@ pub async fn serve(
     .max_encoding_message_size(max_msg);
 
     let datasets = DatasetServiceServer::new(DatasetApi::new(store.clone(), files))
-    .max_decoding_message_size(max_msg)
-    .max_encoding_message_size(max_msg);
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
 
     let artifacts = ArtifactServiceServer::new(ArtifactApi::new(store.clone(), keys))
         .max_decoding_message_size(max_msg)

@@ -208,7 +208,8 @@ pub fn worker_info(r: &pb::RegisterRequest) -> Result<(), String> {
     for k in &r.kinds {
         let ok = !k.is_empty()
             && k.len() <= 64
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         if !ok {
             return Err(format!(
                 "job kind {k:?} is not valid, expected 1 to 64 letters, digits and _-."
@@ -226,9 +227,8 @@ pub fn progress(id: JobId, p: &str) -> Result<()> {
             p.len()
         )));
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(p).map_err(|e| {
-        Error::invalid(format!("progress of job {id} is not valid JSON ({e})"))
-    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(p)
+        .map_err(|e| Error::invalid(format!("progress of job {id} is not valid JSON ({e})")))?;
     Ok(())
 }
 
@@ -372,9 +372,9 @@ pub fn completions(items: Vec<pb::Completion>) -> Result<Vec<Completion>> {
                 )));
             }
             if !c.result_json.is_empty() {
-                serde_json::from_str::<serde::de::IgnoredAny>(&c.result_json).map_err(
-                    |e| Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id)),
-                )?;
+                serde_json::from_str::<serde::de::IgnoredAny>(&c.result_json).map_err(|e| {
+                    Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id))
+                })?;
             }
             let predictions = match c.predictions {
                 None => None,

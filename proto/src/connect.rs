@@ -34,11 +34,21 @@ pub struct ClientOptions {
     pub tls_ca: Option<PathBuf>,
 
     /// Client certificate (PEM) for mutual TLS, with --client-key.
-    #[arg(long, env = "STACKHIVE_CLIENT_CERT", requires = "client_key", global = true)]
+    #[arg(
+        long,
+        env = "STACKHIVE_CLIENT_CERT",
+        requires = "client_key",
+        global = true
+    )]
     pub client_cert: Option<PathBuf>,
 
     /// Private key (PEM) of --client-cert.
-    #[arg(long, env = "STACKHIVE_CLIENT_KEY", requires = "client_cert", global = true)]
+    #[arg(
+        long,
+        env = "STACKHIVE_CLIENT_KEY",
+        requires = "client_cert",
+        global = true
+    )]
     pub client_key: Option<PathBuf>,
 
     /// Name to expect in the coordinator's certificate, when it differs from the URL's host.
@@ -170,7 +180,12 @@ impl ClientOptions {
             .await
             .map_err(|e| ConnectError::Connect {
                 url: url.to_string(),
-                message: format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
+                message: format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                ),
             })?;
         Ok(InterceptedService::new(channel, credentials))
     }

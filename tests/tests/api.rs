@@ -308,9 +308,9 @@ async fn health_and_reflection_answer() {
     let mut refl = alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let req = alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
     let mut stream = refl
         .server_reflection_info(tokio_stream::iter(vec![req]))
@@ -323,6 +323,9 @@ async fn health_and_reflection_answer() {
     else {
         panic!("unexpected v1alpha reflection answer {resp:?}");
     };
-    assert!(list.service.iter().any(|s| s.name == "stackhive.v1.TokenService"));
+    assert!(list
+        .service
+        .iter()
+        .any(|s| s.name == "stackhive.v1.TokenService"));
     let _ = stop.send(());
 }

@@ -4,13 +4,13 @@
 //! byte (artifacts live in the database, not on a coordinator's disk).
 
 use stackhive_coordinator::{run, CoordinatorConfig};
+use stackhive_proto::connect::{plain, AuthChannel as Channel};
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::artifact_service_client::ArtifactServiceClient;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
 use stackhive_tests::cluster::spec;
 use stackhive_tests::db::TestDb;
-use stackhive_proto::connect::{plain, AuthChannel as Channel};
 use stackhive_worker::artifacts::{self, ArtifactError};
 use stackhive_worker::Identity;
 use tonic::Code;
@@ -221,13 +221,17 @@ async fn only_the_running_attempt_uploads_and_any_coordinator_serves_it() {
         .unwrap_err();
     assert_eq!(code(&err), Some(Code::FailedPrecondition), "{err}");
     assert_eq!(stored_rows(&pool, 1).await, (1, 2));
-    assert!(artifacts::delete(other.clone(), &who, id, attempt, "model.ot")
-        .await
-        .unwrap());
+    assert!(
+        artifacts::delete(other.clone(), &who, id, attempt, "model.ot")
+            .await
+            .unwrap()
+    );
     assert_eq!(stored_rows(&pool, 0).await, (0, 0));
-    assert!(!artifacts::delete(channel.clone(), &who, id, attempt, "model.ot")
-        .await
-        .unwrap());
+    assert!(
+        !artifacts::delete(channel.clone(), &who, id, attempt, "model.ot")
+            .await
+            .unwrap()
+    );
     let err = artifacts::fetch_cached(channel.clone(), id, "model.ot", &data.path().join("again"))
         .await
         .unwrap_err();

@@ -109,26 +109,47 @@ async fn tokens_and_roles_gate_every_call_and_revocation_reaches_every_coordinat
     ]));
     let make = |role: &str| {
         created_secret(&cli(&[
-            "--coordinator", &a.url, "--token", &admin, "--json", "token", "create", "--name",
-            &format!("{role}-1"), "--role", role,
+            "--coordinator",
+            &a.url,
+            "--token",
+            &admin,
+            "--json",
+            "token",
+            "create",
+            "--name",
+            &format!("{role}-1"),
+            "--role",
+            role,
         ]))
     };
     let (reader, submitter, worker) = (make("reader"), make("submitter"), make("worker"));
 
     // No token, a made-up one, a tampered one: UNAUTHENTICATED, and nothing stored.
     let anonymous = client(&a.url, &ClientOptions::default()).await;
-    assert_eq!(list(&anonymous).await.unwrap_err().code(), Code::Unauthenticated);
-    assert_eq!(submit(&anonymous).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        list(&anonymous).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        submit(&anonymous).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     let mut tampered = submitter.clone();
     tampered.pop();
     tampered.push(if submitter.ends_with('0') { '1' } else { '0' });
-    for bad in ["shk_000000000000_".to_string() + &"0".repeat(64), tampered, "not-a-token".into()] {
+    for bad in [
+        "shk_000000000000_".to_string() + &"0".repeat(64),
+        tampered,
+        "not-a-token".into(),
+    ] {
         let c = client(&a.url, &with_token(&bad)).await;
         assert_eq!(submit(&c).await.unwrap_err().code(), Code::Unauthenticated);
     }
     // Health needs nothing (load balancers and orchestrators probe it).
     let health = tonic_health::pb::health_client::HealthClient::new(anonymous.clone())
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -139,13 +160,20 @@ async fn tokens_and_roles_gate_every_call_and_revocation_reaches_every_coordinat
     list(&as_reader).await.unwrap();
     let e = submit(&as_reader).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(e.message().contains("a reader token may not call"), "{}", e.message());
+    assert!(
+        e.message().contains("a reader token may not call"),
+        "{}",
+        e.message()
+    );
     let as_submitter = client(&a.url, &with_token(&submitter)).await;
     let ids = submit(&as_submitter).await.unwrap();
     let e = WorkerServiceClient::new(as_submitter.clone())
         .register(pb::RegisterRequest {
             name: "x".into(),
-            resources: Some(pb::Resources { cpu_slots: 1, ..Default::default() }),
+            resources: Some(pb::Resources {
+                cpu_slots: 1,
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
@@ -157,22 +185,34 @@ async fn tokens_and_roles_gate_every_call_and_revocation_reaches_every_coordinat
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let as_worker = client(&a.url, &with_token(&worker)).await;
-    assert_eq!(submit(&as_worker).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        submit(&as_worker).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     WorkerServiceClient::new(as_worker.clone())
         .register(pb::RegisterRequest {
             name: "w".into(),
-            resources: Some(pb::Resources { cpu_slots: 1, ..Default::default() }),
+            resources: Some(pb::Resources {
+                cpu_slots: 1,
+                ..Default::default()
+            }),
             kinds: vec!["noop".into()],
             ..Default::default()
         })
         .await
         .unwrap();
     let counts = list(&as_reader).await.unwrap().counts.unwrap();
-    assert_eq!(counts.queued, ids.len() as u64, "only the submitter's job was stored");
+    assert_eq!(
+        counts.queued,
+        ids.len() as u64,
+        "only the submitter's job was stored"
+    );
 
     // Reflection needs a token too.
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::{server_reflection_request::MessageRequest, ServerReflectionRequest};
+    use tonic_reflection::pb::v1::{
+        server_reflection_request::MessageRequest, ServerReflectionRequest,
+    };
     let ask = || {
         tokio_stream::iter(vec![ServerReflectionRequest {
             host: String::new(),
@@ -191,15 +231,34 @@ async fn tokens_and_roles_gate_every_call_and_revocation_reaches_every_coordinat
 
     // Listed without secrets; a token used on coordinator B (and cached there) is refused by
     // B as soon as A revokes it.
-    let listed = cli(&["--coordinator", &b.url, "--token", &admin, "--json", "token", "list"]);
+    let listed = cli(&[
+        "--coordinator",
+        &b.url,
+        "--token",
+        &admin,
+        "--json",
+        "token",
+        "list",
+    ]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 4);
-    assert!(!listed.to_string().contains(&submitter[20..]), "no secret is listed");
+    assert!(
+        !listed.to_string().contains(&submitter[20..]),
+        "no secret is listed"
+    );
     let on_b = client(&b.url, &with_token(&submitter)).await;
     list(&on_b).await.unwrap();
     list(&on_b).await.unwrap();
     let id = submitter.split('_').nth(1).unwrap();
-    cli(&["--coordinator", &a.url, "--token", &admin, "token", "revoke", id]);
+    cli(&[
+        "--coordinator",
+        &a.url,
+        "--token",
+        &admin,
+        "token",
+        "revoke",
+        id,
+    ]);
     let revoked_at = Instant::now();
     let mut refused_after = None;
     while revoked_at.elapsed() < Duration::from_secs(2) {
@@ -211,7 +270,10 @@ async fn tokens_and_roles_gate_every_call_and_revocation_reaches_every_coordinat
     }
     let after = refused_after.expect("coordinator B still accepts a revoked token after 2 s");
     eprintln!("coordinator B refused the revoked token {after:?} after the revocation returned");
-    assert_eq!(submit(&as_submitter).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        submit(&as_submitter).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
 }
 
 #[test]
@@ -229,11 +291,17 @@ fn insecure_exposure_is_refused_at_start() {
     let out = start(&["--listen", &public]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing to serve plaintext gRPC on 0.0.0.0"), "{err}");
+    assert!(
+        err.contains("refusing to serve plaintext gRPC on 0.0.0.0"),
+        "{err}"
+    );
     let out = start(&["--listen", &public, "--allow-plaintext", "--auth", "off"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--auth off is allowed only on a loopback address"), "{err}");
+    assert!(
+        err.contains("--auth off is allowed only on a loopback address"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +342,10 @@ async fn tls_reloads_certificates_and_worker_calls_need_client_certificates() {
         WorkerServiceClient::new(ch)
             .register(pb::RegisterRequest {
                 name: "w".into(),
-                resources: Some(pb::Resources { cpu_slots: 1, ..Default::default() }),
+                resources: Some(pb::Resources {
+                    cpu_slots: 1,
+                    ..Default::default()
+                }),
                 kinds: vec!["noop".into()],
                 ..Default::default()
             })
@@ -282,7 +353,11 @@ async fn tls_reloads_certificates_and_worker_calls_need_client_certificates() {
     };
     let e = register(people.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(e.message().contains("client certificate"), "{}", e.message());
+    assert!(
+        e.message().contains("client certificate"),
+        "{}",
+        e.message()
+    );
     let mut with_cert = trusting(&d.join("first"));
     with_cert.client_cert = Some(d.join("first/client.pem"));
     with_cert.client_key = Some(d.join("first/client.key"));
@@ -318,7 +393,10 @@ async fn tls_reloads_certificates_and_worker_calls_need_client_certificates() {
         let mut j = people_jobs.clone();
         async move {
             let job = j
-                .get_job(pb::GetJobRequest { id, include_predictions: false })
+                .get_job(pb::GetJobRequest {
+                    id,
+                    include_predictions: false,
+                })
                 .await
                 .ok()?
                 .into_inner()

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use stackhive_data::synth::{generate, SynthConfig};
+use stackhive_proto::connect::{plain, AuthChannel as Channel};
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use stackhive_tests::cluster::{bin, Coordinator};
 use stackhive_tests::db::TestDb;
 use stackhive_worker::datasets::{DatasetCache, Source};
-use stackhive_proto::connect::{plain, AuthChannel as Channel};
 
 fn synth(dir: &Path, seed: u64) {
     let cfg = SynthConfig {

@@ -28,7 +28,11 @@ struct Coord {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn coordinator(db_url: &str, data_dir: &Path, tweak: impl FnOnce(&mut CoordinatorConfig)) -> Coord {
+async fn coordinator(
+    db_url: &str,
+    data_dir: &Path,
+    tweak: impl FnOnce(&mut CoordinatorConfig),
+) -> Coord {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let mut config = CoordinatorConfig::with_db(db_url.to_string());
@@ -211,7 +215,12 @@ impl Upload {
                 offset: 0,
                 data,
             });
-            if self.tx.send(pb::UploadDatasetRequest { item: Some(item) }).await.is_err() {
+            if self
+                .tx
+                .send(pb::UploadDatasetRequest { item: Some(item) })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -223,7 +232,13 @@ impl Upload {
     }
 }
 
-async fn upload(c: &Coord, name: &str, root: &Path, hash: &str, m: &Manifest) -> Result<pb::UploadDatasetResponse, tonic::Status> {
+async fn upload(
+    c: &Coord,
+    name: &str,
+    root: &Path,
+    hash: &str,
+    m: &Manifest,
+) -> Result<pb::UploadDatasetResponse, tonic::Status> {
     let up = start_upload(c, header(name, hash, serde_json::to_string(m).unwrap())).await;
     up.send_files(root, m).await;
     up.finish().await
@@ -257,7 +272,11 @@ async fn poisoned_dataset_manifests_read_and_write_nothing() {
     let db = TestDb::sqlite();
     let data = tmp.path().join("coordinator-data");
     let c = coordinator(&db.url, &data, |_| {}).await;
-    let (a, b, d) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("d"));
+    let (a, b, d) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("d"),
+    );
     let (hash_a, man_a) = synth(&a, 1);
     let (hash_b, man_b) = synth(&b, 2);
     let (hash_d, man_d) = synth(&d, 3);
@@ -271,8 +290,16 @@ async fn poisoned_dataset_manifests_read_and_write_nothing() {
 
     // Two uploads race for one free name: the loser's content, already moved into place,
     // goes again (a failed registration leaves nothing behind).
-    let first = start_upload(&c, header("race", &hash_b, serde_json::to_string(&man_b).unwrap())).await;
-    let second = start_upload(&c, header("race", &hash_d, serde_json::to_string(&man_d).unwrap())).await;
+    let first = start_upload(
+        &c,
+        header("race", &hash_b, serde_json::to_string(&man_b).unwrap()),
+    )
+    .await;
+    let second = start_upload(
+        &c,
+        header("race", &hash_d, serde_json::to_string(&man_d).unwrap()),
+    )
+    .await;
     first.send_files(&b, &man_b).await;
     second.send_files(&d, &man_d).await;
     // Both headers passed the name check before either registers.
@@ -282,8 +309,14 @@ async fn poisoned_dataset_manifests_read_and_write_nothing() {
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     let stored = listing(&data);
     assert!(stored.iter().any(|p| p == &hash_b), "{stored:?}");
-    assert!(!stored.iter().any(|p| p.starts_with(&hash_d)), "the loser's files are gone: {stored:?}");
-    assert!(!stored.iter().any(|p| p.starts_with(".incoming/")), "{stored:?}");
+    assert!(
+        !stored.iter().any(|p| p.starts_with(&hash_d)),
+        "the loser's files are gone: {stored:?}"
+    );
+    assert!(
+        !stored.iter().any(|p| p.starts_with(".incoming/")),
+        "{stored:?}"
+    );
 
     // The second step: a header-only upload of present content with a forged manifest.
     let mut forged = man_a.clone();
@@ -291,10 +324,18 @@ async fn poisoned_dataset_manifests_read_and_write_nothing() {
         forged.files[i].path = path.into();
     }
     for manifest in [forged.clone(), Manifest { files: vec![] }] {
-        let up = start_upload(&c, header("evil", &hash_a, serde_json::to_string(&manifest).unwrap())).await;
+        let up = start_upload(
+            &c,
+            header("evil", &hash_a, serde_json::to_string(&manifest).unwrap()),
+        )
+        .await;
         let err = up.finish().await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-        assert!(err.message().contains("dataset manifest refused"), "{}", err.message());
+        assert!(
+            err.message().contains("dataset manifest refused"),
+            "{}",
+            err.message()
+        );
     }
     // Files outside the layout, with a hash that matches the manifest they are in.
     for bad in ["extra.bin", "images/sub/deep", "images/.hidden"] {
@@ -305,13 +346,23 @@ async fn poisoned_dataset_manifests_read_and_write_nothing() {
             blake3: blake3::hash(b"x").to_hex().to_string(),
         });
         m.files.sort_by(|x, y| x.path.cmp(&y.path));
-        let up = start_upload(&c, header("evil", &m.dataset_hash(), serde_json::to_string(&m).unwrap())).await;
+        let up = start_upload(
+            &c,
+            header(
+                "evil",
+                &m.dataset_hash(),
+                serde_json::to_string(&m).unwrap(),
+            ),
+        )
+        .await;
         let err = up.finish().await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
         assert!(err.message().contains(bad), "{}", err.message());
     }
     let err = datasets(&c)
-        .get_dataset(pb::GetDatasetRequest { dataset: "evil".into() })
+        .get_dataset(pb::GetDatasetRequest {
+            dataset: "evil".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -369,14 +420,25 @@ async fn poisoned_dataset_manifests_read_and_write_nothing() {
     std::fs::write(data.join(".incoming/killed/train.csv"), b"half").unwrap();
     let orphan = "ab".repeat(32);
     std::fs::create_dir_all(data.join(&orphan)).unwrap();
-    let store = stackhive_coordinator::store::open(&db.url, CoordinatorConfig::with_db(&db.url).policy(), 2)
-        .await
-        .unwrap();
+    let store = stackhive_coordinator::store::open(
+        &db.url,
+        CoordinatorConfig::with_db(&db.url).policy(),
+        2,
+    )
+    .await
+    .unwrap();
     let files = stackhive_coordinator::datasets::DatasetFiles::new(&data);
-    let removed = stackhive_coordinator::reaper::purge_dataset_leftovers(&*store, &files, Duration::ZERO).await;
+    let removed =
+        stackhive_coordinator::reaper::purge_dataset_leftovers(&*store, &files, Duration::ZERO)
+            .await;
     assert_eq!(removed, 2);
     let stored = listing(&data);
-    assert!(!stored.iter().any(|p| p.contains("killed") || p.starts_with(&orphan)), "{stored:?}");
+    assert!(
+        !stored
+            .iter()
+            .any(|p| p.contains("killed") || p.starts_with(&orphan)),
+        "{stored:?}"
+    );
     assert!(stored.iter().any(|p| p == &hash_a), "{stored:?}");
 }
 
@@ -389,7 +451,14 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
     let tmp = tempfile::tempdir().unwrap();
     let db = TestDb::postgres().await;
     let c = coordinator(&db.url, tmp.path(), |_| {}).await;
-    let ids = submit(&c, vec![spec("noop", serde_json::json!({})), spec("noop", serde_json::json!({}))]).await;
+    let ids = submit(
+        &c,
+        vec![
+            spec("noop", serde_json::json!({})),
+            spec("noop", serde_json::json!({})),
+        ],
+    )
+    .await;
     let w1 = register(&c, "w1", 1).await;
     let w2 = register(&c, "w2", 1).await;
     let leased = lease(&c, &w1, 1).await;
@@ -397,7 +466,10 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
     let victim = get(&c, job).await.worker_id;
     assert_eq!(victim, w1.0, "GetJob shows who runs the job");
 
-    let made_up = ("00000000-0000-0000-0000-000000000000".to_string(), String::new());
+    let made_up = (
+        "00000000-0000-0000-0000-000000000000".to_string(),
+        String::new(),
+    );
     let as_victim = (victim.clone(), "0".repeat(64));
     let complete = |who: &(String, String)| pb::CompleteRequest {
         worker_id: who.0.clone(),
@@ -411,12 +483,19 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
     };
     let e = workers(&c).complete(complete(&made_up)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let e = workers(&c).complete(complete(&as_victim)).await.unwrap_err();
+    let e = workers(&c)
+        .complete(complete(&as_victim))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // A real, registered worker reporting a job leased to another.
     let e = workers(&c).complete(complete(&w2)).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("leased to another worker"), "{}", e.message());
+    assert!(
+        e.message().contains("leased to another worker"),
+        "{}",
+        e.message()
+    );
 
     let fail = |who: &(String, String)| pb::FailRequest {
         worker_id: who.0.clone(),
@@ -427,8 +506,14 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
         retryable: false,
         handback: false,
     };
-    assert_eq!(workers(&c).fail(fail(&as_victim)).await.unwrap_err().code(), Code::PermissionDenied);
-    assert_eq!(workers(&c).fail(fail(&w2)).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        workers(&c).fail(fail(&as_victim)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        workers(&c).fail(fail(&w2)).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     let beat = |who: &(String, String)| pb::HeartbeatRequest {
         worker_id: who.0.clone(),
         worker_key: who.1.clone(),
@@ -438,9 +523,25 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
             progress_json: "{\"forged\":true}".into(),
         }],
     };
-    assert_eq!(workers(&c).heartbeat(beat(&as_victim)).await.unwrap_err().code(), Code::PermissionDenied);
-    let stops = workers(&c).heartbeat(beat(&w2)).await.unwrap().into_inner().stop;
-    assert_eq!(stops.len(), 1, "the other worker is told the job is not its own");
+    assert_eq!(
+        workers(&c)
+            .heartbeat(beat(&as_victim))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let stops = workers(&c)
+        .heartbeat(beat(&w2))
+        .await
+        .unwrap()
+        .into_inner()
+        .stop;
+    assert_eq!(
+        stops.len(),
+        1,
+        "the other worker is told the job is not its own"
+    );
     let e = workers(&c)
         .lease(pb::LeaseRequest {
             worker_id: made_up.0.clone(),
@@ -452,7 +553,11 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    assert_eq!(get(&c, ids[1]).await.state, pb::JobState::Queued as i32, "nothing claimed");
+    assert_eq!(
+        get(&c, ids[1]).await.state,
+        pb::JobState::Queued as i32,
+        "nothing claimed"
+    );
     let e = workers(&c)
         .deregister(pb::DeregisterRequest {
             worker_id: victim.clone(),
@@ -478,26 +583,59 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
     let file = tmp.path().join("checkpoint.pt");
     std::fs::write(&file, b"forged weights").unwrap();
     let anonymous = stackhive_worker::Identity::default();
-    let err = stackhive_worker::artifacts::upload(c.channel.clone(), &anonymous, job, attempt, "checkpoint.pt", &file)
+    let err = stackhive_worker::artifacts::upload(
+        c.channel.clone(),
+        &anonymous,
+        job,
+        attempt,
+        "checkpoint.pt",
+        &file,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("worker_id is empty"), "{err}");
+    for (who, code) in [
+        (&as_victim, Code::PermissionDenied),
+        (&w2, Code::FailedPrecondition),
+    ] {
+        let who = stackhive_worker::Identity::new(&who.0, &who.1);
+        let err = stackhive_worker::artifacts::upload(
+            c.channel.clone(),
+            &who,
+            job,
+            attempt,
+            "checkpoint.pt",
+            &file,
+        )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("worker_id is empty"), "{err}");
-    for (who, code) in [(&as_victim, Code::PermissionDenied), (&w2, Code::FailedPrecondition)] {
-        let who = stackhive_worker::Identity::new(&who.0, &who.1);
-        let err = stackhive_worker::artifacts::upload(c.channel.clone(), &who, job, attempt, "checkpoint.pt", &file)
-            .await
-            .unwrap_err();
-        assert!(matches!(&err, stackhive_worker::artifacts::ArtifactError::Rpc(s) if s.code() == code), "{err}");
+        assert!(
+            matches!(&err, stackhive_worker::artifacts::ArtifactError::Rpc(s) if s.code() == code),
+            "{err}"
+        );
     }
     let owner = stackhive_worker::Identity::new(&w1.0, &w1.1);
-    stackhive_worker::artifacts::upload(c.channel.clone(), &owner, job, attempt, "checkpoint.pt", &file)
-        .await
-        .unwrap();
+    stackhive_worker::artifacts::upload(
+        c.channel.clone(),
+        &owner,
+        job,
+        attempt,
+        "checkpoint.pt",
+        &file,
+    )
+    .await
+    .unwrap();
     for who in [&as_victim, &w2] {
         let who = stackhive_worker::Identity::new(&who.0, &who.1);
-        assert!(stackhive_worker::artifacts::delete(c.channel.clone(), &who, job, attempt, "checkpoint.pt")
-            .await
-            .is_err());
+        assert!(stackhive_worker::artifacts::delete(
+            c.channel.clone(),
+            &who,
+            job,
+            attempt,
+            "checkpoint.pt"
+        )
+        .await
+        .is_err());
     }
     let listed = ArtifactServiceClient::new(c.channel.clone())
         .list_artifacts(pb::ListArtifactsRequest { job_id: job })
@@ -509,9 +647,19 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
 
     // Nothing the impostors sent changed the job; its worker still finishes it.
     let j = get(&c, job).await;
-    assert_eq!((j.state, j.attempt), (pb::JobState::Running as i32, attempt));
-    assert!(j.result_json.is_empty() && j.progress_json.is_empty(), "{j:?}");
-    let done = workers(&c).complete(complete(&w1)).await.unwrap().into_inner();
+    assert_eq!(
+        (j.state, j.attempt),
+        (pb::JobState::Running as i32, attempt)
+    );
+    assert!(
+        j.result_json.is_empty() && j.progress_json.is_empty(),
+        "{j:?}"
+    );
+    let done = workers(&c)
+        .complete(complete(&w1))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(done.accepted, 1);
 }
 
@@ -524,7 +672,9 @@ async fn progress_is_bounded_and_listings_fit_any_job_set() {
     let db = TestDb::sqlite();
     let c = coordinator(&db.url, tmp.path(), |_| {}).await;
     let n = 300u32;
-    let specs = (0..n).map(|_| spec("noop", serde_json::json!({}))).collect();
+    let specs = (0..n)
+        .map(|_| spec("noop", serde_json::json!({})))
+        .collect();
     submit(&c, specs).await;
     let w = register(&c, "w", n).await;
     let mut running = Vec::new();
@@ -561,9 +711,15 @@ async fn progress_is_bounded_and_listings_fit_any_job_set() {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     }
-    let e = workers(&c).heartbeat(beat(&|_| "not json".into(), 1)).await.unwrap_err();
+    let e = workers(&c)
+        .heartbeat(beat(&|_| "not json".into(), 1))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(get(&c, running[0].id).await.progress_json.is_empty(), "nothing stored");
+    assert!(
+        get(&c, running[0].id).await.progress_json.is_empty(),
+        "nothing stored"
+    );
 
     // The most every job may carry: 300 × 16 KiB is more than one response may hold.
     let fat = |i: usize| serde_json::json!({ "epoch": i, "note": "y".repeat(16_000) }).to_string();
@@ -590,7 +746,11 @@ async fn progress_is_bounded_and_listings_fit_any_job_set() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen.len(), n as usize, "every job listed once over the pages");
+    assert_eq!(
+        seen.len(),
+        n as usize,
+        "every job listed once over the pages"
+    );
     assert!(pages >= 2, "cut by size, not only by rows: {pages} page(s)");
     let mut watch = jobs(&c)
         .watch(pb::WatchRequest {
@@ -629,7 +789,11 @@ async fn watch_streams_end_with_their_clients_and_are_bounded() {
     for _ in 0..4 {
         // Each client on a connection of its own, as 500 attackers would be.
         let own = connect(&c.url).await;
-        let mut s = JobServiceClient::new(own).watch(request()).await.unwrap().into_inner();
+        let mut s = JobServiceClient::new(own)
+            .watch(request())
+            .await
+            .unwrap()
+            .into_inner();
         s.message().await.unwrap().unwrap();
         streams.push(s);
     }
@@ -645,7 +809,10 @@ async fn watch_streams_end_with_their_clients_and_are_bounded() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(reopened.is_some(), "watch places were not freed when their clients left");
+    assert!(
+        reopened.is_some(),
+        "watch places were not freed when their clients left"
+    );
     assert_eq!(get(&c, id).await.state, pb::JobState::Queued as i32);
     let e = jobs(&c)
         .watch(pb::WatchRequest {
@@ -692,7 +859,12 @@ async fn oversized_and_malformed_input_is_refused_cleanly() {
     wide.depends_on = vec![first; 10_001];
     let e = refused(vec![wide], "").await;
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("10001 dependencies, the limit is 10000"), "{}", e.message());
+    assert!(
+        e.message()
+            .contains("10001 dependencies, the limit is 10000"),
+        "{}",
+        e.message()
+    );
     // 800 jobs each depending on every earlier one: 319,600 edges.
     let dense: Vec<pb::JobSpec> = (0..800u32)
         .map(|i| {
@@ -702,11 +874,19 @@ async fn oversized_and_malformed_input_is_refused_cleanly() {
         })
         .collect();
     let e = refused(dense, "").await;
-    assert!(e.message().contains("319600 dependencies"), "{}", e.message());
+    assert!(
+        e.message().contains("319600 dependencies"),
+        "{}",
+        e.message()
+    );
     let mut named = spec("noop", serde_json::json!({}));
     named.name = "fold\u{1b}[2J".into();
     assert_eq!(refused(vec![named], "").await.code(), Code::InvalidArgument);
-    let e = refused(vec![spec("noop", serde_json::json!({}))], "key\u{202e}gpj.exe").await;
+    let e = refused(
+        vec![spec("noop", serde_json::json!({}))],
+        "key\u{202e}gpj.exe",
+    )
+    .await;
     assert!(e.message().contains("U+202E"), "{}", e.message());
     assert_eq!(total_jobs(&c).await, 1, "nothing stored");
 
@@ -737,11 +917,17 @@ async fn oversized_and_malformed_input_is_refused_cleanly() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
-    assert_eq!(get(&c, leased[0].id).await.state, pb::JobState::Running as i32);
+    assert_eq!(
+        get(&c, leased[0].id).await.state,
+        pb::JobState::Running as i32
+    );
 
     // Worker metadata: a 1 MB name starting with an escape, control characters, bad kinds.
     for (name, kinds) in [
-        (format!("\u{1b}]0;pwned\u{7}{}", "n".repeat(1 << 20)), vec![]),
+        (
+            format!("\u{1b}]0;pwned\u{7}{}", "n".repeat(1 << 20)),
+            vec![],
+        ),
         ("blade\u{1b}[31m".to_string(), vec![]),
         ("blade".to_string(), vec!["no spaces".to_string()]),
     ] {
@@ -789,7 +975,11 @@ async fn oversized_and_malformed_input_is_refused_cleanly() {
         .args(["--coordinator", &c.url, "job", &leased[0].id.to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.stdout.contains(&0x1b), "raw escape printed");
     assert!(String::from_utf8_lossy(&out.stdout).contains("\\u{1b}]0;owned"));
 }
@@ -802,7 +992,11 @@ async fn operators_disable_shell_jobs_or_run_them_unprivileged() {
     let tmp = tempfile::tempdir().unwrap();
     let db = TestDb::sqlite();
     let c = coordinator(&db.url, tmp.path(), |_| {}).await;
-    let id = submit(&c, vec![spec("shell", serde_json::json!({ "command": "id -u" }))]).await[0];
+    let id = submit(
+        &c,
+        vec![spec("shell", serde_json::json!({ "command": "id -u" }))],
+    )
+    .await[0];
     let cache = tmp.path().join("cache");
     let cache = cache.to_str().unwrap();
     let no_shell = stackhive_tests::cluster::Worker::start(
@@ -813,7 +1007,13 @@ async fn operators_disable_shell_jobs_or_run_them_unprivileged() {
     stackhive_tests::cluster::wait_for("the worker to register", Duration::from_secs(30), || {
         let mut j = jobs(&c);
         async move {
-            let w = j.list_workers(pb::ListWorkersRequest { include_dead: false }).await.ok()?.into_inner();
+            let w = j
+                .list_workers(pb::ListWorkersRequest {
+                    include_dead: false,
+                })
+                .await
+                .ok()?
+                .into_inner();
             (!w.workers.is_empty()).then_some(())
         }
     })

@@ -614,9 +614,13 @@ mod tests {
     #[test]
     fn non_finite_predictions_name_epoch_step_and_rate() {
         assert!(check_finite(&[0.1, 0.9], "validation", (1, 10, 0.1)).is_ok());
-        let msg = check_finite(&[0.1, f32::NAN, f32::INFINITY], "validation", (2, 20, 100.0))
-            .unwrap_err()
-            .to_string();
+        let msg = check_finite(
+            &[0.1, f32::NAN, f32::INFINITY],
+            "validation",
+            (2, 20, 100.0),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             msg.starts_with(
                 "2 of 3 validation predictions are not finite after epoch 2 (step 20, learning rate 1.000e2)"

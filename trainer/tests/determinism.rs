@@ -16,7 +16,9 @@ use stackhive_spec::TrainerEvent;
 use stackhive_trainer::config::CheckpointPlan;
 use stackhive_trainer::data::FoldData;
 use stackhive_trainer::{train, TrainConfig, TrainOutcome, Trained};
-use synth_fixture::{fixture, learning_fixture, recorder, tiny_config, tiny_sgd_config as sgd_config};
+use synth_fixture::{
+    fixture, learning_fixture, recorder, tiny_config, tiny_sgd_config as sgd_config,
+};
 
 const FOLD: u16 = 0;
 

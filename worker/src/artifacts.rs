@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+use stackhive_proto::connect::AuthChannel as Channel;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::artifact_service_client::ArtifactServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use stackhive_proto::connect::AuthChannel as Channel;
 
 use crate::client::Identity;
 

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use stackhive_proto::connect::ClientOptions;
 /// What one worker may advertise: the coordinator's limits.
-pub use stackhive_proto::limits::{
-    MAX_CPU_SLOTS as MAX_SLOTS, MAX_GPUS, MAX_GPU_MEM_MB,
-};
+pub use stackhive_proto::limits::{MAX_CPU_SLOTS as MAX_SLOTS, MAX_GPUS, MAX_GPU_MEM_MB};
 
 use crate::executor::RunAs;
 const MAX_LEASE_BATCH: u32 = 10_000;

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stackhive_data::hash::Manifest;
+use stackhive_proto::connect::AuthChannel as Channel;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
-use stackhive_proto::connect::AuthChannel as Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -101,12 +101,14 @@ impl DatasetCache {
             })?;
         // Nothing from the coordinator names a path here before it checks out: a hash of 64
         // hex digits and a manifest of layout paths only that hashes to it.
-        let well_formed =
-            info.hash.len() == 64 && info.hash.bytes().all(|b| b.is_ascii_hexdigit());
+        let well_formed = info.hash.len() == 64 && info.hash.bytes().all(|b| b.is_ascii_hexdigit());
         if !well_formed {
             return Err(DatasetError::Corrupt {
                 hash: hash.into(),
-                what: format!("coordinator named it {:?}, expected 64 hex digits", info.hash),
+                what: format!(
+                    "coordinator named it {:?}, expected 64 hex digits",
+                    info.hash
+                ),
             });
         }
         manifest

@@ -87,10 +87,16 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
     for kind in &config.disable_kinds {
         let kind = kind.trim();
         if !kind.is_empty() && !registry.remove(kind) {
-            tracing::warn!(kind, "--disable-kinds names a kind this worker does not offer anyway");
+            tracing::warn!(
+                kind,
+                "--disable-kinds names a kind this worker does not offer anyway"
+            );
         }
     }
-    if nix::unistd::geteuid().is_root() && settings.run_as.is_none() && registry.get("shell").is_some() {
+    if nix::unistd::geteuid().is_root()
+        && settings.run_as.is_none()
+        && registry.get("shell").is_some()
+    {
         tracing::warn!(
             "running as root and offering shell jobs: their commands run as root; give --run-as USER \
              or --disable-kinds shell"

@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use stackhive_proto::connect::AuthChannel as Channel;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
-use stackhive_proto::connect::AuthChannel as Channel;
 
 use super::{percentile, Backend};
 

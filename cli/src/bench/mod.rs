@@ -104,7 +104,12 @@ pub struct QueueArgs {
 
     /// Transport and authentication to measure, each in a run of its own on a fresh database:
     /// `off` (plaintext, no tokens) and `on` (TLS, bearer tokens on every call).
-    #[arg(long, env = "STACKHIVE_BENCH_SECURITY", value_delimiter = ',', default_value = "off")]
+    #[arg(
+        long,
+        env = "STACKHIVE_BENCH_SECURITY",
+        value_delimiter = ',',
+        default_value = "off"
+    )]
     pub security: Vec<Security>,
 }
 

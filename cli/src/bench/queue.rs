@@ -11,9 +11,9 @@ use clap::Parser;
 use serde::Serialize;
 use stackhive_coordinator::model::{JobFilter, JobState, Policy};
 use stackhive_coordinator::CoordinatorConfig;
+use stackhive_proto::connect::{AuthChannel as Channel, ClientOptions};
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
-use stackhive_proto::connect::{AuthChannel as Channel, ClientOptions};
 
 use super::db::BenchDb;
 use super::{history, percentile, Backend, QueueArgs, Security};
@@ -135,7 +135,13 @@ async fn measure(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let mut config = CoordinatorConfig::with_db(db.url.clone());
     config.db_max_connections = 8;
-    let access = secure(security, &db.url, listener.local_addr()?.port(), &mut config).await?;
+    let access = secure(
+        security,
+        &db.url,
+        listener.local_addr()?.port(),
+        &mut config,
+    )
+    .await?;
     let url = access.url.clone();
     let (stop_coord, coord_rx) = tokio::sync::oneshot::channel::<()>();
     let coordinator = tokio::spawn(stackhive_coordinator::run(config, listener, async {
@@ -347,7 +353,10 @@ pub(super) async fn connect(url: &str, options: &ClientOptions) -> anyhow::Resul
     let credentials = options.credentials()?;
     for _ in 0..100 {
         if let Ok(c) = ep.connect().await {
-            return Ok(tonic::service::interceptor::InterceptedService::new(c, credentials));
+            return Ok(tonic::service::interceptor::InterceptedService::new(
+                c,
+                credentials,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::job_service_server::JobService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::convert;

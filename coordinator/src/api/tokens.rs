@@ -84,7 +84,10 @@ impl TokenService for TokenApi {
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let all = self.store.list_tokens(req.into_inner().include_revoked).await?;
+        let all = self
+            .store
+            .list_tokens(req.into_inner().include_revoked)
+            .await?;
         Ok(Response::new(pb::ListTokensResponse {
             tokens: all.iter().map(info).collect(),
         }))

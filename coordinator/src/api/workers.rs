@@ -104,7 +104,8 @@ impl WorkerService for WorkerApi {
             kinds: r.kinds,
             version: r.version,
         };
-        let resume = (!r.worker_id.is_empty()).then_some((r.worker_id.as_str(), r.worker_key.as_str()));
+        let resume =
+            (!r.worker_id.is_empty()).then_some((r.worker_id.as_str(), r.worker_key.as_str()));
         let (id, key) = self.register_as(resume, &info).await?;
         tracing::info!(worker_id = %id, name = %info.name, slots = info.resources.cpu_slots,
             gpus = info.resources.gpus, renewed = resume.is_some_and(|(old, _)| old == id),

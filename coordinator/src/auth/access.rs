@@ -79,12 +79,30 @@ mod tests {
         assert!(!may(Role::Submitter, "/stackhive.v1.WorkerService/Lease"));
         assert!(!may(Role::Worker, "/stackhive.v1.JobService/Submit"));
         assert!(may(Role::Worker, "/stackhive.v1.WorkerService/Complete"));
-        assert!(may(Role::Worker, "/stackhive.v1.DatasetService/ComputeFolds"));
-        assert!(!may(Role::Reader, "/stackhive.v1.DatasetService/ComputeFolds"));
-        assert!(!may(Role::Worker, "/stackhive.v1.DatasetService/UploadDataset"));
-        assert!(may(Role::Worker, "/stackhive.v1.ArtifactService/UploadArtifact"));
-        assert!(!may(Role::Reader, "/stackhive.v1.ArtifactService/DeleteArtifact"));
-        assert!(!may(Role::Submitter, "/stackhive.v1.TokenService/CreateToken"));
+        assert!(may(
+            Role::Worker,
+            "/stackhive.v1.DatasetService/ComputeFolds"
+        ));
+        assert!(!may(
+            Role::Reader,
+            "/stackhive.v1.DatasetService/ComputeFolds"
+        ));
+        assert!(!may(
+            Role::Worker,
+            "/stackhive.v1.DatasetService/UploadDataset"
+        ));
+        assert!(may(
+            Role::Worker,
+            "/stackhive.v1.ArtifactService/UploadArtifact"
+        ));
+        assert!(!may(
+            Role::Reader,
+            "/stackhive.v1.ArtifactService/DeleteArtifact"
+        ));
+        assert!(!may(
+            Role::Submitter,
+            "/stackhive.v1.TokenService/CreateToken"
+        ));
         assert!(may(Role::Admin, "/stackhive.v1.TokenService/RevokeToken"));
         assert_eq!(required("/grpc.health.v1.Health/Check"), Access::Open);
         assert_eq!(

@@ -59,7 +59,13 @@ mod tests {
         assert_eq!(got_id, id);
         assert_eq!(secret.len(), 64);
         assert_ne!(new_token().1, token);
-        for bad in ["", "shk_", "Bearer x", &token[..token.len() - 1], &token.replace("shk_", "sk_")] {
+        for bad in [
+            "",
+            "shk_",
+            "Bearer x",
+            &token[..token.len() - 1],
+            &token.replace("shk_", "sk_"),
+        ] {
             assert!(split_token(bad).is_none(), "{bad:?}");
         }
         assert!(same(&sha256_hex("a"), &sha256_hex("a")));

@@ -167,28 +167,41 @@ impl Reloading {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = (config, now);
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
             }
-            Err(e) => tracing::error!(error = %e, "TLS certificates changed but do not load; keeping the previous ones"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificates changed but do not load; keeping the previous ones")
+            }
         }
     }
 }
 
 fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
-    [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+    [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .collect()
 }
 
 fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
     let bad = |what: &str, path: &PathBuf, e: &dyn std::fmt::Display| {
-        Error::Config(format!("cannot load the TLS {what} {}: {e}", path.display()))
+        Error::Config(format!(
+            "cannot load the TLS {what} {}: {e}",
+            path.display()
+        ))
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect())
         .map_err(|e| bad("certificate", &files.cert, &e))?;
     if certs.is_empty() {
-        return Err(bad("certificate", &files.cert, &"no certificate in the file"));
+        return Err(bad(
+            "certificate",
+            &files.cert,
+            &"no certificate in the file",
+        ));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad("key", &files.key, &e))?;
     // ring, the provider tonic's client side uses too (no C++ or cmake build); rustls marks it
@@ -281,7 +294,9 @@ pub fn incoming(
                             Ok(Ok(tls)) => {
                                 let _ = tx.send(Ok(Conn::Tls(Box::new(tls)))).await;
                             }
-                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     });

@@ -39,7 +39,9 @@ impl WorkerKeys {
         let stored = match cached {
             Some(h) => h,
             None => self.store.worker_key(worker_id).await?.ok_or_else(|| {
-                Error::NotFound(format!("worker {worker_id} is not registered; register first"))
+                Error::NotFound(format!(
+                    "worker {worker_id} is not registered; register first"
+                ))
             })?,
         };
         if stored.is_empty() || !secrets::same(&stored, &hash) {

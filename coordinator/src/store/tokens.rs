@@ -10,7 +10,8 @@ use crate::model::Role;
 const SELECT: &str = "SELECT id, name, role, secret_hash, created_at, revoked_at FROM tokens";
 
 fn role(s: &str) -> Result<Role> {
-    Role::parse(s).ok_or_else(|| Error::Config(format!("token has unknown role {s:?} in the database")))
+    Role::parse(s)
+        .ok_or_else(|| Error::Config(format!("token has unknown role {s:?} in the database")))
 }
 
 macro_rules! for_backend {

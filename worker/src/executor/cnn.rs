@@ -18,6 +18,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use stackhive_proto::connect::AuthChannel as Channel;
 use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::{self as pb, LeasedJob, Predictions};
@@ -26,7 +27,6 @@ use stackhive_spec::{CnnKind, CnnResult, CnnSpec, LrFindResult, Progress};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use stackhive_proto::connect::AuthChannel as Channel;
 
 use crate::client::Identity;
 

@@ -206,11 +206,19 @@ impl JobCtx {
         let json = json.into();
         let limit = stackhive_proto::limits::MAX_PROGRESS_BYTES;
         if json.len() > limit {
-            tracing::warn!(job_id = self.slot.id, bytes = json.len(), limit, "progress document too large; dropped");
+            tracing::warn!(
+                job_id = self.slot.id,
+                bytes = json.len(),
+                limit,
+                "progress document too large; dropped"
+            );
             return;
         }
         if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
-            tracing::warn!(job_id = self.slot.id, "progress document is not JSON; dropped");
+            tracing::warn!(
+                job_id = self.slot.id,
+                "progress document is not JSON; dropped"
+            );
             return;
         }
         *self.slot.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(json);

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use stackhive_proto::v1::LeasedJob;
 use stackhive_proto::connect::AuthChannel as Channel;
+use stackhive_proto::v1::LeasedJob;
 
 use super::{parse_payload, Executor, JobCtx, JobError, JobOutput};
 use crate::datasets::{DatasetCache, DatasetError, Source};

@@ -104,7 +104,11 @@ impl Executor for ShellExecutor {
             if p.cwd.is_none() {
                 // The worker's own folder may be closed to that user (nobody's home is
                 // /nonexistent on Debian).
-                cmd.current_dir(if u.home.is_dir() { u.home.as_path() } else { std::path::Path::new("/") });
+                cmd.current_dir(if u.home.is_dir() {
+                    u.home.as_path()
+                } else {
+                    std::path::Path::new("/")
+                });
             }
         }
         if let Some(cwd) = &p.cwd {
@@ -328,7 +332,9 @@ pub(crate) mod tests {
     async fn run_as_drops_root_for_the_command() {
         let nobody = RunAs::lookup("nobody").expect("the nobody user exists");
         assert!(RunAs::lookup("root").unwrap_err().contains("unprivileged"));
-        assert!(RunAs::lookup("no-such-user-xyz").unwrap_err().contains("no user named"));
+        assert!(RunAs::lookup("no-such-user-xyz")
+            .unwrap_err()
+            .contains("no user named"));
         if !nix::unistd::getuid().is_root() {
             eprintln!("not root: the switch itself is not exercised");
             return;
@@ -337,13 +343,20 @@ pub(crate) mod tests {
             run_as: Some(nobody.clone()),
         };
         let out = exec
-            .run(&shell_job("id -u; id -G; echo $USER"), JobCtx::new(Vec::new()))
+            .run(
+                &shell_job("id -u; id -G; echo $USER"),
+                JobCtx::new(Vec::new()),
+            )
             .await
             .expect("runs");
         let stdout = result(out)["stdout_tail"].as_str().unwrap().to_string();
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines[0], nobody.uid.to_string(), "{stdout}");
-        assert_eq!(lines[1], nobody.gid.to_string(), "no supplementary groups: {stdout}");
+        assert_eq!(
+            lines[1],
+            nobody.gid.to_string(),
+            "no supplementary groups: {stdout}"
+        );
         assert_eq!(lines[2], "nobody");
     }
 
@@ -398,7 +411,10 @@ pub(crate) mod tests {
         let ctx = JobCtx::new(vec![1, 3]);
         let devices = ctx.cuda_visible_devices();
         assert!(!devices.is_empty());
-        let out = ShellExecutor::default().run(&job, ctx).await.expect("succeeds");
+        let out = ShellExecutor::default()
+            .run(&job, ctx)
+            .await
+            .expect("succeeds");
         let cwd = dir.path().canonicalize().expect("canonical");
         let expected = format!("bar\n{}\n[{devices}] 7\n", cwd.display());
         assert_eq!(result(out)["stdout_tail"], expected.as_str());

@@ -91,7 +91,9 @@ async fn touch_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
 }
 
 fn not_registered(worker_id: &str) -> Error {
-    Error::NotFound(format!("worker {worker_id} is not registered; register first"))
+    Error::NotFound(format!(
+        "worker {worker_id} is not registered; register first"
+    ))
 }
 
 pub async fn heartbeat(

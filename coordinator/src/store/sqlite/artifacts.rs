@@ -70,7 +70,11 @@ pub async fn put_chunk(pool: &SqlitePool, upload: &str, start: u64, data: &[u8])
     Ok(())
 }
 
-pub async fn commit(pool: &SqlitePool, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord> {
+pub async fn commit(
+    pool: &SqlitePool,
+    rec: &ArtifactRecord,
+    worker: &str,
+) -> Result<ArtifactRecord> {
     let mut tx = super::begin(pool).await?;
     let found = fence_row(&mut tx, rec.job_id).await?;
     check_artifact_fence(rec.job_id, rec.attempt, worker, &rec.name, found)?;

@@ -196,7 +196,9 @@ pub async fn submit(
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(|e| crate::store::map_unique(e, || format!("idempotency key {key:?} was already used")))?;
+        .map_err(|e| {
+            crate::store::map_unique(e, || format!("idempotency key {key:?} was already used"))
+        })?;
     }
     tx.commit().await?;
     Ok((
