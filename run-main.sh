@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
 ensure_rust
+ensure_libtorch
+ensure_level2
 log "building stackhive (release)"
 cargo build --release --quiet -p stackhive-cli -p stackhive-worker
 export RUST_LOG="${RUST_LOG:-warn}"

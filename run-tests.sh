@@ -8,6 +8,7 @@ source scripts/setup.sh
 ensure_rust
 ensure_postgres
 ensure_libtorch
+ensure_level2
 export RUST_LOG="${RUST_LOG:-warn}"
 log "building"
 cargo build --workspace --bins --tests --quiet

@@ -71,3 +71,39 @@ PY
         *) export PATH="$venv/bin:$PATH" ;;
     esac
 }
+
+# Level 2 (stacker/) builds LightGBM from source and links XGBoost's library: LightGBM needs
+# CMake >= 3.28 (Debian 12 has 3.25, so the Python registry's cmake, in .venv) and libclang for
+# bindgen (Debian's libclang-dev); XGBoost's library comes from the xgboost-cpu wheel in .venv,
+# and XGBOOST_LIB_DIR must point at it or the xgb crate's build would try to download one.
+# CatBoost trains through its own Python package (the stacker's bridge), also in .venv.
+ensure_level2() {
+    local root venv site
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    venv="$root/.venv"
+    if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang-*.so* >/dev/null 2>&1; then
+        log "installing libclang (for LightGBM's bindings)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+    fi
+    exec 9>"${TMPDIR:-/tmp}/stackhive-libtorch.lock"
+    flock 9
+    if ! "$venv/bin/python" - 2>/dev/null <<'PY'
+import importlib.metadata as m, sys
+need = {"cmake": None, "xgboost-cpu": "3.2.0", "catboost": "1.2.10"}
+for name, version in need.items():
+    try:
+        found = m.version(name)
+    except m.PackageNotFoundError:
+        sys.exit(1)
+    if version and found != version:
+        sys.exit(1)
+PY
+    then
+        log "installing cmake, xgboost-cpu and catboost into .venv (level-2 libraries)"
+        "$venv/bin/python" -m pip install --quiet "cmake>=3.28" "xgboost-cpu==3.2.0" "catboost==1.2.10"
+    fi
+    flock -u 9
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    export XGBOOST_LIB_DIR="$site/xgboost/lib"
+    export CMAKE="$venv/bin/cmake"
+}

@@ -93,6 +93,12 @@ pub enum DataError {
     #[error("invalid manifest: {0}")]
     BadManifest(String),
 
+    #[error("invalid feature matrix: {0}")]
+    BadMatrix(String),
+
+    #[error("feature set: {0}")]
+    Features(String),
+
     #[error("file name {} is not valid utf-8; dataset file names must be", path.display())]
     NonUtf8Path { path: PathBuf },
 }

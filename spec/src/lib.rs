@@ -1,6 +1,7 @@
 //! What stackhive's ML job kinds ask for and what their trainer process answers, free of
 //! libtorch: architecture names and the image sizes they take (`arch`), the `cnn` / `lr-find`
-//! payload and its validation (`cnn`), and the worker–trainer process contract (`process`).
+//! payload and its validation (`cnn`), the worker–trainer process contract (`process`), and the
+//! level-2 `stack` payload with the model zoo's hyperparameter spaces (`stack`).
 //! The coordinator validates payloads with it at submit time, the worker turns a payload into a
 //! trainer job with it, and the trainer reads it. It must not depend on tch.
 
@@ -8,6 +9,7 @@ pub mod arch;
 pub mod cnn;
 pub mod error;
 pub mod process;
+pub mod stack;
 
 pub use arch::{Arch, EfficientNetSpec, ResNetDepth};
 pub use cnn::{
@@ -16,3 +18,4 @@ pub use cnn::{
 };
 pub use error::SpecError;
 pub use process::{CnnResult, EpochMetrics, LrFindResult, Progress, TrainerEvent, TrainerJob};
+pub use stack::{ModelType, Params, StackJob, StackSpec};
