@@ -106,4 +106,6 @@ PY
     site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     export XGBOOST_LIB_DIR="$site/xgboost/lib"
     export CMAKE="$venv/bin/cmake"
+    # The stacker's CatBoost bridge runs with this interpreter.
+    export STACKHIVE_PYTHON="${STACKHIVE_PYTHON:-$venv/bin/python}"
 }

@@ -14,7 +14,7 @@ fn logistic_problem(n: usize, seed: u64) -> (FeatureMatrix, f64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let beta = [1.0, -0.8, 0.6, 0.5, -0.4, 0.3, 0.0, 0.0];
     let cat_effect = [-0.5, 0.0, 0.3, 0.8];
-    let mut row = |rng: &mut ChaCha8Rng| {
+    let row = |rng: &mut ChaCha8Rng| {
         let x: Vec<f32> = (0..8).map(|_| rng.random_range(-2.0..2.0)).collect();
         let c = rng.random_range(0..4usize);
         let z: f64 =
@@ -66,24 +66,15 @@ fn job(model: ModelType, params: serde_json::Value) -> stackhive_spec::stack::St
     .unwrap()
 }
 
-const IN_PROCESS: [ModelType; 7] = [
-    ModelType::Lightgbm,
-    ModelType::Xgboost,
-    ModelType::XgboostRf,
-    ModelType::ExtraTrees,
-    ModelType::RandomForest,
-    ModelType::Knn,
-    ModelType::Logreg,
-];
-
 /// The bound: 2,000 rows, about 40% positive; a constant predictor scores 0.5, and noise alone
-/// stays within 0.5 ± 0.013 here, so 0.75 is far out of reach of a model that learned nothing,
-/// while every type with default hyperparameters lands within 0.05 of the oracle's ~0.85.
+/// stays within 0.5 ± 0.013 here, so 0.75 is far out of reach of a model that learned nothing.
+/// With default hyperparameters on data seeds 3, 4 and 7 (oracle 0.860-0.868) the eleven types
+/// scored 0.796-0.864, TabNet lowest (0.796-0.810), the others 0.814 or more.
 #[test]
 fn every_type_learns_a_logistic_signal() {
     let (m, oracle) = logistic_problem(2_000, 3);
     let prep = Prepared::new(m).unwrap();
-    for model in IN_PROCESS {
+    for model in ModelType::ALL {
         let out = run(&job(model, serde_json::json!({})), &prep, 2).unwrap();
         let auc = out.cv_auc.unwrap();
         eprintln!(

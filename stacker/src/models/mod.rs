@@ -2,9 +2,11 @@
 //! for that fold's validation rows and for the test rows. Hyperparameters arrive validated
 //! (`stackhive_spec::stack`), so a model reads them without checking ranges again.
 
+pub mod catboost;
 pub mod gbm;
 pub mod knn;
 pub mod logreg;
+pub mod nets;
 pub mod xgboost;
 
 use stackhive_spec::stack::{ModelType, Params};
@@ -36,10 +38,11 @@ pub fn fit(model: ModelType, params: &Params, f: &Fit<'_>) -> Result<FoldPredict
             gbm::fit(model, params, f)
         }
         ModelType::Xgboost | ModelType::XgboostRf => xgboost::fit(model, params, f),
+        ModelType::Catboost => catboost::fit(params, f),
         ModelType::Knn => knn::fit(params, f),
         ModelType::Logreg => logreg::fit(params, f),
-        other => Err(StackError::Input(format!(
-            "model type {other} is not available in this stacker"
-        ))),
+        ModelType::Mlp => nets::mlp::fit(params, f),
+        ModelType::EntityEmbedding => nets::embedding::fit(params, f),
+        ModelType::Tabnet => nets::tabnet::fit(params, f),
     }
 }

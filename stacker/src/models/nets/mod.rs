@@ -1,0 +1,178 @@
+//! The level-2 nets on tch: a fully connected net, an entity-embedding net and TabNet, sharing
+//! one training loop (Adam on binary cross-entropy with logits, shuffled minibatches) and one
+//! source of randomness per job. Weights are initialised, batches shuffled and dropout masks
+//! drawn from the job's own ChaCha generator, never from torch's process-wide one: the stacker
+//! trains several jobs at once, and each must give the same result for the same seed.
+//!
+//! Must not: train on a fold's validation rows (inputs come from `prep`'s fold split), or
+//! report a prediction after a non-finite loss (the job fails as diverged).
+
+pub mod embedding;
+pub mod mlp;
+pub mod tabnet;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Kind, Reduction, Tensor};
+
+use crate::error::StackError;
+
+/// The inputs of a batch: dense features, and categorical codes for nets that embed them.
+pub struct Inputs {
+    pub dense: Tensor,
+    pub codes: Option<Tensor>,
+}
+
+impl Inputs {
+    fn rows(&self, idx: &Tensor) -> Inputs {
+        Inputs {
+            dense: self.dense.index_select(0, idx),
+            codes: self.codes.as_ref().map(|c| c.index_select(0, idx)),
+        }
+    }
+
+    fn len(&self) -> i64 {
+        self.dense.size()[0]
+    }
+}
+
+/// A net: logits for a batch, and any extra loss term (TabNet's sparsity).
+pub trait Net {
+    fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> (Tensor, Option<Tensor>);
+}
+
+/// How a net is trained.
+pub struct Schedule {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+/// A fully connected layer initialised as PyTorch's `nn.Linear` is (uniform within ±1/√fan_in),
+/// from the job's generator.
+pub struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    pub fn new(p: nn::Path<'_>, fan_in: i64, fan_out: i64, rng: &mut ChaCha8Rng) -> Linear {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let mut uniform = |n: i64| -> Tensor {
+            let v: Vec<f32> = (0..n)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect();
+            Tensor::from_slice(&v)
+        };
+        let w = p.var_copy("weight", &uniform(fan_in * fan_out).view([fan_out, fan_in]));
+        let b = p.var_copy("bias", &uniform(fan_out));
+        Linear { w, b }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.w, Some(&self.b))
+    }
+}
+
+/// Inverted dropout with a mask from the job's generator.
+pub fn dropout(x: &Tensor, p: f64, train: bool, rng: &mut ChaCha8Rng) -> Tensor {
+    if !train || p <= 0.0 {
+        return x.shallow_clone();
+    }
+    let n: i64 = x.size().iter().product();
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    x * Tensor::from_slice(&mask).view(x.size().as_slice())
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Row-major f32 values as an `[rows, cols]` tensor.
+pub fn matrix(values: &[f32], cols: usize) -> Tensor {
+    let rows = values.len() / cols.max(1);
+    Tensor::from_slice(values).view([rows as i64, cols as i64])
+}
+
+/// Trains `net` on (`x`, `y`) and returns its probabilities for each of `predict`.
+pub fn train(
+    vs: &nn::VarStore,
+    net: &dyn Net,
+    x: &Inputs,
+    y: &[f32],
+    predict: &[&Inputs],
+    s: &Schedule,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Vec<f32>>, StackError> {
+    let mut opt = nn::Adam {
+        wd: s.weight_decay,
+        ..Default::default()
+    }
+    .build(vs, s.lr)
+    .map_err(|e| StackError::Library(format!("optimizer: {e}")))?;
+    let target = Tensor::from_slice(y);
+    let n = x.len() as usize;
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    for epoch in 0..s.epochs {
+        // Fisher–Yates with the job's generator.
+        for i in (1..n).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        for chunk in order.chunks(s.batch.max(2)) {
+            // A batch of one cannot be normalised; it is left out.
+            if chunk.len() < 2 {
+                continue;
+            }
+            let idx = Tensor::from_slice(chunk);
+            let (logits, extra) = net.forward(&x.rows(&idx), true, rng);
+            let mut loss = logits.binary_cross_entropy_with_logits::<Tensor>(
+                &target.index_select(0, &idx),
+                None,
+                None,
+                Reduction::Mean,
+            );
+            if let Some(extra) = extra {
+                loss += extra;
+            }
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                return Err(StackError::Diverged(format!(
+                    "the training loss is {value} in epoch {}; the net diverged (try a lower lr)",
+                    epoch + 1
+                )));
+            }
+            opt.backward_step(&loss);
+        }
+    }
+    let _guard = tch::no_grad_guard();
+    predict
+        .iter()
+        .map(|inputs| {
+            let mut out = Vec::with_capacity(inputs.len() as usize);
+            let rows = inputs.len();
+            let mut at = 0;
+            while at < rows {
+                let hi = (at + 4096).min(rows);
+                let idx = Tensor::arange_start(at, hi, (Kind::Int64, tch::Device::Cpu));
+                let (logits, _) = net.forward(&inputs.rows(&idx), false, rng);
+                let p = logits.sigmoid();
+                out.extend(
+                    Vec::<f32>::try_from(&p).map_err(|e| StackError::Library(e.to_string()))?,
+                );
+                at = hi;
+            }
+            Ok(out)
+        })
+        .collect()
+}

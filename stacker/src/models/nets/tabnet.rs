@@ -1,0 +1,231 @@
+//! TabNet (Arik & Pfister, "TabNet: Attentive Interpretable Tabular Learning", AAAI 2021) on
+//! tch, shaped like pytorch-tabnet's defaults: `n_steps` decision steps, each choosing features
+//! with a sparse attention mask (sparsemax of an attentive transformer, scaled by a prior that
+//! `gamma` relaxes), transforming them with two shared and two step-specific GLU blocks, and
+//! adding a ReLU of its decision part to the output. Batch norms are "ghost" ones over virtual
+//! batches of 128 rows; the mask's entropy, weighted by `lambda_sparse`, joins the loss.
+
+use rand_chacha::ChaCha8Rng;
+use stackhive_spec::stack::Params;
+use tch::{nn, Kind, Tensor};
+
+use super::{matrix, rng, train, Inputs, Linear, Net, Schedule};
+use crate::error::StackError;
+use crate::models::{Fit, FoldPrediction};
+
+const VIRTUAL_BATCH: i64 = 128;
+const MOMENTUM: f64 = 0.02;
+const EPS: f64 = 1e-15;
+
+/// Batch norm over virtual batches of `VIRTUAL_BATCH` rows while training.
+struct GhostBn {
+    bn: nn::BatchNorm,
+}
+
+impl GhostBn {
+    fn new(p: nn::Path<'_>, dim: i64) -> GhostBn {
+        let config = nn::BatchNormConfig {
+            momentum: MOMENTUM,
+            ..Default::default()
+        };
+        GhostBn {
+            bn: nn::batch_norm1d(p, dim, config),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        use tch::nn::ModuleT;
+        let n = x.size()[0];
+        if !train || n <= VIRTUAL_BATCH {
+            return self.bn.forward_t(x, train);
+        }
+        let chunks = x.split(VIRTUAL_BATCH, 0);
+        let parts: Vec<Tensor> = chunks.iter().map(|c| self.bn.forward_t(c, train)).collect();
+        Tensor::cat(&parts, 0)
+    }
+}
+
+/// Fully connected, ghost batch norm, gated linear unit.
+struct Glu {
+    fc: Linear,
+    bn: GhostBn,
+}
+
+impl Glu {
+    fn new(p: nn::Path<'_>, input: i64, output: i64, rng: &mut ChaCha8Rng) -> Glu {
+        Glu {
+            fc: Linear::new(&p / "fc", input, 2 * output, rng),
+            bn: GhostBn::new(&p / "bn", 2 * output),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        self.bn.forward(&self.fc.forward(x), train).glu(1)
+    }
+}
+
+/// Two GLU blocks, the second (and the first, when shapes allow) with a √½-scaled residual.
+struct Blocks {
+    first: Glu,
+    second: Glu,
+    residual_first: bool,
+}
+
+impl Blocks {
+    fn new(p: nn::Path<'_>, input: i64, output: i64, rng: &mut ChaCha8Rng) -> Blocks {
+        Blocks {
+            first: Glu::new(&p / "glu0", input, output, rng),
+            second: Glu::new(&p / "glu1", output, output, rng),
+            residual_first: input == output,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let scale = 0.5f64.sqrt();
+        let mut h = self.first.forward(x, train);
+        if self.residual_first {
+            h = (h + x) * scale;
+        }
+        (self.second.forward(&h, train) + &h) * scale
+    }
+}
+
+/// Sparsemax along dimension 1 (Martins & Astudillo 2016): the Euclidean projection onto the
+/// simplex, so most of each row's weights are exactly zero.
+fn sparsemax(z: &Tensor) -> Tensor {
+    let d = z.size()[1];
+    let (sorted, _) = z.sort(1, true);
+    let cumsum = sorted.cumsum(1, Kind::Float);
+    let range = Tensor::arange_start(1, d + 1, (Kind::Float, z.device())).view([1, d]);
+    let support = (&range * &sorted + 1.0).gt_tensor(&cumsum);
+    let k = support.sum_dim_intlist([1i64].as_slice(), true, Kind::Int64);
+    let tau = (cumsum.gather(1, &(&k - 1), false) - 1.0) / k.to_kind(Kind::Float);
+    (z - tau).clamp_min(0.0)
+}
+
+struct TabNet {
+    input_bn: GhostBn,
+    shared: Blocks,
+    steps: Vec<(Blocks, Linear, GhostBn)>,
+    first: Blocks,
+    out: Linear,
+    n_d: i64,
+    gamma: f64,
+    lambda_sparse: f64,
+}
+
+impl TabNet {
+    fn new(
+        p: nn::Path<'_>,
+        input: i64,
+        n_d: i64,
+        n_steps: usize,
+        gamma: f64,
+        lambda_sparse: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> TabNet {
+        let width = 2 * n_d; // n_d + n_a, with n_a = n_d
+        let shared = Blocks::new(&p / "shared", input, width, rng);
+        let step_blocks = |p: nn::Path<'_>, rng: &mut ChaCha8Rng| Blocks::new(p, width, width, rng);
+        let first = step_blocks(&p / "first", rng);
+        let steps = (0..n_steps)
+            .map(|s| {
+                let sp = &p / format!("step{s}");
+                (
+                    step_blocks(&sp / "transformer", rng),
+                    Linear::new(&sp / "attention", n_d, input, rng),
+                    GhostBn::new(&sp / "attention_bn", input),
+                )
+            })
+            .collect();
+        TabNet {
+            input_bn: GhostBn::new(&p / "input_bn", input),
+            shared,
+            steps,
+            first,
+            out: Linear::new(&p / "out", n_d, 1, rng),
+            n_d,
+            gamma,
+            lambda_sparse,
+        }
+    }
+}
+
+impl Net for TabNet {
+    fn forward(&self, x: &Inputs, train: bool, _rng: &mut ChaCha8Rng) -> (Tensor, Option<Tensor>) {
+        let x = self.input_bn.forward(&x.dense, train);
+        let transform =
+            |blocks: &Blocks, h: &Tensor| blocks.forward(&self.shared.forward(h, train), train);
+        let mut prior = Tensor::ones_like(&x);
+        let mut attention = transform(&self.first, &x).narrow(1, self.n_d, self.n_d);
+        let mut decision = Tensor::zeros([x.size()[0], self.n_d], (Kind::Float, x.device()));
+        let mut entropy = Tensor::zeros([], (Kind::Float, x.device()));
+        for (blocks, att, att_bn) in &self.steps {
+            let mask = sparsemax(&(att_bn.forward(&att.forward(&attention), train) * &prior));
+            entropy += (-&mask * (&mask + EPS).log())
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                .mean(Kind::Float);
+            prior = prior * (self.gamma - &mask);
+            let h = transform(blocks, &(&mask * &x));
+            decision += h.narrow(1, 0, self.n_d).relu();
+            attention = h.narrow(1, self.n_d, self.n_d);
+        }
+        let sparsity = entropy * (self.lambda_sparse / self.steps.len() as f64);
+        (self.out.forward(&decision).squeeze_dim(1), Some(sparsity))
+    }
+}
+
+pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
+    let d = f.prep.dense(f.fold);
+    let mut rng = rng(f.seed);
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let net = TabNet::new(
+        vs.root(),
+        d.cols as i64,
+        p.usize("n_d") as i64,
+        p.usize("n_steps"),
+        p.f64("gamma"),
+        p.f64("lambda_sparse"),
+        &mut rng,
+    );
+    let inputs = |v: &[f32]| Inputs {
+        dense: matrix(v, d.cols),
+        codes: None,
+    };
+    let y = f.prep.labels(&f.prep.folds[f.fold as usize].train);
+    let schedule = Schedule {
+        epochs: p.usize("epochs"),
+        batch: p.usize("batch"),
+        lr: p.f64("lr"),
+        weight_decay: 0.0,
+    };
+    let mut out = train(
+        &vs,
+        &net,
+        &inputs(&d.train),
+        &y,
+        &[&inputs(&d.valid), &inputs(&d.test)],
+        &schedule,
+        &mut rng,
+    )?;
+    let test = out.pop().expect("two outputs");
+    let valid = out.pop().expect("two outputs");
+    Ok(FoldPrediction { valid, test })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparsemax_projects_onto_the_simplex() {
+        let z = Tensor::from_slice(&[2.0f32, 1.0, 0.1, 0.5, 0.5, 0.5]).view([2, 3]);
+        let p = sparsemax(&z);
+        let v: Vec<f32> = Vec::try_from(p.view([-1])).unwrap();
+        // The first row puts all its weight on its clear maximum; the second spreads evenly.
+        assert_eq!(&v[..3], &[1.0, 0.0, 0.0]);
+        for x in &v[3..] {
+            assert!((x - 1.0 / 3.0).abs() < 1e-6, "{v:?}");
+        }
+    }
+}
