@@ -94,7 +94,7 @@ pub struct SubmitArgs {
                                 "crash_limit", "timeout_s", "depends_on", "count"])]
     pub file: Option<PathBuf>,
 
-    /// Job kind: noop, sleep, shell, dataset-prefetch, cnn, lr-find (the coordinator validates it).
+    /// Job kind: noop, sleep, shell, dataset-prefetch, cnn, lr-find, stack (the coordinator validates it).
     #[arg(long, env = "STACKHIVE_SUBMIT_KIND")]
     pub kind: Option<String>,
 

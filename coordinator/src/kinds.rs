@@ -14,6 +14,7 @@ pub const KNOWN_KINDS: &[&str] = &[
     "dataset-prefetch",
     "cnn",
     "lr-find",
+    "stack",
 ];
 
 const MAX_SLEEP_MS: u64 = 7 * 24 * 3_600_000;
@@ -66,6 +67,12 @@ pub fn validate_payload(kind: &str, p: &Map<String, Value>) -> Result<(), String
         },
         "cnn" => cnn(CnnKind::Cnn, p),
         "lr-find" => cnn(CnnKind::LrFind, p),
+        // The feature set is looked up by the worker: one may be built after the job is queued
+        // behind the jobs whose predictions it needs.
+        "stack" => stackhive_spec::StackSpec::from_json(&Value::Object(p.clone()))
+            .and_then(|s| s.validate())
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         other => Err(format!(
             "unknown job kind {other:?}, expected one of {}",
             KNOWN_KINDS.join(", ")

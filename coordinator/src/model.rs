@@ -520,3 +520,18 @@ pub struct TokenRecord {
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
 }
+
+/// A stored feature set (issue 12): a level-2 matrix, named by the hash of its definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureSetRecord {
+    pub id: String,
+    pub names: Vec<String>,
+    /// The resolved definition, JSON.
+    pub definition: String,
+    /// Rows, columns, folds and models, JSON (`crate::features::Info`).
+    pub info: String,
+    pub size: u64,
+    /// BLAKE3 of the matrix bytes.
+    pub blake3: String,
+    pub created_at: Millis,
+}

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use stackhive_proto::v1::artifact_service_server::ArtifactServiceServer;
 use stackhive_proto::v1::dataset_service_server::DatasetServiceServer;
+use stackhive_proto::v1::feature_service_server::FeatureServiceServer;
 use stackhive_proto::v1::job_service_server::JobServiceServer;
 use stackhive_proto::v1::token_service_server::TokenServiceServer;
 use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 
-use crate::api::{ArtifactApi, DatasetApi, JobApi, TokenApi, WorkerApi};
+use crate::api::{ArtifactApi, DatasetApi, FeatureApi, JobApi, TokenApi, WorkerApi};
 use crate::auth::layer::AuthLayer;
 use crate::auth::workers::WorkerKeys;
 use crate::auth::Authenticator;
@@ -62,6 +63,7 @@ pub async fn serve(
     let keys = Arc::new(WorkerKeys::new(store.clone()));
     let jobs = JobServiceServer::new(JobApi::new(
         store.clone(),
+        files.clone(),
         config.max_batch_jobs,
         config.max_watches,
         config.policy(),
@@ -79,6 +81,9 @@ pub async fn serve(
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
 
+    let features = FeatureServiceServer::new(FeatureApi::new(store.clone(), files.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
     let datasets = DatasetServiceServer::new(DatasetApi::new(store.clone(), files))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
@@ -103,6 +108,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<TokenServiceServer<TokenApi>>()
+        .await;
+    health_reporter
+        .set_serving::<FeatureServiceServer<FeatureApi>>()
         .await;
     // Both reflection protocols: v1alpha is what Python's grpcio-reflection, older grpcurl and
     // GUI tools speak (issue 16).
@@ -143,6 +151,7 @@ pub async fn serve(
         .add_service(datasets)
         .add_service(artifacts)
         .add_service(tokens)
+        .add_service(features)
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     reaper.abort();

@@ -14,6 +14,8 @@ pub enum StackError {
     Library(String),
     #[error("{0}")]
     Io(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl StackError {

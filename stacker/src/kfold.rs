@@ -29,12 +29,25 @@ pub struct StackOutcome {
 }
 
 pub fn run(job: &StackJob, prep: &Prepared, threads: usize) -> Result<StackOutcome, StackError> {
+    run_until(job, prep, threads, &|| false)
+}
+
+/// Like [`run`], stopping before the next fold once `cancelled` says so.
+pub fn run_until(
+    job: &StackJob,
+    prep: &Prepared,
+    threads: usize,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<StackOutcome, StackError> {
     let started = Instant::now();
     let m = &prep.matrix;
     let mut oof = vec![f32::NAN; m.train_rows()];
     let mut test = vec![0f64; m.test_rows()];
     let mut fold_aucs = Vec::with_capacity(prep.k() as usize);
     for fold in 0..prep.k() {
+        if cancelled() {
+            return Err(StackError::Cancelled);
+        }
         let fit = Fit {
             prep,
             fold,

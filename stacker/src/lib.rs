@@ -12,6 +12,7 @@ pub mod kfold;
 mod lgb;
 pub mod models;
 pub mod prep;
+pub mod serve;
 
 pub use error::StackError;
 pub use kfold::{run, StackOutcome};

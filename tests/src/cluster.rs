@@ -37,9 +37,12 @@ pub fn bin(name: &str) -> PathBuf {
                 "stackhive-cli",
                 "-p",
                 "stackhive-worker",
-                // The worker runs cnn jobs with the trainer binary next to it.
+                // The worker runs cnn jobs with the trainer binary next to it, and stack jobs
+                // with the stacker.
                 "-p",
                 "stackhive-trainer",
+                "-p",
+                "stackhive-stacker",
             ])
             .args(profile_release.then_some("--release"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

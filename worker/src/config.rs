@@ -98,6 +98,19 @@ pub struct WorkerConfig {
     )]
     pub image_cache: std::path::PathBuf,
 
+    /// The `stackhive-stacker` binary that runs `stack` jobs (default: the one next to this
+    /// program). Without one, the worker does not offer that kind.
+    #[arg(long, env = "STACKHIVE_STACKER")]
+    pub stacker: Option<std::path::PathBuf>,
+
+    /// Where fetched feature sets (level-2 matrices) are kept, for every later job of the set.
+    #[arg(
+        long,
+        env = "STACKHIVE_FEATURE_CACHE",
+        default_value = "stackhive-cache/features"
+    )]
+    pub feature_cache: std::path::PathBuf,
+
     /// Keep each attempt's folder under --work-dir after it ends (for debugging).
     #[arg(long, env = "STACKHIVE_KEEP_JOB_DIRS")]
     pub keep_job_dirs: bool,
@@ -135,6 +148,8 @@ impl WorkerConfig {
             work_dir: "stackhive-cache/jobs".into(),
             image_cache: "stackhive-cache/images".into(),
             keep_job_dirs: false,
+            stacker: None,
+            feature_cache: "stackhive-cache/features".into(),
             disable_kinds: Vec::new(),
             run_as: None,
             client: ClientOptions::default(),

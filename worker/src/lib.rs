@@ -14,8 +14,10 @@ mod daemon_tests;
 pub mod datasets;
 mod error;
 pub mod executor;
+pub mod features;
 mod job;
 mod reporter;
+pub mod stacker;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -84,6 +86,19 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
             "no stackhive-trainer next to this program and no --trainer: not offering cnn and lr-find"
         ),
     }
+    match find_sibling(config.stacker.as_ref(), "stackhive-stacker", "stacker")? {
+        Some(binary) => {
+            let exec = executor::StackExecutor::new(
+                Arc::new(features::FeatureCache::new(&config.feature_cache)),
+                Arc::new(stacker::Stacker::new(binary)),
+                channel.clone(),
+            );
+            registry.register("stack", exec);
+        }
+        None => tracing::info!(
+            "no stackhive-stacker next to this program and no --stacker: not offering stack"
+        ),
+    }
     for kind in &config.disable_kinds {
         let kind = kind.trim();
         if !kind.is_empty() && !registry.remove(kind) {
@@ -107,11 +122,20 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
 
 /// `--trainer` (which must exist), else `stackhive-trainer` next to the running program.
 fn find_trainer(config: &WorkerConfig) -> Result<Option<PathBuf>, WorkerError> {
-    if let Some(p) = &config.trainer {
+    find_sibling(config.trainer.as_ref(), "stackhive-trainer", "trainer")
+}
+
+/// `given` (which must exist), else `name` next to the running program.
+fn find_sibling(
+    given: Option<&PathBuf>,
+    name: &str,
+    flag: &'static str,
+) -> Result<Option<PathBuf>, WorkerError> {
+    if let Some(p) = given {
         if !p.is_file() {
             return Err(WorkerError::Config(ConfigError::Invalid {
-                flag: "trainer",
-                expected: "the path of the stackhive-trainer binary".into(),
+                flag,
+                expected: format!("the path of the {name} binary"),
                 found: format!("{} (no such file)", p.display()),
             }));
         }
@@ -119,7 +143,7 @@ fn find_trainer(config: &WorkerConfig) -> Result<Option<PathBuf>, WorkerError> {
     }
     let sibling = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("stackhive-trainer")));
+        .and_then(|exe| exe.parent().map(|d| d.join(name)));
     Ok(sibling.filter(|p| p.is_file()))
 }
 

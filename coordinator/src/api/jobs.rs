@@ -28,6 +28,7 @@ const MIN_WATCH_INTERVAL_MS: u32 = 200;
 
 pub struct JobApi {
     store: Arc<dyn Store>,
+    files: crate::datasets::DatasetFiles,
     max_batch: u32,
     max_watches: u32,
     watches: Arc<tokio::sync::Semaphore>,
@@ -38,6 +39,7 @@ pub struct JobApi {
 impl JobApi {
     pub fn new(
         store: Arc<dyn Store>,
+        files: crate::datasets::DatasetFiles,
         max_batch: u32,
         max_watches: u32,
         policy: Policy,
@@ -45,6 +47,7 @@ impl JobApi {
     ) -> Self {
         Self {
             store,
+            files,
             max_batch,
             max_watches,
             watches: Arc::new(tokio::sync::Semaphore::new(max_watches as usize)),
@@ -309,6 +312,19 @@ impl JobService for JobApi {
         ids.dedup();
         let requeued = self.store.retry(&ids).await?;
         Ok(Response::new(pb::RetryResponse { requeued }))
+    }
+
+    async fn import_predictions(
+        &self,
+        req: Request<pb::ImportPredictionsRequest>,
+    ) -> Result<Response<pb::ImportPredictionsResponse>, Status> {
+        let (job_id, oof_rows, test_rows) =
+            crate::imports::import(&self.store, &self.files, req.into_inner()).await?;
+        Ok(Response::new(pb::ImportPredictionsResponse {
+            job_id,
+            oof_rows,
+            test_rows,
+        }))
     }
 
     async fn list_workers(

@@ -4,12 +4,14 @@
 pub mod artifacts;
 mod convert;
 pub mod datasets;
+pub mod features;
 pub mod jobs;
 pub mod tokens;
 pub mod workers;
 
 pub use artifacts::ArtifactApi;
 pub use datasets::DatasetApi;
+pub use features::FeatureApi;
 pub use jobs::JobApi;
 pub use tokens::TokenApi;
 pub use workers::WorkerApi;

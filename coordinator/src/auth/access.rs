@@ -52,7 +52,9 @@ pub fn required(path: &str) -> Access {
     let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match (service, method) {
         ("grpc.health.v1.Health", _) => Access::Open,
-        ("stackhive.v1.JobService", "Submit" | "Cancel" | "Retry") => Access::Submit,
+        ("stackhive.v1.JobService", "Submit" | "Cancel" | "Retry" | "ImportPredictions") => {
+            Access::Submit
+        }
         ("stackhive.v1.JobService", _) => Access::Read,
         ("stackhive.v1.WorkerService", _) => Access::Work,
         ("stackhive.v1.DatasetService", "UploadDataset") => Access::Submit,
@@ -61,6 +63,8 @@ pub fn required(path: &str) -> Access {
         ("stackhive.v1.ArtifactService", "UploadArtifact" | "DeleteArtifact") => Access::Work,
         ("stackhive.v1.ArtifactService", _) => Access::Read,
         ("stackhive.v1.TokenService", _) => Access::Admin,
+        ("stackhive.v1.FeatureService", "BuildFeatureSet" | "UploadFeatureSet") => Access::Submit,
+        ("stackhive.v1.FeatureService", _) => Access::Read,
         // Reflection, and anything unknown (answered UNIMPLEMENTED once authenticated).
         _ => Access::Read,
     }

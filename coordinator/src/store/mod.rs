@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 mod codec;
+pub mod features;
+mod imports;
 pub mod postgres;
 pub mod sqlite;
 mod tokens;
@@ -215,6 +217,39 @@ pub trait Store: Send + Sync + 'static {
     /// connection; `None` where tokens must be looked up on every call (SQLite, where that
     /// costs microseconds).
     fn token_epoch(&self) -> Option<u64>;
+
+    /// Stores predictions made elsewhere as a succeeded job of kind `imported` in `experiment`,
+    /// named `name`, with `result`; returns its id.
+    async fn import_predictions(
+        &self,
+        experiment: &str,
+        name: &str,
+        result: &str,
+        p: &Predictions,
+    ) -> Result<JobId>;
+
+    /// Stores a feature set and its matrix bytes in one transaction unless one with its id
+    /// exists, and names it `name` (`AlreadyExists` when the name is another set's). Returns the
+    /// stored record and whether this call stored the bytes.
+    async fn put_feature_set(
+        &self,
+        rec: &FeatureSetRecord,
+        bytes: &[u8],
+        name: Option<&str>,
+    ) -> Result<(FeatureSetRecord, bool)>;
+
+    /// By id or name; `NotFound` otherwise.
+    async fn get_feature_set(&self, id_or_name: &str) -> Result<FeatureSetRecord>;
+
+    async fn list_feature_sets(&self) -> Result<Vec<FeatureSetRecord>>;
+
+    /// Up to `limit` chunks `(start, bytes)` of a set's matrix starting at byte `from` or later.
+    async fn feature_set_chunks(
+        &self,
+        id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
 
     /// Deletes up to `limit` finished jobs that finished before `before` and have no unfinished
     /// dependents (retention). Returns how many were deleted.

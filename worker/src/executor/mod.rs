@@ -7,6 +7,7 @@ mod builtin;
 mod cnn;
 mod prefetch;
 pub(crate) mod shell;
+mod stack;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,6 +20,7 @@ pub use builtin::{NoopExecutor, SleepExecutor};
 pub use cnn::{CnnExecutor, TrainerSetup, CHECKPOINT_ARTIFACT};
 pub use prefetch::PrefetchExecutor;
 pub use shell::{RunAs, ShellExecutor, TAIL_BYTES};
+pub use stack::StackExecutor;
 
 use crate::client::Identity;
 

@@ -15,6 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use super::features::postgres as features;
+use super::imports::postgres as imports;
 use super::tokens::postgres as tokens;
 use super::Store;
 use crate::error::{Error, Result};
@@ -324,6 +326,48 @@ impl Store for PgStore {
             .await?;
         tx.commit().await?;
         Ok(revoked)
+    }
+
+    async fn import_predictions(
+        &self,
+        experiment: &str,
+        name: &str,
+        result: &str,
+        p: &Predictions,
+    ) -> Result<JobId> {
+        let mut tx = self.pool.begin().await?;
+        let id = imports::import(&mut tx, experiment, name, result, p, now_ms()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn put_feature_set(
+        &self,
+        rec: &FeatureSetRecord,
+        bytes: &[u8],
+        name: Option<&str>,
+    ) -> Result<(FeatureSetRecord, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let out = features::put(&mut tx, rec, bytes, name).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn get_feature_set(&self, id_or_name: &str) -> Result<FeatureSetRecord> {
+        features::get(&mut *self.pool.acquire().await?, id_or_name).await
+    }
+
+    async fn list_feature_sets(&self) -> Result<Vec<FeatureSetRecord>> {
+        features::list(&mut *self.pool.acquire().await?).await
+    }
+
+    async fn feature_set_chunks(
+        &self,
+        id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        features::chunks(&mut *self.pool.acquire().await?, id, from, limit).await
     }
 
     fn token_epoch(&self) -> Option<u64> {

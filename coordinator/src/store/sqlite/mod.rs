@@ -22,6 +22,8 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
+use super::features::sqlite as features;
+use super::imports::sqlite as imports;
 use super::tokens::sqlite as tokens;
 use super::Store;
 use crate::error::{Error, Result};
@@ -295,6 +297,48 @@ impl Store for SqliteStore {
 
     fn token_epoch(&self) -> Option<u64> {
         None
+    }
+
+    async fn import_predictions(
+        &self,
+        experiment: &str,
+        name: &str,
+        result: &str,
+        p: &Predictions,
+    ) -> Result<JobId> {
+        let mut tx = begin(&self.write).await?;
+        let id = imports::import(&mut tx, experiment, name, result, p, now_ms()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn put_feature_set(
+        &self,
+        rec: &FeatureSetRecord,
+        bytes: &[u8],
+        name: Option<&str>,
+    ) -> Result<(FeatureSetRecord, bool)> {
+        let mut tx = begin(&self.write).await?;
+        let out = features::put(&mut tx, rec, bytes, name).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn get_feature_set(&self, id_or_name: &str) -> Result<FeatureSetRecord> {
+        features::get(&mut *self.read.acquire().await?, id_or_name).await
+    }
+
+    async fn list_feature_sets(&self) -> Result<Vec<FeatureSetRecord>> {
+        features::list(&mut *self.read.acquire().await?).await
+    }
+
+    async fn feature_set_chunks(
+        &self,
+        id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        features::chunks(&mut *self.read.acquire().await?, id, from, limit).await
     }
 
     async fn purge_stale_uploads(&self, idle_ms: i64) -> Result<u64> {

@@ -1,0 +1,325 @@
+//! Building feature sets (issue 12, item 3): a definition names a dataset, its folds and the
+//! level-1 models; this resolves the models from the stored jobs, aligns their predictions to
+//! the dataset's rows, builds the matrix (`stackhive_data::features`) and stores it under the
+//! hash of the resolved definition, so the same definition is built once however often it is
+//! asked for. Nothing here speaks gRPC.
+//!
+//! A model is one job with out-of-fold predictions for every validating row (a `stack` job, an
+//! imported prediction), or the fold jobs of one `cnn` configuration: the jobs whose payloads
+//! differ only in `fold` and `seed`, which together predict every validating row once.
+//!
+//! Must not: build a matrix from a model whose predictions miss or repeat a row (it is refused
+//! with the jobs named), or from folds other than the ones the definition names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use stackhive_data::features::{Extras, Level1};
+use stackhive_proto::v1 as pb;
+
+use crate::datasets::DatasetFiles;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::store::Store;
+
+/// What a stored set's `info` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Info {
+    pub train_rows: u32,
+    pub test_rows: u32,
+    pub k: u32,
+    pub columns: Vec<String>,
+    /// Each model as the job ids it was made of.
+    pub models: Vec<String>,
+}
+
+/// The definition after resolution: what the set's id is the hash of.
+#[derive(Serialize)]
+struct Resolved<'a> {
+    dataset: &'a str,
+    scheme: &'a str,
+    k: u32,
+    seed: u64,
+    models: &'a [Vec<JobId>],
+    tabular: bool,
+    patient: bool,
+}
+
+/// Builds (or finds) the set of `def`, named `name` when given.
+pub async fn build(
+    store: &Arc<dyn Store>,
+    files: &DatasetFiles,
+    def: &pb::FeatureDefinition,
+    name: Option<&str>,
+) -> Result<FeatureSetRecord> {
+    let dataset = store.get_dataset(&def.dataset).await?;
+    let (scheme, k, seed) = crate::folds::spec(&def.scheme, def.k, def.seed)?;
+    let folds = match store.get_folds(&dataset.hash, &scheme, k, seed).await? {
+        Some(f) => f,
+        None => {
+            if !files.has(&dataset.hash) {
+                return Err(Error::FailedPrecondition(format!(
+                    "dataset {}'s files are not on this coordinator, so its folds cannot be computed here",
+                    dataset.hash
+                )));
+            }
+            let computed = crate::folds::compute(
+                files.path_of(&dataset.hash),
+                &dataset.hash,
+                (scheme.clone(), k, seed),
+            )
+            .await?;
+            store.put_folds(&computed).await?.0
+        }
+    };
+    let mut models = group(candidates(store, def).await?)?;
+    if models.is_empty() && !def.tabular {
+        return Err(Error::FailedPrecondition(
+            "the definition names no finished model with predictions, and no tabular columns"
+                .into(),
+        ));
+    }
+    if def.sample > 0 && (def.sample as usize) < models.len() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(def.sample_seed);
+        models.shuffle(&mut rng);
+        models.truncate(def.sample as usize);
+        models.sort_by_key(|m| m[0].id);
+    }
+    let ids: Vec<Vec<JobId>> = models
+        .iter()
+        .map(|m| m.iter().map(|j| j.id).collect())
+        .collect();
+    let resolved = Resolved {
+        dataset: &dataset.hash,
+        scheme: &scheme,
+        k,
+        seed,
+        models: &ids,
+        tabular: def.tabular,
+        patient: def.patient,
+    };
+    let definition = serde_json::to_string(&resolved).expect("a definition serialises");
+    let id = blake3::hash(definition.as_bytes()).to_hex().to_string();
+    if let Ok(found) = store.get_feature_set(&id).await {
+        return match name {
+            Some(n) if !found.names.iter().any(|x| x == n) => {
+                Ok(store.put_feature_set(&found, &[], Some(n)).await?.0)
+            }
+            _ => Ok(found),
+        };
+    }
+    if !files.has(&dataset.hash) {
+        return Err(Error::FailedPrecondition(format!(
+            "dataset {}'s files are not on this coordinator; build the feature set through the one that has them",
+            dataset.hash
+        )));
+    }
+    let mut level1 = Vec::with_capacity(models.len());
+    for jobs in &models {
+        level1.push(predictions_of(store, jobs).await?);
+    }
+    let stored = stackhive_data::folds::Folds::from_bytes(&folds.assignment).map_err(|e| {
+        Error::Config(format!(
+            "stored folds of {} are unreadable: {e}",
+            dataset.hash
+        ))
+    })?;
+    let (fold, fold_k) = (stored.fold, stored.k);
+    let root = files.path_of(&dataset.hash);
+    let extras = Extras {
+        tabular: def.tabular,
+        patient: def.patient,
+    };
+    let built = tokio::task::spawn_blocking(move || {
+        // The files were verified against their hash at upload: reading the CSVs is enough.
+        let opts = stackhive_data::validate::ValidateOptions {
+            drop_invalid: false,
+            image_check: stackhive_data::validate::ImageCheck::Skip,
+        };
+        let (ds, _) = stackhive_data::validate::load_and_validate(&root, &opts)?;
+        let mut level1 = level1;
+        for m in &mut level1 {
+            if m.oof.len() > ds.train.len() {
+                return Err(stackhive_data::error::DataError::Features(format!(
+                    "level-1 model {} predicts train row {}, the dataset has {} train rows",
+                    m.name,
+                    m.oof.len() - 1,
+                    ds.train.len()
+                )));
+            }
+            m.oof.resize(ds.train.len(), f32::NAN);
+        }
+        stackhive_data::features::isic(&ds, &fold, fold_k, &level1, extras)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("feature build task failed: {e}")))?
+    .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+    let info = Info {
+        train_rows: built.train_rows() as u32,
+        test_rows: built.test_rows() as u32,
+        k: u32::from(built.k),
+        columns: built.columns.iter().map(|c| c.name.clone()).collect(),
+        models: ids
+            .iter()
+            .map(|m| {
+                m.iter()
+                    .map(|j| j.to_string())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .collect(),
+    };
+    let bytes = built.to_bytes().map_err(|e| Error::Config(e.to_string()))?;
+    let rec = FeatureSetRecord {
+        id,
+        names: vec![],
+        definition,
+        info: serde_json::to_string(&info).expect("info serialises"),
+        size: bytes.len() as u64,
+        blake3: blake3::hash(&bytes).to_hex().to_string(),
+        created_at: now_ms(),
+    };
+    let (stored, _) = store.put_feature_set(&rec, &bytes, name).await?;
+    tracing::info!(id = %stored.id, rows = info.train_rows, columns = info.columns.len(), "feature set built");
+    Ok(stored)
+}
+
+/// The succeeded jobs with predictions that the definition names.
+async fn candidates(store: &Arc<dyn Store>, def: &pb::FeatureDefinition) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    if !def.job_ids.is_empty() {
+        for &id in &def.job_ids {
+            let j = store.get_job(id).await?;
+            if j.state != JobState::Succeeded || j.prediction_rows_oof == 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "job {id} is {} with {} out-of-fold predictions; a level-1 model must have succeeded with predictions",
+                    j.state, j.prediction_rows_oof
+                )));
+            }
+            jobs.push(j);
+        }
+    } else if !def.experiment.is_empty() {
+        let mut filter = JobFilter {
+            experiment: Some(def.experiment.clone()),
+            states: vec![JobState::Succeeded],
+            limit: 1000,
+            ..Default::default()
+        };
+        loop {
+            let page = store.list_jobs(&filter).await?;
+            let Some(last) = page.last() else { break };
+            filter.after_id = Some(last.id);
+            jobs.extend(page.into_iter().filter(|j| j.prediction_rows_oof > 0));
+        }
+    }
+    Ok(jobs)
+}
+
+/// Groups jobs into models: a `cnn` configuration's fold jobs together, any other job alone.
+fn group(jobs: Vec<Job>) -> Result<Vec<Vec<Job>>> {
+    let mut by_config: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+    for j in jobs {
+        let key = if j.spec.kind == "cnn" {
+            let mut payload: serde_json::Value =
+                serde_json::from_str(&j.spec.payload).unwrap_or_default();
+            if let Some(o) = payload.as_object_mut() {
+                o.remove("fold");
+                o.remove("seed");
+            }
+            format!("cnn:{payload}")
+        } else {
+            format!("job:{:020}", j.id)
+        };
+        by_config.entry(key).or_default().push(j);
+    }
+    let mut out: Vec<Vec<Job>> = by_config.into_values().collect();
+    for m in &mut out {
+        m.sort_by_key(|j| j.id);
+    }
+    out.sort_by_key(|m| m[0].id);
+    Ok(out)
+}
+
+/// One model's predictions aligned to the dataset: the fold jobs' out-of-fold values at their
+/// rows, and the mean of their test values.
+async fn predictions_of(store: &Arc<dyn Store>, jobs: &[Job]) -> Result<Level1> {
+    let first = &jobs[0];
+    let label = if jobs.len() == 1 {
+        if first.spec.name.is_empty() {
+            format!("job-{}", first.id)
+        } else {
+            first.spec.name.clone()
+        }
+    } else {
+        let payload: serde_json::Value =
+            serde_json::from_str(&first.spec.payload).unwrap_or_default();
+        format!(
+            "{}-j{}",
+            payload["arch"].as_str().unwrap_or("cnn"),
+            first.id
+        )
+    };
+    let mut oof: Vec<f32> = Vec::new();
+    let mut owner: Vec<JobId> = Vec::new();
+    let mut test: Vec<f64> = Vec::new();
+    for j in jobs {
+        let p = store.get_predictions(j.id).await?.ok_or_else(|| {
+            Error::FailedPrecondition(format!("job {} has no stored predictions", j.id))
+        })?;
+        if test.is_empty() {
+            test = vec![0.0; p.test.len()];
+        } else if test.len() != p.test.len() {
+            return Err(Error::FailedPrecondition(format!(
+                "model {label}: job {} has {} test predictions, job {} has {}",
+                j.id,
+                p.test.len(),
+                first.id,
+                test.len()
+            )));
+        }
+        for (t, v) in test.iter_mut().zip(&p.test) {
+            *t += *v as f64 / jobs.len() as f64;
+        }
+        for (&row, &v) in p.oof_rows.iter().zip(&p.oof) {
+            let row = row as usize;
+            if row >= oof.len() {
+                oof.resize(row + 1, f32::NAN);
+                owner.resize(row + 1, 0);
+            }
+            if owner[row] != 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "model {label}: jobs {} and {} both predict train row {row} out of fold; a model needs one job per fold",
+                    owner[row], j.id
+                )));
+            }
+            oof[row] = v;
+            owner[row] = j.id;
+        }
+    }
+    Ok(Level1 {
+        name: label,
+        oof,
+        test: test.into_iter().map(|v| v as f32).collect(),
+    })
+}
+
+/// The public description of a stored set.
+pub fn info(rec: &FeatureSetRecord) -> pb::FeatureSetInfo {
+    let i: Option<Info> = serde_json::from_str(&rec.info).ok();
+    pb::FeatureSetInfo {
+        id: rec.id.clone(),
+        names: rec.names.clone(),
+        definition_json: rec.definition.clone(),
+        train_rows: i.as_ref().map_or(0, |i| i.train_rows),
+        test_rows: i.as_ref().map_or(0, |i| i.test_rows),
+        k: i.as_ref().map_or(0, |i| i.k),
+        columns: i.as_ref().map_or_else(Vec::new, |i| i.columns.clone()),
+        models: i.map_or_else(Vec::new, |i| i.models),
+        size: rec.size,
+        blake3: rec.blake3.clone(),
+        created_at_ms: rec.created_at,
+    }
+}

@@ -1,0 +1,152 @@
+//! The worker's `stackhive-stacker serve` process (issue 12): started on the first `stack` job,
+//! fed requests on its stdin and read on its stdout (`stackhive_spec::stacker`), kept for every
+//! later job so the jobs of a feature set share its matrix and what is built from it. If it
+//! dies, the jobs it was running fail with a retryable error and the next job starts a new one.
+//! It dies with the worker (parent-death signal, and the handle kills it when dropped).
+//!
+//! Must not: block a job on another job's answer (answers are matched to requests by id).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use stackhive_spec::stacker::{StackFailure, StackerReply, StackerRequest};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{oneshot, Mutex};
+
+type Waiting = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<StackerReply>>>>;
+
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    waiting: Waiting,
+}
+
+pub struct Stacker {
+    binary: PathBuf,
+    next_id: AtomicU64,
+    process: Mutex<Option<Running>>,
+}
+
+fn failure(message: String) -> StackFailure {
+    StackFailure {
+        message,
+        retryable: true,
+    }
+}
+
+impl Stacker {
+    pub fn new(binary: PathBuf) -> Self {
+        Self {
+            binary,
+            next_id: AtomicU64::new(1),
+            process: Mutex::new(None),
+        }
+    }
+
+    fn start(&self) -> Result<Running, StackFailure> {
+        let mut child = Command::new(&self.binary)
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failure(format!("cannot start {}: {e}", self.binary.display())))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let waiting: Waiting = Arc::default();
+        let readers = waiting.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<StackerReply>(&line) {
+                    Ok(reply) => {
+                        let tx = readers
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&reply.id);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(reply);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stacker answered something that does not parse")
+                    }
+                }
+            }
+            // The process ended: every job still waiting fails (dropping its sender says so).
+            readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        });
+        tracing::info!(binary = %self.binary.display(), "stacker started");
+        Ok(Running {
+            child,
+            stdin,
+            waiting,
+        })
+    }
+
+    /// Sends `make(id)` and waits for its answer; `cancel` resolving first asks the stacker to
+    /// stop the job and waits for that answer.
+    pub async fn run(
+        &self,
+        make: impl FnOnce(u64) -> StackerRequest,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<stackhive_spec::stacker::StackResult, StackFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut guard = self.process.lock().await;
+            let alive = match guard.as_mut() {
+                Some(r) => r.child.try_wait().ok().flatten().is_none(),
+                None => false,
+            };
+            if !alive {
+                *guard = Some(self.start()?);
+            }
+            let r = guard.as_mut().expect("started above");
+            r.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tx);
+            let line = serde_json::to_string(&make(id)).expect("requests serialise") + "\n";
+            if let Err(e) = r.stdin.write_all(line.as_bytes()).await {
+                r.waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                *guard = None;
+                return Err(failure(format!("the stacker process is gone: {e}")));
+            }
+        }
+        tokio::pin!(rx);
+        tokio::select! {
+            answer = &mut rx => return Self::answer(answer),
+            _ = cancel => {}
+        }
+        {
+            let mut guard = self.process.lock().await;
+            if let Some(r) = guard.as_mut() {
+                let line = serde_json::to_string(&StackerRequest::Cancel { id })
+                    .expect("requests serialise")
+                    + "\n";
+                let _ = r.stdin.write_all(line.as_bytes()).await;
+            }
+        }
+        Self::answer(rx.await)
+    }
+
+    fn answer(
+        answer: Result<StackerReply, oneshot::error::RecvError>,
+    ) -> Result<stackhive_spec::stacker::StackResult, StackFailure> {
+        match answer {
+            Ok(reply) => reply.outcome,
+            Err(_) => Err(failure(
+                "the stacker process ended while running the job".into(),
+            )),
+        }
+    }
+}
