@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stackhive/v1/artifacts.proto",
         "stackhive/v1/auth.proto",
         "stackhive/v1/features.proto",
+        "stackhive/v1/sweeps.proto",
     ];
     tonic_prost_build::configure()
         // Malformed messages (invalid UTF-8 in a string field, say) are the caller's fault:

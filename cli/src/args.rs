@@ -67,6 +67,16 @@ pub enum Command {
     Artifact(crate::artifact::ArtifactArgs),
     /// Create, list and revoke access tokens (admin).
     Token(crate::token::TokenArgs),
+    /// Build, list and show level-2 feature sets.
+    Features(crate::level2::FeaturesArgs),
+    /// Import predictions made elsewhere as a level-1 model.
+    Predictions(crate::level2::PredictionsArgs),
+    /// Create, inspect and control sweeps of level-2 models (`sweep EXPERIMENT --n N …`).
+    Sweep(crate::level2::SweepArgs),
+    /// An experiment's level-2 models ranked by CV AUC.
+    Leaderboard(crate::level2::LeaderboardArgs),
+    /// The level-2 model zoo and each type's hyperparameter space.
+    Models,
     /// TLS helpers: `tls init` makes a private CA, a coordinator and a worker certificate.
     #[command(subcommand)]
     Tls(TlsCommand),

@@ -36,6 +36,8 @@ pub enum DatasetCommand {
     Show { dataset: String },
     /// Build (or reuse) the preprocessed image cache of a dataset folder.
     Cache(CacheArgs),
+    /// Register a plain table (an id, a binary target, features) as a level-2 feature set.
+    AddTable(crate::level2::TableArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +123,7 @@ pub async fn run(coordinator: &str, json: bool, args: &DatasetArgs) -> anyhow::R
         DatasetCommand::List => list(coordinator, json).await,
         DatasetCommand::Show { dataset } => show(coordinator, json, dataset).await,
         DatasetCommand::Cache(a) => cache(json, a).await,
+        DatasetCommand::AddTable(a) => crate::level2::add_table(coordinator, json, a).await,
     }
 }
 

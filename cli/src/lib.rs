@@ -25,6 +25,7 @@ pub mod control;
 pub mod dataset;
 pub mod demo;
 pub mod jobfile;
+pub mod level2;
 pub mod output;
 pub mod procs;
 pub mod query;
@@ -61,6 +62,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Artifact(a) => artifact::run(url, json, a).await?,
         Command::Token(a) => token::run(url, json, a).await?,
         Command::Tls(args::TlsCommand::Init(a)) => tls::run(a)?,
+        Command::Features(a) => level2::features(url, json, a).await?,
+        Command::Predictions(a) => level2::predictions(url, json, a).await?,
+        Command::Sweep(a) => level2::sweep(url, json, a).await?,
+        Command::Leaderboard(a) => level2::leaderboard(url, json, a).await?,
+        Command::Models => level2::models(json),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ pub mod model;
 pub mod reaper;
 pub mod server;
 pub mod store;
+pub mod sweeps;
 pub mod validate;
 
 pub use config::CoordinatorConfig;

@@ -535,3 +535,25 @@ pub struct FeatureSetRecord {
     pub blake3: String,
     pub created_at: Millis,
 }
+
+/// A sweep (issue 12, item 5): `n` stack jobs sampled from the spaces of `models`, fed to the
+/// queue a window at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepRecord {
+    pub id: i64,
+    pub experiment: String,
+    /// Feature set id or name; empty until built from `definition`.
+    pub features: String,
+    /// The feature definition (JSON of `pb::FeatureDefinition`), empty with a named set.
+    pub definition: String,
+    pub models: Vec<String>,
+    pub n: u64,
+    pub submitted: u64,
+    pub seed: u64,
+    pub cpu_slots: u32,
+    pub priority: i32,
+    pub state: String,
+    pub error: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}

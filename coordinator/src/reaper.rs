@@ -1,7 +1,7 @@
 //! Background upkeep of one coordinator: returns expired leases to the queue (or fails jobs
 //! past their crash limit), removes artifact uploads abandoned mid-way and dataset files that
 //! no registration owns (staging folders of killed uploads, content left by a crash between
-//! placing and registering), and applies retention. Every coordinator runs it; the store makes
+//! placing and registering), feeds running sweeps a window of jobs, and applies retention. Every coordinator runs it; the store makes
 //! concurrent runs safe (`SKIP LOCKED` on PostgreSQL).
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ pub const DATASET_LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 pub async fn run(
     store: Arc<dyn Store>,
     files: DatasetFiles,
+    max_batch: u32,
     interval: Duration,
     retention_hours: u32,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -43,6 +44,9 @@ pub async fn run(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reaping expired leases failed"),
+        }
+        if let Err(e) = crate::sweeps::feed(&store, &files, max_batch).await {
+            tracing::warn!(error = %e, "feeding sweeps failed");
         }
         let purge_now = last_purge.elapsed() > Duration::from_secs(60);
         if purge_now {

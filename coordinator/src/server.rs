@@ -12,11 +12,12 @@ use stackhive_proto::v1::artifact_service_server::ArtifactServiceServer;
 use stackhive_proto::v1::dataset_service_server::DatasetServiceServer;
 use stackhive_proto::v1::feature_service_server::FeatureServiceServer;
 use stackhive_proto::v1::job_service_server::JobServiceServer;
+use stackhive_proto::v1::sweep_service_server::SweepServiceServer;
 use stackhive_proto::v1::token_service_server::TokenServiceServer;
 use stackhive_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 
-use crate::api::{ArtifactApi, DatasetApi, FeatureApi, JobApi, TokenApi, WorkerApi};
+use crate::api::{ArtifactApi, DatasetApi, FeatureApi, JobApi, SweepApi, TokenApi, WorkerApi};
 use crate::auth::layer::AuthLayer;
 use crate::auth::workers::WorkerKeys;
 use crate::auth::Authenticator;
@@ -54,6 +55,7 @@ pub async fn serve(
     let reaper = tokio::spawn(crate::reaper::run(
         store.clone(),
         files.clone(),
+        config.max_batch_jobs,
         Duration::from_millis(config.reap_interval_ms.max(10) as u64),
         config.retention_hours,
         stop_rx.clone(),
@@ -92,6 +94,7 @@ pub async fn serve(
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
     let tokens = TokenServiceServer::new(TokenApi::new(store.clone()));
+    let sweep_api = SweepServiceServer::new(SweepApi::new(store.clone()));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -111,6 +114,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<FeatureServiceServer<FeatureApi>>()
+        .await;
+    health_reporter
+        .set_serving::<SweepServiceServer<SweepApi>>()
         .await;
     // Both reflection protocols: v1alpha is what Python's grpcio-reflection, older grpcurl and
     // GUI tools speak (issue 16).
@@ -152,6 +158,7 @@ pub async fn serve(
         .add_service(artifacts)
         .add_service(tokens)
         .add_service(features)
+        .add_service(sweep_api)
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     reaper.abort();

@@ -6,6 +6,7 @@ mod convert;
 pub mod datasets;
 pub mod features;
 pub mod jobs;
+pub mod sweeps;
 pub mod tokens;
 pub mod workers;
 
@@ -13,5 +14,6 @@ pub use artifacts::ArtifactApi;
 pub use datasets::DatasetApi;
 pub use features::FeatureApi;
 pub use jobs::JobApi;
+pub use sweeps::SweepApi;
 pub use tokens::TokenApi;
 pub use workers::WorkerApi;

@@ -65,6 +65,8 @@ pub fn required(path: &str) -> Access {
         ("stackhive.v1.TokenService", _) => Access::Admin,
         ("stackhive.v1.FeatureService", "BuildFeatureSet" | "UploadFeatureSet") => Access::Submit,
         ("stackhive.v1.FeatureService", _) => Access::Read,
+        ("stackhive.v1.SweepService", "CreateSweep" | "ControlSweep") => Access::Submit,
+        ("stackhive.v1.SweepService", _) => Access::Read,
         // Reflection, and anything unknown (answered UNIMPLEMENTED once authenticated).
         _ => Access::Read,
     }

@@ -18,6 +18,7 @@ pub mod features;
 mod imports;
 pub mod postgres;
 pub mod sqlite;
+mod sweeps;
 mod tokens;
 
 pub use codec::{decode_f32s, decode_u32s, encode_f32s, encode_u32s};
@@ -227,6 +228,20 @@ pub trait Store: Send + Sync + 'static {
         result: &str,
         p: &Predictions,
     ) -> Result<JobId>;
+
+    /// Stores a new sweep (its `id`, `submitted` and times are set here).
+    async fn create_sweep(&self, s: &SweepRecord) -> Result<SweepRecord>;
+
+    /// `NotFound` when there is none.
+    async fn get_sweep(&self, id: i64) -> Result<SweepRecord>;
+
+    /// All sweeps, or those in `state`.
+    async fn list_sweeps(&self, state: Option<&str>) -> Result<Vec<SweepRecord>>;
+
+    /// Writes `s`'s `submitted`, `n`, `state`, `features` and `error` if its `submitted` is
+    /// still `expect_submitted` (compare-and-set); false when another coordinator got there
+    /// first.
+    async fn update_sweep(&self, s: &SweepRecord, expect_submitted: u64) -> Result<bool>;
 
     /// Stores a feature set and its matrix bytes in one transaction unless one with its id
     /// exists, and names it `name` (`AlreadyExists` when the name is another set's). Returns the

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use super::features::postgres as features;
 use super::imports::postgres as imports;
+use super::sweeps::postgres as sweeps;
 use super::tokens::postgres as tokens;
 use super::Store;
 use crate::error::{Error, Result};
@@ -339,6 +340,35 @@ impl Store for PgStore {
         let id = imports::import(&mut tx, experiment, name, result, p, now_ms()).await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    async fn create_sweep(&self, s: &SweepRecord) -> Result<SweepRecord> {
+        let mut rec = s.clone();
+        rec.created_at = now_ms();
+        sweeps::create(&mut *self.pool.acquire().await?, &rec).await
+    }
+
+    async fn get_sweep(&self, id: i64) -> Result<SweepRecord> {
+        sweeps::get(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn list_sweeps(&self, state: Option<&str>) -> Result<Vec<SweepRecord>> {
+        sweeps::list(&mut *self.pool.acquire().await?, state).await
+    }
+
+    async fn update_sweep(&self, s: &SweepRecord, expect_submitted: u64) -> Result<bool> {
+        sweeps::update(
+            &mut *self.pool.acquire().await?,
+            s.id,
+            expect_submitted,
+            s.submitted,
+            s.n,
+            &s.state,
+            &s.features,
+            &s.error,
+            now_ms(),
+        )
+        .await
     }
 
     async fn put_feature_set(

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 use super::features::sqlite as features;
 use super::imports::sqlite as imports;
+use super::sweeps::sqlite as sweeps;
 use super::tokens::sqlite as tokens;
 use super::Store;
 use crate::error::{Error, Result};
@@ -310,6 +311,35 @@ impl Store for SqliteStore {
         let id = imports::import(&mut tx, experiment, name, result, p, now_ms()).await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    async fn create_sweep(&self, s: &SweepRecord) -> Result<SweepRecord> {
+        let mut rec = s.clone();
+        rec.created_at = now_ms();
+        sweeps::create(&mut *self.write.acquire().await?, &rec).await
+    }
+
+    async fn get_sweep(&self, id: i64) -> Result<SweepRecord> {
+        sweeps::get(&mut *self.read.acquire().await?, id).await
+    }
+
+    async fn list_sweeps(&self, state: Option<&str>) -> Result<Vec<SweepRecord>> {
+        sweeps::list(&mut *self.read.acquire().await?, state).await
+    }
+
+    async fn update_sweep(&self, s: &SweepRecord, expect_submitted: u64) -> Result<bool> {
+        sweeps::update(
+            &mut *self.write.acquire().await?,
+            s.id,
+            expect_submitted,
+            s.submitted,
+            s.n,
+            &s.state,
+            &s.features,
+            &s.error,
+            now_ms(),
+        )
+        .await
     }
 
     async fn put_feature_set(
