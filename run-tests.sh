@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests: unit tests, the shared store suite on PostgreSQL and SQLite, and the cluster tests
 # with real coordinator and worker processes, and the CPU trainer tests. Starts PostgreSQL when it
-# is not running and installs libtorch (the PyTorch wheel) into .venv when it is missing.
+# is not running, installs libtorch (the PyTorch wheel) into .venv when it is missing, and
+# Chromium (the report test opens the HTML report in it).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
@@ -9,6 +10,7 @@ ensure_rust
 ensure_postgres
 ensure_libtorch
 ensure_level2
+ensure_chromium
 export RUST_LOG="${RUST_LOG:-warn}"
 log "building"
 cargo build --workspace --bins --tests --quiet

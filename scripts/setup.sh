@@ -81,7 +81,9 @@ ensure_level2() {
     local root venv site
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     venv="$root/.venv"
-    if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang-*.so* >/dev/null 2>&1; then
+    # libclang-cpp (which other packages bring) is not libclang: look for libclang itself.
+    if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+        && ! compgen -G '/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*' >/dev/null; then
         log "installing libclang (for LightGBM's bindings)"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
     fi
@@ -108,4 +110,12 @@ PY
     export CMAKE="$venv/bin/cmake"
     # The stacker's CatBoost bridge runs with this interpreter.
     export STACKHIVE_PYTHON="${STACKHIVE_PYTHON:-$venv/bin/python}"
+}
+
+# The HTML report's test opens the report in a real headless browser: Chromium from Debian.
+ensure_chromium() {
+    if ! command -v chromium >/dev/null 2>&1 && [ -z "${STACKHIVE_CHROMIUM:-}" ]; then
+        log "installing chromium (the report test opens the report in it)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
 }

@@ -55,8 +55,9 @@ pub enum Command {
     Retry(RetryArgs),
     /// List the workers known to the coordinator.
     Workers(WorkersArgs),
-    /// Run a coordinator, workers and a few thousand jobs on this machine, and report.
-    Demo(DemoArgs),
+    /// The whole mission on this machine: data, CNN folds, a level-2 sweep, the ensembles, the
+    /// submission and the report.
+    Demo(crate::demo::DemoArgs),
     /// Benchmarks that print figures (queue throughput and latency).
     Bench(crate::bench::BenchArgs),
     /// Generate, validate, register and cache datasets.
@@ -77,6 +78,12 @@ pub enum Command {
     Leaderboard(crate::level2::LeaderboardArgs),
     /// The level-2 model zoo and each type's hyperparameter space.
     Models,
+    /// The meta-ensemble: `recommend` (which combination to trust) and `submit` (as a job).
+    Ensemble(crate::ensemble::EnsembleArgs),
+    /// Write the submission CSV and the out-of-fold table of the finished models' ensemble.
+    Export(crate::ensemble::ExportArgs),
+    /// Write the HTML report of an experiment: models, ensembles, intervals, shake-up, timeline.
+    Report(crate::report::ReportArgs),
     /// TLS helpers: `tls init` makes a private CA, a coordinator and a worker certificate.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -298,32 +305,6 @@ pub struct WorkersArgs {
     /// Include workers that stopped heartbeating.
     #[arg(long, env = "STACKHIVE_WORKERS_ALL")]
     pub all: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// Jobs to submit.
-    #[arg(long, env = "STACKHIVE_DEMO_JOBS", default_value_t = 3000,
-          value_parser = clap::value_parser!(u32).range(2..=200_000))]
-    pub jobs: u32,
-
-    /// Worker processes to start.
-    #[arg(long, env = "STACKHIVE_DEMO_WORKERS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub workers: u32,
-
-    /// CPU slots of each worker (jobs it runs at once).
-    #[arg(long, env = "STACKHIVE_DEMO_SLOTS", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub slots: u32,
-
-    /// Job store of the embedded coordinator (default: SQLite in a temporary directory).
-    #[arg(long, env = "STACKHIVE_DEMO_DB", value_name = "URL")]
-    pub db: Option<String>,
-
-    /// The worker binary (default: `stackhive-worker` next to this executable).
-    #[arg(long, env = "STACKHIVE_WORKER_BIN", value_name = "PATH")]
-    pub worker_bin: Option<PathBuf>,
 }
 
 #[cfg(test)]

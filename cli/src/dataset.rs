@@ -255,7 +255,47 @@ fn stage_cleaned(
 
 async fn add(coordinator: &str, json: bool, a: &AddArgs) -> anyhow::Result<()> {
     let api = Api::connect(coordinator).await?;
-    let (path, drop_invalid) = (a.path.clone(), a.drop_invalid);
+    let added = add_dataset(&api, &a.name, &a.path, a.drop_invalid, !json).await?;
+    if json {
+        print_json(&json!({
+            "hash": added.uploaded.info.hash,
+            "names": added.uploaded.info.names,
+            "uploaded_bytes": added.uploaded.sent_bytes,
+            "summary": added.summary,
+            "dropped_rows": added.dropped_rows,
+        }));
+    } else {
+        let how = if added.uploaded.sent_bytes == 0 {
+            "content already stored, name added".to_string()
+        } else {
+            format!("uploaded {} bytes", added.uploaded.sent_bytes)
+        };
+        outln!(
+            "registered {} as {} ({how})",
+            a.name,
+            added.uploaded.info.hash
+        );
+    }
+    Ok(())
+}
+
+/// What [`add_dataset`] registered.
+pub struct Added {
+    pub uploaded: crate::upload::Uploaded,
+    pub summary: serde_json::Value,
+    pub dropped_rows: usize,
+}
+
+/// Validates the ISIC-layout folder `path` (dropping invalid rows when asked), hashes it and
+/// registers it as `name`, uploading its files unless the coordinator has them already.
+pub async fn add_dataset(
+    api: &Api,
+    name: &str,
+    path: &Path,
+    drop_invalid: bool,
+    progress: bool,
+) -> anyhow::Result<Added> {
+    let path = path.to_path_buf();
     let (staged, dir, hash, manifest, summary, report) = blocking(move || {
         let (ds, report) = validate_blocking(path.clone(), drop_invalid, false)?;
         let summary = summary(&ds);
@@ -272,7 +312,7 @@ async fn add(coordinator: &str, json: bool, a: &AddArgs) -> anyhow::Result<()> {
         Ok((staged, dir, hash, manifest, summary, report))
     })
     .await?;
-    if report.dropped_total() > 0 && !json {
+    if report.dropped_total() > 0 && progress {
         eprintln!(
             "dropped {} invalid rows: {:?}",
             report.dropped_total(),
@@ -280,31 +320,19 @@ async fn add(coordinator: &str, json: bool, a: &AddArgs) -> anyhow::Result<()> {
         );
     }
     let outgoing = crate::upload::Outgoing {
-        name: &a.name,
+        name,
         dir: &dir,
         hash: &hash,
         manifest: &manifest,
         summary: &summary,
     };
-    let up = crate::upload::upload(api.channel(), api.url(), outgoing, !json).await?;
+    let uploaded = crate::upload::upload(api.channel(), api.url(), outgoing, progress).await?;
     drop(staged);
-    if json {
-        print_json(&json!({
-            "hash": up.info.hash,
-            "names": up.info.names,
-            "uploaded_bytes": up.sent_bytes,
-            "summary": summary,
-            "dropped_rows": report.dropped_total(),
-        }));
-    } else {
-        let how = if up.sent_bytes == 0 {
-            "content already stored, name added".to_string()
-        } else {
-            format!("uploaded {} bytes", up.sent_bytes)
-        };
-        outln!("registered {} as {} ({how})", a.name, up.info.hash);
-    }
-    Ok(())
+    Ok(Added {
+        uploaded,
+        summary,
+        dropped_rows: report.dropped_total(),
+    })
 }
 
 fn datasets_client(api: &Api) -> DatasetServiceClient<stackhive_proto::connect::AuthChannel> {

@@ -1,356 +1,437 @@
-//! `stackhive demo`: the whole system on one machine in one command. It starts an embedded
-//! coordinator (SQLite in a temporary directory unless `--db` says otherwise), real
-//! `stackhive-worker` processes, submits a few thousand small jobs with dependencies and
-//! priorities as one experiment, follows them with the `watch` code, prints a summary and
-//! stops everything in order: workers first (SIGTERM, so they hand back and deregister), then
-//! the coordinator. It exercises only the public gRPC API, like any other client.
+//! `stackhive demo`, the main job (issue 15): the whole mission on one machine in one command,
+//! through the public gRPC API like any other client. It generates an ISIC-like dataset (whose
+//! truth is known), starts an embedded coordinator (SQLite in the output folder unless `--db`
+//! says otherwise; or uses a running cluster with `--cluster`) and real worker processes,
+//! registers the data, computes triple-stratified folds, trains CNN folds, runs a level-2 sweep
+//! over their predictions with the tabular and patient features, builds the ensembles as an
+//! `ensemble` job, and writes the submission, the out-of-fold table and the HTML report, with
+//! progress per stage and a closing summary of the AUCs against the oracle.
+//!
+//! Must not: report success when a stage lost a job (every stage's jobs must all succeed), or
+//! leave its processes running (workers stop first, then the coordinator, whatever happened).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+use anyhow::{bail, Context as _};
+use clap::Args;
 use serde_json::json;
-use stackhive_coordinator::CoordinatorConfig;
-use stackhive_proto::v1::{JobSpec, ListWorkersRequest, WatchRequest};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use stackhive_proto::v1 as pb;
+use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
+use stackhive_proto::v1::sweep_service_client::SweepServiceClient;
 
-use crate::args::DemoArgs;
-use crate::client::Api;
-use crate::output::{counts_json, counts_line, duration, finished, total};
+use crate::client::{status_error, Api};
+use crate::ensemble::{Computed, ConfigFlags, SourceArgs};
+use crate::level2::FoldFlags;
+use crate::local::{wait_for_workers, worker_binary, Embedded};
+use crate::output::{counts_line, duration, total};
 use crate::procs::Workers;
-use crate::submit::submit;
-use crate::watch::{follow, Outcome, Show};
+use crate::watch::{follow, Show};
 
-/// Work jobs per group; each group ends in a report job that depends on all of them.
-const GROUP: usize = 100;
-const WORKERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
-const COORDINATOR_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Folder for the data, the submission, the out-of-fold table, the report and the logs.
+    #[arg(long, env = "STACKHIVE_DEMO_OUT", default_value = "stackhive-demo")]
+    pub out: PathBuf,
+    /// Training patients of the generated dataset (about 6 images each).
+    #[arg(long, env = "STACKHIVE_DEMO_PATIENTS", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(40..=100_000))]
+    pub patients: u32,
+    /// Test patients (their labels stay in the generator's truth file).
+    #[arg(long, env = "STACKHIVE_DEMO_TEST_PATIENTS", default_value_t = 150,
+          value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    pub test_patients: u32,
+    /// Side of the generated images (a multiple of 32).
+    #[arg(long, env = "STACKHIVE_DEMO_IMAGE_SIZE", default_value_t = 32)]
+    pub image_size: u32,
+    /// CNN architecture of the level-1 folds (e.g. efficientnet-b0 at 224 on a GPU).
+    #[arg(
+        long,
+        env = "STACKHIVE_DEMO_ARCH",
+        default_value = "efficientnet-w0.25-d0.25"
+    )]
+    pub arch: String,
+    /// CNN configurations, each trained on every fold (they differ in learning rate and seed).
+    #[arg(long, env = "STACKHIVE_DEMO_CNN_CONFIGS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cnn_configs: u32,
+    #[arg(long, env = "STACKHIVE_DEMO_EPOCHS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub epochs: u32,
+    /// GPUs per CNN job (0: CPU).
+    #[arg(long, env = "STACKHIVE_DEMO_GPUS", default_value_t = 0)]
+    pub gpus: u32,
+    /// Level-2 models of the sweep.
+    #[arg(long, env = "STACKHIVE_DEMO_MODELS", default_value_t = 150,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub models: u64,
+    /// Model types the sweep draws from.
+    #[arg(
+        long,
+        env = "STACKHIVE_DEMO_TYPES",
+        value_delimiter = ',',
+        default_value = "lightgbm,xgboost,xgboost-rf,extra-trees,random-forest,knn,logreg,mlp"
+    )]
+    pub types: Vec<String>,
+    /// Worker processes to start (none with --cluster: the cluster's workers run the jobs).
+    #[arg(long, env = "STACKHIVE_DEMO_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// CPU slots of each worker.
+    #[arg(long, env = "STACKHIVE_DEMO_SLOTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub slots: u32,
+    /// Job store of the embedded coordinator (default: SQLite in the output folder), e.g.
+    /// postgres://postgres@127.0.0.1/stackhive.
+    #[arg(
+        long,
+        env = "STACKHIVE_DEMO_DB",
+        value_name = "URL",
+        conflicts_with = "cluster"
+    )]
+    pub db: Option<String>,
+    /// Use this running cluster instead of starting one.
+    #[arg(long, env = "STACKHIVE_DEMO_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Seed of the data, the CNNs, the sweep and the ensembles.
+    #[arg(long, env = "STACKHIVE_DEMO_SEED", default_value_t = 7)]
+    pub seed: u64,
+    /// The worker binary (default: `stackhive-worker` next to this executable).
+    #[arg(long, env = "STACKHIVE_WORKER_BIN", value_name = "PATH")]
+    pub worker_bin: Option<PathBuf>,
+}
+
+/// What the closing summary shows.
+struct Summary {
+    rows: usize,
+    test_rows: usize,
+    computed: Computed,
+    report: PathBuf,
+    submission: PathBuf,
+}
 
 pub async fn run(json: bool, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    // Checked before anything starts: the most likely first-run mistake.
-    let worker_bin = worker_binary(args.worker_bin.as_deref())?;
-    let dir = tempfile::Builder::new()
-        .prefix("stackhive-demo-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("demo.db").display()));
-    let mut coordinator = Embedded::start(&db, args.jobs).await?;
-    let mut workers = Workers::new(worker_bin, dir.path().to_path_buf());
-
-    let outcome = exercise(&coordinator.url, &mut workers, args, json).await;
-    let worker_problems = workers.stop().await;
-    let coordinator_result = coordinator.stop().await;
-
-    let failed = outcome.as_ref().map_or(true, |r| {
-        r.outcome.counts.succeeded != total(&r.outcome.counts)
-    }) || !worker_problems.is_empty()
-        || coordinator_result.is_err();
-    let logs = if failed {
-        let kept = dir.keep();
-        format!("worker logs are kept in {}", kept.display())
-    } else {
-        String::new()
-    };
-    for problem in &worker_problems {
-        eprintln!("warning: {problem}");
+    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+        bail!(
+            "the output folder {} is not empty; expected a new or empty folder (remove it or pass --out)",
+            args.out.display()
+        );
     }
-    let report = match (outcome, coordinator_result) {
-        (Ok(report), Ok(())) => report,
-        // A coordinator that died explains the failed calls that followed: it goes first.
-        (_, Err(e)) | (Err(e), Ok(())) => {
-            eprintln!("note: {logs}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let out = args.out.canonicalize()?;
+    let (url, mut local) = match &args.cluster {
+        Some(url) => (url.clone(), None),
+        None => {
+            let worker_bin = worker_binary(args.worker_bin.as_deref())?;
+            let db = args
+                .db
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", out.join("stackhive.db").display()));
+            let coordinator = Embedded::start(&db, 10_000).await?;
+            let logs = out.join("logs");
+            std::fs::create_dir_all(&logs)?;
+            let workers = Workers::new(worker_bin, logs);
+            (coordinator.url.clone(), Some((coordinator, workers)))
+        }
+    };
+    let result = mission(&url, local.as_mut().map(|l| &mut l.1), args, &out).await;
+    if let Some((mut coordinator, mut workers)) = local {
+        for problem in workers.stop().await {
+            eprintln!("warning: {problem}");
+        }
+        coordinator.stop().await?;
+    }
+    let s = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("note: logs and data are kept in {}", out.display());
             return Err(e);
         }
     };
-    let wall = started.elapsed();
-    let c = &report.outcome.counts;
-    let rate = finished(c) as f64 / report.outcome.elapsed.as_secs_f64().max(1e-3);
-    if json {
-        crate::output::print_json(&json!({
-            "experiment": report.experiment, "db": args.db,
-            "jobs": args.jobs, "workers": args.workers, "slots": args.slots,
-            "counts": counts_json(c),
-            "submit_s": report.submit.as_secs_f64(),
-            "run_s": report.outcome.elapsed.as_secs_f64(),
-            "wall_s": wall.as_secs_f64(),
-            "jobs_per_s": rate,
-            "ok": !failed,
-        }));
-    } else {
-        outln!(
-            "demo {}: {} jobs on {} workers × {} slots: submitted in {}, ran in {} \
-             ({rate:.0} jobs/s), {} wall",
-            report.experiment,
-            total(c),
-            args.workers,
-            args.slots,
-            duration(report.submit.as_millis() as i64),
-            duration(report.outcome.elapsed.as_millis() as i64),
-            duration(wall.as_millis() as i64),
-        );
-        outln!("{}", counts_line(c));
-        if failed {
-            outln!("{logs}");
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    print_summary(json, &s, started.elapsed());
+    Ok(ExitCode::SUCCESS)
 }
 
-struct Report {
-    experiment: String,
-    submit: Duration,
-    outcome: Outcome,
+fn stage(n: u32, what: &str) -> Instant {
+    eprintln!("\n[{n}/7] {what}");
+    Instant::now()
 }
 
-/// Starts the workers, submits and follows the batch. Stops for nothing but the end of the
-/// batch, a worker that died, or Ctrl-C; the caller cleans up in every case.
-async fn exercise(
+async fn mission(
     url: &str,
-    workers: &mut Workers,
+    workers: Option<&mut Workers>,
     args: &DemoArgs,
-    json: bool,
-) -> anyhow::Result<Report> {
-    let api = Api::connect(url).await?;
-    for _ in 0..args.workers {
-        workers.spawn(url, args.slots)?;
-    }
-    let ready = wait_for_workers(&api, workers, args.workers as usize);
-    tokio::select! {
-        biased;
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-        r = ready => r?,
-    }
+    out: &std::path::Path,
+) -> anyhow::Result<Summary> {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let (dataset, l1, l2, ens) = (
+        format!("demo-{tag}"),
+        format!("demo-{tag}-level1"),
+        format!("demo-{tag}-level2"),
+        format!("demo-{tag}-ensemble"),
+    );
+    let folds = FoldFlags {
+        scheme: "triple-stratified".into(),
+        k: 5,
+        fold_seed: 42,
+    };
 
-    let experiment = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let batch = demo_batch(args.jobs as usize, &experiment, 0x5eed);
-    let submit_start = Instant::now();
-    submit(&api, batch, &uuid::Uuid::new_v4().to_string()).await?;
-    let submit = submit_start.elapsed();
-
-    let request = WatchRequest {
-        experiment: experiment.clone(),
+    stage(1, "generating an ISIC-like dataset whose truth is known");
+    let data = out.join("data");
+    let cfg = stackhive_data::synth::SynthConfig {
+        patients: args.patients as usize,
+        test_patients: args.test_patients as usize,
+        positive_rate: 0.08,
+        image_size: args.image_size,
+        seed: args.seed,
+        mean_images_per_patient: 6.0,
+        max_images_per_patient: 40,
         ..Default::default()
     };
-    let show = if json { Show::Quiet } else { Show::Bar };
-    let outcome = tokio::select! {
-        biased;
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-        dead = workers.first_exit() => return Err(dead),
-        outcome = follow(&api, request, show) => outcome?,
+    let dir = data.clone();
+    let synth =
+        tokio::task::spawn_blocking(move || stackhive_data::synth::generate(&cfg, &dir)).await??;
+    eprintln!(
+        "      {} train images of {} patients ({} positive), {} test images; oracle AUC {:.4}",
+        synth.rows,
+        synth.patients,
+        synth.positives,
+        synth.test_rows,
+        synth.oracle_auc.unwrap_or(f64::NAN)
+    );
+
+    let api = Api::connect(url).await?;
+    if let Some(w) = workers {
+        stage(
+            2,
+            &format!("starting {} workers × {} slots", args.workers, args.slots),
+        );
+        for _ in 0..args.workers {
+            w.spawn(url, args.slots)?;
+        }
+        wait_for_workers(&api, w, args.workers as usize).await?;
+    } else {
+        stage(2, &format!("using the cluster at {url}"));
+    }
+
+    stage(
+        3,
+        "registering the dataset and computing triple-stratified folds",
+    );
+    crate::dataset::add_dataset(&api, &dataset, &data, false, false).await?;
+    DatasetServiceClient::new(api.channel())
+        .compute_folds(pb::FoldsRequest {
+            dataset: dataset.clone(),
+            scheme: folds.scheme.clone(),
+            k: folds.k,
+            seed: folds.fold_seed,
+        })
+        .await
+        .map_err(|s| status_error(api.url(), &s))?;
+
+    let t = stage(4, "level 1: CNN folds");
+    let mut specs = Vec::new();
+    for c in 0..args.cnn_configs {
+        let lr = [3e-3, 1e-3, 5e-3, 2e-3][c as usize % 4];
+        for fold in 0..folds.k {
+            let payload = json!({
+                "dataset": dataset, "folds": {"k": folds.k, "seed": folds.fold_seed},
+                "fold": fold, "arch": args.arch, "image_size": args.image_size,
+                "epochs": args.epochs, "batch_size": 32,
+                "optimizer": {"name": "adamw", "lr": lr},
+                "augment": {"rotate": 15, "brightness": 0.1},
+                "seed": args.seed + u64::from(c) * 100 + u64::from(fold),
+            });
+            specs.push(pb::JobSpec {
+                kind: "cnn".into(),
+                name: format!("cnn{c}-fold{fold}"),
+                experiment: l1.clone(),
+                payload_json: payload.to_string(),
+                resources: Some(pb::Resources {
+                    cpu_slots: 1,
+                    gpus: args.gpus,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    crate::submit::submit(&api, specs, &format!("{l1}-submit")).await?;
+    follow_all(&api, &l1, t).await?;
+
+    let t = stage(
+        5,
+        "level 2: a sweep of stacking models over the CNNs' predictions",
+    );
+    let sweep = SweepServiceClient::new(api.channel())
+        .create_sweep(pb::CreateSweepRequest {
+            experiment: l2.clone(),
+            models: args.types.clone(),
+            n: args.models,
+            seed: args.seed,
+            features: String::new(),
+            definition_json: json!({
+                "dataset": dataset, "scheme": folds.scheme, "k": folds.k, "seed": folds.fold_seed,
+                "experiment": l1, "tabular": true, "patient": true,
+            })
+            .to_string(),
+            cpu_slots: 1,
+            priority: 0,
+        })
+        .await
+        .map_err(|s| status_error(api.url(), &s))?
+        .into_inner();
+    wait_for_sweep(&api, sweep.id).await?;
+    follow_all(&api, &l2, t).await?;
+
+    let t = stage(
+        6,
+        "the ensembles: every method, nested validation, patient bootstrap, shake-up",
+    );
+    let source = SourceArgs {
+        experiments: vec![l1.clone(), l2.clone()],
+        dataset: dataset.clone(),
+        folds,
+        truth: Some(data.clone()),
+        config: ConfigFlags {
+            bootstrap: 300,
+            shakeup: 300,
+            public_fraction: 0.3,
+            correlation_cap: 0.97,
+            seed: args.seed,
+        },
     };
-    Ok(Report {
-        experiment,
-        submit,
-        outcome,
+    let submit = crate::ensemble::SubmitArgs {
+        source: source.clone(),
+        into: Some(ens.clone()),
+        cpu: args.slots,
+    };
+    crate::ensemble::submit_job(&api, &submit).await?;
+    follow_all(&api, &ens, t).await?;
+
+    stage(7, "the submission, the out-of-fold table and the report");
+    let computed = crate::ensemble::compute(&api, &source).await?;
+    let (submission, _) = crate::ensemble::write_exports(&computed, None, out)?;
+    let report = out.join("report.html");
+    crate::report::write_report(&api, &source, &computed, &report).await?;
+    Ok(Summary {
+        rows: computed.matrix.train_rows(),
+        test_rows: computed.matrix.test_rows(),
+        computed,
+        report,
+        submission,
     })
 }
 
-/// Waits until every worker has registered, so the measured rate is the scheduler's, not
-/// the workers' start-up.
-async fn wait_for_workers(api: &Api, workers: &mut Workers, n: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WORKERS_READY_TIMEOUT;
-    loop {
-        if let Some(dead) = workers.exited() {
-            return Err(dead);
-        }
-        let alive = api
-            .list_workers(ListWorkersRequest {
-                include_dead: false,
-            })
-            .await?;
-        if alive.workers.len() >= n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "only {} of {n} workers registered within {}s; see their logs in {}",
-                alive.workers.len(),
-                WORKERS_READY_TIMEOUT.as_secs(),
-                workers.log_dir().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `--worker-bin`, or `stackhive-worker` beside this executable (both land in
-/// `target/<profile>/` when built by cargo).
-fn worker_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        anyhow::ensure!(
-            path.is_file(),
-            "the worker binary {} does not exist",
-            path.display()
-        );
-        return Ok(path.to_path_buf());
-    }
-    let exe = std::env::current_exe().context("cannot locate the stackhive executable")?;
-    let dir = exe
-        .parent()
-        .context("the stackhive executable has no directory")?;
-    let path = dir.join("stackhive-worker");
-    anyhow::ensure!(
-        path.is_file(),
-        "the demo needs the worker binary, and {} does not exist: build it with \
-         `cargo build --release -p stackhive-worker` (or pass --worker-bin PATH)",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// The coordinator, served from a task of this process.
-struct Embedded {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<stackhive_coordinator::Result<()>>,
-}
-
-impl Embedded {
-    async fn start(db: &str, jobs: u32) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("cannot open a local port for the coordinator")?;
-        let addr = listener.local_addr()?;
-        let mut config = CoordinatorConfig::with_db(db);
-        config.listen = addr;
-        // The demo's batch is one atomic request (its report jobs depend across groups).
-        config.max_batch_jobs = config.max_batch_jobs.max(jobs);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(stackhive_coordinator::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Embedded {
-            url: format!("http://{addr}"),
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    /// Stops it and reports how it ended; an error here is why earlier calls failed.
-    async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match tokio::time::timeout(COORDINATOR_STOP_TIMEOUT, &mut self.task).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(anyhow::anyhow!("the embedded coordinator failed: {e}")),
-            Ok(Err(e)) => Err(anyhow::anyhow!("the embedded coordinator panicked: {e}")),
-            Err(_) => {
-                self.task.abort();
-                anyhow::bail!(
-                    "the embedded coordinator did not stop within {}s",
-                    COORDINATOR_STOP_TIMEOUT.as_secs()
-                )
-            }
-        }
-    }
-}
-
-/// The demo's experiment: groups of mostly noop and 1–20 ms sleep jobs with a few shell jobs
-/// at three priorities, each group closed by a report that depends on all of it, and one final
-/// summary job that depends on every report. Deterministic for a given seed.
-pub fn demo_batch(jobs: usize, experiment: &str, seed: u64) -> Vec<JobSpec> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut specs = Vec::with_capacity(jobs);
-    let mut reports = Vec::new();
-    let base = |kind: &str, name: String, payload: serde_json::Value, priority: i32| JobSpec {
-        kind: kind.into(),
-        name,
-        experiment: experiment.into(),
-        payload_json: payload.to_string(),
-        priority,
-        ..JobSpec::default()
+/// Follows `experiment` until its jobs have finished; an error unless all succeeded.
+async fn follow_all(api: &Api, experiment: &str, since: Instant) -> anyhow::Result<()> {
+    let request = pb::WatchRequest {
+        experiment: experiment.to_string(),
+        ..Default::default()
     };
-    let body = jobs.saturating_sub(1);
-    while specs.len() < body {
-        let group_start = specs.len();
-        let group_len = GROUP.min(body - group_start);
-        for i in group_start..group_start + group_len - 1 {
-            let priority = [0, 0, 5, 10][rng.random_range(0..4)];
-            let roll = rng.random_range(0..100);
-            specs.push(if roll < 3 {
-                base(
-                    "shell",
-                    format!("shell-{i}"),
-                    json!({ "command": format!("echo demo job {i}") }),
-                    priority,
-                )
-            } else if roll < 45 {
-                let ms = rng.random_range(1..=20);
-                base("sleep", format!("sleep-{i}"), json!({ "ms": ms }), priority)
-            } else {
-                base("noop", format!("noop-{i}"), json!({}), priority)
-            });
-        }
-        let mut report = base("noop", format!("report-{}", reports.len()), json!({}), 20);
-        report.depends_on_batch =
-            (group_start as u32..(group_start + group_len - 1) as u32).collect();
-        reports.push(specs.len() as u32);
-        specs.push(report);
-    }
-    if jobs > 0 {
-        let mut summary = base(
-            "shell",
-            "summary".into(),
-            json!({ "command": "echo demo finished" }),
-            30,
+    let o = follow(api, request, Show::Bar).await?;
+    eprintln!(
+        "      {} in {}",
+        counts_line(&o.counts),
+        duration(since.elapsed().as_millis() as i64)
+    );
+    if o.counts.succeeded != total(&o.counts) {
+        bail!(
+            "{experiment}: {} of {} jobs did not succeed; see `stackhive jobs --experiment {experiment}`",
+            total(&o.counts) - o.counts.succeeded,
+            total(&o.counts)
         );
-        summary.depends_on_batch = reports;
-        specs.push(summary);
     }
-    specs
+    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_demo_batch_has_the_requested_size_and_a_sound_dependency_graph() {
-        for n in [2, 3, 101, 102, 3000] {
-            let specs = demo_batch(n, "demo-x", 1);
-            assert_eq!(specs.len(), n);
-            for (i, s) in specs.iter().enumerate() {
-                assert_eq!(s.experiment, "demo-x");
-                // Dependencies point backwards, so the graph has no cycle.
-                assert!(
-                    s.depends_on_batch.iter().all(|&d| (d as usize) < i),
-                    "job {i}"
-                );
-            }
-            let last = specs.last().unwrap();
-            assert_eq!(last.name, "summary");
-            let reports = specs
-                .iter()
-                .filter(|s| s.name.starts_with("report-"))
-                .count();
-            assert_eq!(last.depends_on_batch.len(), reports);
+/// Waits until the sweep has submitted all its models.
+async fn wait_for_sweep(api: &Api, id: i64) -> anyhow::Result<()> {
+    let mut c = SweepServiceClient::new(api.channel());
+    loop {
+        let s = c
+            .get_sweep(pb::GetSweepRequest { id })
+            .await
+            .map_err(|s| status_error(api.url(), &s))?
+            .into_inner();
+        match s.state.as_str() {
+            "done" => return Ok(()),
+            "failed" | "cancelled" => bail!("sweep {id} is {}: {}", s.state, s.error),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
-        let specs = demo_batch(3000, "demo-x", 1);
-        let count = |kind: &str| specs.iter().filter(|s| s.kind == kind).count();
-        assert!(count("noop") > 1000 && count("sleep") > 1000 && count("shell") > 10);
-        assert_eq!(specs[99].name, "report-0");
-        assert_eq!(specs[99].depends_on_batch, (0..99).collect::<Vec<u32>>());
-        let priorities: std::collections::BTreeSet<i32> =
-            specs.iter().map(|s| s.priority).collect();
-        assert!(priorities.len() >= 4);
-        assert_eq!(
-            demo_batch(3000, "demo-x", 1),
-            specs,
-            "deterministic for a seed"
-        );
     }
+}
+
+fn print_summary(json: bool, s: &Summary, wall: Duration) {
+    let o = &s.computed.outcome;
+    let best_of = |cnn: bool| {
+        o.models
+            .iter()
+            .filter(|m| (m.kind == "cnn") == cnn)
+            .map(|m| m.auc)
+            .fold(f64::NAN, f64::max)
+    };
+    let method = |m: &stackhive_ensemble::Method| o.methods.iter().find(|r| &r.method == m);
+    let median = method(&stackhive_ensemble::Method::Median);
+    let chosen = method(&o.recommendation.method);
+    let oracle = s.computed.truth.as_ref().and_then(|t| t.oracle_auc);
+    if json {
+        crate::output::print_json(&json!({
+            "train_rows": s.rows, "test_rows": s.test_rows, "models": o.models.len(),
+            "best_cnn_oof_auc": best_of(true), "best_level2_oof_auc": best_of(false),
+            "median_nested_auc": median.map(|m| m.nested_auc),
+            "median_test_auc": median.and_then(|m| m.test_auc),
+            "recommended": o.recommendation.method.name(),
+            "recommended_nested_auc": chosen.map(|m| m.nested_auc),
+            "recommended_test_auc": chosen.and_then(|m| m.test_auc),
+            "oracle_test_auc": oracle,
+            "submission": s.submission, "report": s.report, "wall_s": wall.as_secs_f64(),
+        }));
+        return;
+    }
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    outln!(
+        "\nstackhive demo: {} train and {} test images, {} models, {} wall",
+        s.rows,
+        s.test_rows,
+        o.models.len(),
+        duration(wall.as_millis() as i64)
+    );
+    outln!("  {:<28} {:>10} {:>10}", "", "CV AUC", "test AUC");
+    outln!(
+        "  {:<28} {:>10} {:>10}",
+        "best single CNN",
+        f(Some(best_of(true))),
+        ""
+    );
+    outln!(
+        "  {:<28} {:>10} {:>10}",
+        "best level-2 model",
+        f(Some(best_of(false))),
+        ""
+    );
+    outln!(
+        "  {:<28} {:>10} {:>10}",
+        "median of all models",
+        f(median.map(|m| m.nested_auc)),
+        f(median.and_then(|m| m.test_auc))
+    );
+    outln!(
+        "  {:<28} {:>10} {:>10}",
+        format!("recommended: {}", o.recommendation.method.name()),
+        f(chosen.map(|m| m.nested_auc)),
+        f(chosen.and_then(|m| m.test_auc))
+    );
+    outln!(
+        "  {:<28} {:>10} {:>10}",
+        "oracle (the ceiling)",
+        "",
+        f(oracle)
+    );
+    outln!("  {}", o.recommendation.reason);
+    outln!("  submission: {}", s.submission.display());
+    outln!("  report:     {}", s.report.display());
 }

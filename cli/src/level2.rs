@@ -40,9 +40,10 @@ pub struct BuildArgs {
     /// Registered dataset (name or hash).
     #[arg(long)]
     pub dataset: String,
-    /// The level-1 models: the succeeded jobs with predictions of this experiment...
+    /// The models: the succeeded jobs with predictions of this experiment (repeat the flag to
+    /// join several, e.g. level 1 and level 2)...
     #[arg(long, conflicts_with = "jobs")]
-    pub experiment: Option<String>,
+    pub experiment: Vec<String>,
     /// ...or these jobs (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub jobs: Vec<i64>,
@@ -54,6 +55,9 @@ pub struct BuildArgs {
     /// Add each model's patient mean and max, and the image's rank and z-score in its patient.
     #[arg(long)]
     pub patient: bool,
+    /// Restacking: also add the columns the chosen stack models trained on (a level-3 set).
+    #[arg(long)]
+    pub restack: bool,
     /// Keep a random subset of this many models.
     #[arg(long, default_value_t = 0)]
     pub sample: u32,
@@ -157,6 +161,9 @@ pub struct SweepCreate {
     pub tabular: bool,
     #[arg(long)]
     pub patient: bool,
+    /// With --level1 naming a level-2 experiment: also the columns its models trained on.
+    #[arg(long)]
+    pub restack: bool,
     /// CPU slots (and threads) per job.
     #[arg(long, default_value_t = 1)]
     pub cpu_slots: u32,
@@ -238,12 +245,15 @@ pub async fn features(url: &str, json: bool, args: &FeaturesArgs) -> anyhow::Res
                 scheme: b.folds.scheme.clone(),
                 k: b.folds.k,
                 seed: b.folds.fold_seed,
-                experiment: b.experiment.clone().unwrap_or_default(),
+                experiment: b.experiment.first().cloned().unwrap_or_default(),
+                more_experiments: b.experiment.iter().skip(1).cloned().collect(),
                 job_ids: b.jobs.clone(),
                 sample: b.sample,
                 sample_seed: b.sample_seed,
                 tabular: b.tabular,
                 patient: b.patient,
+                restack: b.restack,
+                skip_incomplete: false,
             };
             let s = c
                 .build_feature_set(pb::BuildFeatureSetRequest {
@@ -408,7 +418,7 @@ pub async fn add_table(url: &str, json: bool, a: &TableArgs) -> anyhow::Result<(
 }
 
 fn sweep_json(s: &pb::Sweep) -> serde_json::Value {
-    let c = s.counts.clone().unwrap_or_default();
+    let c = s.counts.unwrap_or_default();
     json!({
         "id": s.id, "experiment": s.experiment, "state": s.state, "n": s.n, "submitted": s.submitted,
         "models": s.models, "features": s.features, "seed": s.seed, "error": s.error,
@@ -421,7 +431,7 @@ fn print_sweep(json: bool, s: &pb::Sweep) {
         print_json(&sweep_json(s));
         return;
     }
-    let c = s.counts.clone().unwrap_or_default();
+    let c = s.counts.unwrap_or_default();
     outln!(
         "sweep {} ({}) in {}: {} of {} submitted",
         s.id,
@@ -477,7 +487,7 @@ pub async fn sweep(url: &str, json: bool, args: &SweepArgs) -> anyhow::Result<()
             let definition = a.level1.as_ref().map(|l1| {
                 json!({
                     "dataset": a.dataset, "scheme": a.folds.scheme, "k": a.folds.k, "seed": a.folds.fold_seed,
-                    "experiment": l1, "tabular": a.tabular, "patient": a.patient,
+                    "experiment": l1, "tabular": a.tabular, "patient": a.patient, "restack": a.restack,
                 })
                 .to_string()
             });

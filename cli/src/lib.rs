@@ -24,11 +24,14 @@ pub mod client;
 pub mod control;
 pub mod dataset;
 pub mod demo;
+pub mod ensemble;
 pub mod jobfile;
 pub mod level2;
+pub mod local;
 pub mod output;
 pub mod procs;
 pub mod query;
+pub mod report;
 pub mod serve;
 pub mod spec;
 pub mod submit;
@@ -56,7 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry(a) => control::retry(url, json, a).await?,
         Command::Workers(a) => query::workers(url, json, a).await?,
         Command::Demo(a) => return demo::run(json, a).await,
-        Command::Bench(a) => bench::run(json, a).await?,
+        Command::Bench(a) => return bench::run(json, a).await,
         Command::Dataset(a) => dataset::run(url, json, a).await?,
         Command::Folds(a) => dataset::run_folds(url, json, a).await?,
         Command::Artifact(a) => artifact::run(url, json, a).await?,
@@ -67,6 +70,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sweep(a) => level2::sweep(url, json, a).await?,
         Command::Leaderboard(a) => level2::leaderboard(url, json, a).await?,
         Command::Models => level2::models(json),
+        Command::Ensemble(a) => ensemble::run(url, json, a).await?,
+        Command::Export(a) => ensemble::export(url, json, a).await?,
+        Command::Report(a) => report::run(url, json, a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@
 //! Must not: build a matrix from a model whose predictions miss or repeat a row (it is refused
 //! with the jobs named), or from folds other than the ones the definition names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rand::seq::SliceRandom;
@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::Store;
 
+/// Models whose predictions are read together (a few statements each).
+const MODELS_PER_READ: usize = 64;
+
 /// What a stored set's `info` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Info {
@@ -34,6 +37,9 @@ pub struct Info {
     pub columns: Vec<String>,
     /// Each model as the job ids it was made of.
     pub models: Vec<String>,
+    /// Each model's kind: `cnn`, the model type of a `stack` job, or the job's kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
 }
 
 /// The definition after resolution: what the set's id is the hash of.
@@ -46,6 +52,10 @@ struct Resolved<'a> {
     models: &'a [Vec<JobId>],
     tabular: bool,
     patient: bool,
+    /// Feature sets whose columns are appended (absent when not restacking, so that the ids of
+    /// sets built before restacking existed stay the same).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    restack: Vec<String>,
 }
 
 /// Builds (or finds) the set of `def`, named `name` when given.
@@ -76,6 +86,9 @@ pub async fn build(
         }
     };
     let mut models = group(candidates(store, def).await?)?;
+    if def.skip_incomplete {
+        models.retain(|m| complete(m, k));
+    }
     if models.is_empty() && !def.tabular {
         return Err(Error::FailedPrecondition(
             "the definition names no finished model with predictions, and no tabular columns"
@@ -88,6 +101,11 @@ pub async fn build(
         models.truncate(def.sample as usize);
         models.sort_by_key(|m| m[0].id);
     }
+    let restack = if def.restack {
+        crate::restack::bases(store, &models).await?
+    } else {
+        Vec::new()
+    };
     let ids: Vec<Vec<JobId>> = models
         .iter()
         .map(|m| m.iter().map(|j| j.id).collect())
@@ -100,6 +118,7 @@ pub async fn build(
         models: &ids,
         tabular: def.tabular,
         patient: def.patient,
+        restack: restack.clone(),
     };
     let definition = serde_json::to_string(&resolved).expect("a definition serialises");
     let id = blake3::hash(definition.as_bytes()).to_hex().to_string();
@@ -117,9 +136,24 @@ pub async fn build(
             dataset.hash
         )));
     }
+    let mut bases = Vec::with_capacity(restack.len());
+    for id in &restack {
+        bases.push((
+            crate::restack::prefix(id),
+            crate::restack::matrix(store, id).await?,
+        ));
+    }
     let mut level1 = Vec::with_capacity(models.len());
-    for jobs in &models {
-        level1.push(predictions_of(store, jobs).await?);
+    for batch in models.chunks(MODELS_PER_READ) {
+        let ids: Vec<JobId> = batch.iter().flatten().map(|j| j.id).collect();
+        let mut found: HashMap<JobId, Predictions> = store
+            .get_predictions_many(&ids)
+            .await?
+            .into_iter()
+            .collect();
+        for jobs in batch {
+            level1.push(predictions_of(&mut found, jobs)?);
+        }
     }
     let stored = stackhive_data::folds::Folds::from_bytes(&folds.assignment).map_err(|e| {
         Error::Config(format!(
@@ -152,7 +186,11 @@ pub async fn build(
             }
             m.oof.resize(ds.train.len(), f32::NAN);
         }
-        stackhive_data::features::isic(&ds, &fold, fold_k, &level1, extras)
+        let mut built = stackhive_data::features::isic(&ds, &fold, fold_k, &level1, extras)?;
+        for (prefix, base) in &bases {
+            built = stackhive_data::restack::restack(built, base, prefix)?;
+        }
+        Ok(built)
     })
     .await
     .map_err(|e| Error::Config(format!("feature build task failed: {e}")))?
@@ -171,6 +209,7 @@ pub async fn build(
                     .join("+")
             })
             .collect(),
+        kinds: models.iter().map(|m| kind_of(&m[0])).collect(),
     };
     let bytes = built.to_bytes().map_err(|e| Error::Config(e.to_string()))?;
     let rec = FeatureSetRecord {
@@ -201,21 +240,53 @@ async fn candidates(store: &Arc<dyn Store>, def: &pb::FeatureDefinition) -> Resu
             }
             jobs.push(j);
         }
-    } else if !def.experiment.is_empty() {
-        let mut filter = JobFilter {
-            experiment: Some(def.experiment.clone()),
-            states: vec![JobState::Succeeded],
-            limit: 1000,
-            ..Default::default()
-        };
-        loop {
-            let page = store.list_jobs(&filter).await?;
-            let Some(last) = page.last() else { break };
-            filter.after_id = Some(last.id);
-            jobs.extend(page.into_iter().filter(|j| j.prediction_rows_oof > 0));
+    } else {
+        let experiments = std::iter::once(&def.experiment)
+            .chain(&def.more_experiments)
+            .filter(|e| !e.is_empty());
+        for experiment in experiments {
+            let mut filter = JobFilter {
+                experiment: Some(experiment.clone()),
+                states: vec![JobState::Succeeded],
+                limit: 1000,
+                ..Default::default()
+            };
+            loop {
+                let page = store.list_jobs(&filter).await?;
+                let Some(last) = page.last() else { break };
+                filter.after_id = Some(last.id);
+                jobs.extend(page.into_iter().filter(|j| j.prediction_rows_oof > 0));
+            }
         }
     }
     Ok(jobs)
+}
+
+/// True unless `model` is a cnn configuration whose jobs do not hold every fold `0..k`.
+fn complete(model: &[Job], k: u32) -> bool {
+    if model[0].spec.kind != "cnn" {
+        return true;
+    }
+    let folds: std::collections::BTreeSet<u64> = model
+        .iter()
+        .filter_map(|j| {
+            let p: serde_json::Value = serde_json::from_str(&j.spec.payload).ok()?;
+            p["fold"].as_u64()
+        })
+        .collect();
+    folds.len() == k as usize && folds.iter().all(|&f| f < u64::from(k))
+}
+
+/// What a model is, for the report's charts by type.
+fn kind_of(job: &Job) -> String {
+    if job.spec.kind == "stack" {
+        let payload: serde_json::Value =
+            serde_json::from_str(&job.spec.payload).unwrap_or_default();
+        if let Some(m) = payload["model"].as_str() {
+            return m.to_string();
+        }
+    }
+    job.spec.kind.clone()
 }
 
 /// Groups jobs into models: a `cnn` configuration's fold jobs together, any other job alone.
@@ -245,7 +316,7 @@ fn group(jobs: Vec<Job>) -> Result<Vec<Vec<Job>>> {
 
 /// One model's predictions aligned to the dataset: the fold jobs' out-of-fold values at their
 /// rows, and the mean of their test values.
-async fn predictions_of(store: &Arc<dyn Store>, jobs: &[Job]) -> Result<Level1> {
+fn predictions_of(found: &mut HashMap<JobId, Predictions>, jobs: &[Job]) -> Result<Level1> {
     let first = &jobs[0];
     let label = if jobs.len() == 1 {
         if first.spec.name.is_empty() {
@@ -266,7 +337,7 @@ async fn predictions_of(store: &Arc<dyn Store>, jobs: &[Job]) -> Result<Level1> 
     let mut owner: Vec<JobId> = Vec::new();
     let mut test: Vec<f64> = Vec::new();
     for j in jobs {
-        let p = store.get_predictions(j.id).await?.ok_or_else(|| {
+        let p = found.remove(&j.id).ok_or_else(|| {
             Error::FailedPrecondition(format!("job {} has no stored predictions", j.id))
         })?;
         if test.is_empty() {
@@ -317,6 +388,7 @@ pub fn info(rec: &FeatureSetRecord) -> pb::FeatureSetInfo {
         test_rows: i.as_ref().map_or(0, |i| i.test_rows),
         k: i.as_ref().map_or(0, |i| i.k),
         columns: i.as_ref().map_or_else(Vec::new, |i| i.columns.clone()),
+        model_kinds: i.as_ref().map_or_else(Vec::new, |i| i.kinds.clone()),
         models: i.map_or_else(Vec::new, |i| i.models),
         size: rec.size,
         blake3: rec.blake3.clone(),

@@ -15,6 +15,7 @@ pub const KNOWN_KINDS: &[&str] = &[
     "cnn",
     "lr-find",
     "stack",
+    "ensemble",
 ];
 
 const MAX_SLEEP_MS: u64 = 7 * 24 * 3_600_000;
@@ -71,6 +72,9 @@ pub fn validate_payload(kind: &str, p: &Map<String, Value>) -> Result<(), String
         // behind the jobs whose predictions it needs.
         "stack" => stackhive_spec::StackSpec::from_json(&Value::Object(p.clone()))
             .and_then(|s| s.validate())
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "ensemble" => stackhive_ensemble::EnsembleSpec::from_json(&Value::Object(p.clone()))
             .map(|_| ())
             .map_err(|e| e.to_string()),
         other => Err(format!(

@@ -15,6 +15,7 @@ pub mod kinds;
 pub mod metrics;
 pub mod model;
 pub mod reaper;
+pub mod restack;
 pub mod server;
 pub mod store;
 pub mod sweeps;

@@ -167,6 +167,8 @@ fn definition(json: &str) -> Result<pb::FeatureDefinition> {
         tabular: bool,
         #[serde(default)]
         patient: bool,
+        #[serde(default)]
+        restack: bool,
     }
     let d: Def = serde_json::from_str(json)
         .map_err(|e| Error::invalid(format!("feature definition is not valid: {e}")))?;
@@ -183,6 +185,7 @@ fn definition(json: &str) -> Result<pb::FeatureDefinition> {
         experiment: d.experiment,
         tabular: d.tabular,
         patient: d.patient,
+        restack: d.restack,
         ..Default::default()
     })
 }

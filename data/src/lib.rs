@@ -12,5 +12,6 @@ pub mod folds;
 pub mod hash;
 pub mod isic;
 pub mod matrix;
+pub mod restack;
 pub mod synth;
 pub mod validate;

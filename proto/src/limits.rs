@@ -40,6 +40,9 @@ pub const MAX_PREDICTION_VALUES_PER_REQUEST: usize = 20_000_000;
 /// When non-zero, the row counts a job's completion must carry.
 pub const MAX_EXPECTED_ROWS: u32 = 100_000_000;
 
+/// Job ids one StreamPredictions request may list.
+pub const MAX_PREDICTION_IDS: usize = 100_000;
+
 /// Job kinds a worker may advertise.
 pub const MAX_WORKER_KINDS: usize = 64;
 /// Job ids one Watch may follow, and Watch streams one coordinator serves at once.

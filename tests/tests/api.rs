@@ -62,7 +62,7 @@ async fn bad_input_is_refused_and_stores_nothing(db: TestDb) {
     )
     .await;
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(e.message(), "job 1: unknown job kind \"train-magic\", expected one of noop, sleep, shell, dataset-prefetch, cnn, lr-find, stack");
+    assert_eq!(e.message(), "job 1: unknown job kind \"train-magic\", expected one of noop, sleep, shell, dataset-prefetch, cnn, lr-find, stack, ensemble");
 
     let mut s = spec("sleep", json!({ "ms": 5 }));
     s.resources = Some(pb::Resources {

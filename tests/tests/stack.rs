@@ -5,10 +5,8 @@
 //! like level-1 predictions. Bad imports, definitions and payloads are refused, naming the
 //! problem.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use stackhive_data::isic::Dataset;
 use stackhive_data::synth::{generate, SynthConfig};
 use stackhive_proto::v1 as pb;
@@ -16,54 +14,9 @@ use stackhive_proto::v1::feature_service_client::FeatureServiceClient;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_tests::cluster::{bin, job, spec, state, submit, wait_for, Coordinator, Worker};
 use stackhive_tests::db::TestDb;
+use stackhive_tests::level2::{latent, noisy_model};
 use tonic::transport::Channel;
 use tonic::Code;
-
-/// Predictions of a model that sees the latent logit through noise of `sd`, for every
-/// validating train row (out of fold) and every test row.
-fn noisy_model(
-    ds: &Dataset,
-    latent: &HashMap<String, f64>,
-    sd: f64,
-    seed: u64,
-    experiment: &str,
-    name: &str,
-) -> pb::ImportPredictionsRequest {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut noisy = |image: &str| {
-        let p = latent[image].clamp(1e-6, 1.0 - 1e-6);
-        let z = (p / (1.0 - p)).ln() + sd * (rng.random::<f64>() * 2.0 - 1.0) * 1.7;
-        (1.0 / (1.0 + (-z).exp())) as f32
-    };
-    let oof_names: Vec<String> = ds
-        .train
-        .iter()
-        .filter(|r| !r.is_external())
-        .map(|r| r.image_name.clone())
-        .collect();
-    let oof = oof_names.iter().map(|n| noisy(n)).collect();
-    let test_names: Vec<String> = ds.test.iter().map(|r| r.image_name.clone()).collect();
-    let test = test_names.iter().map(|n| noisy(n)).collect();
-    pb::ImportPredictionsRequest {
-        experiment: experiment.into(),
-        name: name.into(),
-        dataset: "isic-l2".into(),
-        oof_names,
-        oof,
-        test_names,
-        test,
-    }
-}
-
-fn latent(dir: &std::path::Path) -> HashMap<String, f64> {
-    let mut r = csv::Reader::from_path(dir.join("latent.csv")).unwrap();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            (rec[0].to_string(), rec[2].parse().unwrap())
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_models_stack_through_a_worker() {
@@ -118,8 +71,7 @@ async fn imported_models_stack_through_a_worker() {
                 &truth,
                 sd,
                 i as u64,
-                "level1",
-                &format!("notebook-{i}"),
+                ("isic-l2", "level1", &format!("notebook-{i}")),
             ))
             .await
             .unwrap()
@@ -127,12 +79,12 @@ async fn imported_models_stack_through_a_worker() {
         assert_eq!(r.test_rows as usize, ds.test.len());
     }
     // Bad imports store nothing: a NaN, a row missing, a name the dataset does not have.
-    let mut nan = noisy_model(&ds, &truth, 1.0, 9, "level1", "bad");
+    let mut nan = noisy_model(&ds, &truth, 1.0, 9, ("isic-l2", "level1", "bad"));
     nan.oof[3] = f32::NAN;
-    let mut short = noisy_model(&ds, &truth, 1.0, 9, "level1", "bad");
+    let mut short = noisy_model(&ds, &truth, 1.0, 9, ("isic-l2", "level1", "bad"));
     short.oof.pop();
     short.oof_names.pop();
-    let mut stranger = noisy_model(&ds, &truth, 1.0, 9, "level1", "bad");
+    let mut stranger = noisy_model(&ds, &truth, 1.0, 9, ("isic-l2", "level1", "bad"));
     stranger.test_names[0] = "ISIC_NOPE".into();
     for (bad, want) in [
         (nan, "expected a finite number"),
@@ -144,15 +96,7 @@ async fn imported_models_stack_through_a_worker() {
         assert!(e.message().contains(want), "{}", e.message());
     }
 
-    let definition = pb::FeatureDefinition {
-        dataset: "isic-l2".into(),
-        k: 5,
-        seed: 42,
-        experiment: "level1".into(),
-        tabular: true,
-        patient: true,
-        ..Default::default()
-    };
+    let definition = definition_level1();
     let set = features
         .build_feature_set(pb::BuildFeatureSetRequest {
             definition: Some(definition.clone()),
@@ -297,8 +241,135 @@ async fn imported_models_stack_through_a_worker() {
             .collect();
         assert_eq!(rows, want);
     }
+    // Streamed predictions: the experiment's models in id order, as GetJob returns them; a
+    // listed job without predictions ends the stream with its id.
+    let mut stream = jobs
+        .stream_predictions(pb::StreamPredictionsRequest {
+            experiment: "level2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        streamed.push(m);
+    }
+    assert_eq!(
+        streamed.iter().map(|m| m.job_id).collect::<Vec<_>>(),
+        finished[..models.len()]
+            .iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>()
+    );
+    for m in &streamed {
+        let one = jobs
+            .get_job(pb::GetJobRequest {
+                id: m.job_id,
+                include_predictions: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(one.predictions, m.predictions);
+    }
+    let mut listed = jobs
+        .stream_predictions(pb::StreamPredictionsRequest {
+            job_ids: finished.iter().map(|j| j.id).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = listed.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let last = finished.last().unwrap().id;
+    assert!(
+        e.message()
+            .contains(&format!("job {last} has no stored predictions")),
+        "{}",
+        e.message()
+    );
+
     let failed = finished.last().unwrap();
     assert_eq!(state(failed), pb::JobState::Failed);
     assert!(failed.error.contains("no-such-set"), "{}", failed.error);
     assert_eq!(failed.attempt, 1, "a missing feature set is not retried");
+
+    // Restacking: a level-3 set of the level-2 models carries the level-2 inputs too, and a
+    // model trains on it; restacking level-1 models (no stack job among them) is refused.
+    let level3 = features
+        .build_feature_set(pb::BuildFeatureSetRequest {
+            definition: Some(pb::FeatureDefinition {
+                dataset: "isic-l2".into(),
+                k: 5,
+                seed: 42,
+                experiment: "level2".into(),
+                restack: true,
+                ..Default::default()
+            }),
+            name: "l3-set".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(level3.models.len(), models.len());
+    let inputs: Vec<&String> = level3
+        .columns
+        .iter()
+        .filter(|c| c.starts_with("in-"))
+        .collect();
+    assert_eq!(
+        (inputs.len(), level3.columns.len()),
+        (set.columns.len(), set.columns.len() + models.len()),
+        "{:?}",
+        level3.columns
+    );
+    let e = features
+        .build_feature_set(pb::BuildFeatureSetRequest {
+            definition: Some(pb::FeatureDefinition {
+                restack: true,
+                ..definition_level1()
+            }),
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message()
+            .contains("none of the chosen models is a stack job"),
+        "{}",
+        e.message()
+    );
+    let mut l3 = spec(
+        "stack",
+        serde_json::json!({"features": "l3-set", "model": "logreg", "seed": 1}),
+    );
+    l3.experiment = "level3".into();
+    let id = submit(&mut c, vec![l3]).await[0];
+    let done = wait_for("the level-3 job", Duration::from_secs(120), || {
+        let mut c = c.clone();
+        async move {
+            let j = job(&mut c, id).await;
+            pb::JobState::try_from(j.state)
+                .unwrap()
+                .is_finished()
+                .then_some(j)
+        }
+    })
+    .await;
+    assert_eq!(state(&done), pb::JobState::Succeeded, "{}", done.error);
+}
+
+fn definition_level1() -> pb::FeatureDefinition {
+    pb::FeatureDefinition {
+        dataset: "isic-l2".into(),
+        k: 5,
+        seed: 42,
+        experiment: "level1".into(),
+        tabular: true,
+        patient: true,
+        ..Default::default()
+    }
 }

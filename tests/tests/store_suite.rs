@@ -607,6 +607,32 @@ pub async fn predictions_are_checked_and_stored(s: Arc<dyn Store>) {
     assert_eq!((j.prediction_rows_oof, j.prediction_rows_test), (4, 2));
 }
 
+/// More jobs than one statement reads (`store::predictions::CHUNK` is 256), asked for out of
+/// order, with repeats and with jobs that have no predictions: each stored set once, in id order.
+pub async fn predictions_are_read_in_bulk(s: Arc<dyn Store>) {
+    let mut stored = Vec::new();
+    for i in 0..600u32 {
+        let p = Predictions {
+            oof_rows: vec![i, i + 1],
+            oof: vec![i as f32, 0.5],
+            test: vec![0.25],
+        };
+        let id = s
+            .import_predictions("bulk", &format!("m{i}"), "{}", &p)
+            .await
+            .unwrap();
+        stored.push((id, p));
+    }
+    let without = submit(&*s, vec![noop()]).await[0];
+    let mut ask: Vec<JobId> = stored.iter().rev().map(|(id, _)| *id).collect();
+    ask.push(without);
+    ask.push(stored[7].0);
+    ask.push(987_654_321);
+    let got = s.get_predictions_many(&ask).await.unwrap();
+    assert_eq!(got, stored);
+    assert!(s.get_predictions_many(&[]).await.unwrap().is_empty());
+}
+
 pub async fn handback_keeps_counters(s: Arc<dyn Store>) {
     let id = submit(&*s, vec![noop()]).await[0];
     s.lease(&q(cpu(1), 1)).await.unwrap();
@@ -1181,6 +1207,7 @@ macro_rules! suite {
             case!(cancellation);
             case!(idempotent_submit);
             case!(predictions_are_checked_and_stored);
+            case!(predictions_are_read_in_bulk);
             case!(handback_keeps_counters);
             case!(listing_paging_and_workers);
             case!(retention_purges_only_old_finished);

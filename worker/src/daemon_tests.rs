@@ -79,7 +79,10 @@ impl WorkerService for Fake {
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = req.into_inner();
-        assert_eq!(req.kinds, ["dataset-prefetch", "noop", "shell", "sleep"]);
+        assert_eq!(
+            req.kinds,
+            ["dataset-prefetch", "ensemble", "noop", "shell", "sleep"]
+        );
         let mut s = self.state();
         s.registrations += 1;
         let worker_id = format!("w{}", s.registrations);

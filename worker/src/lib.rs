@@ -86,10 +86,15 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
             "no stackhive-trainer next to this program and no --trainer: not offering cnn and lr-find"
         ),
     }
+    let feature_cache = Arc::new(features::FeatureCache::new(&config.feature_cache));
+    registry.register(
+        "ensemble",
+        executor::EnsembleExecutor::new(feature_cache.clone(), channel.clone()),
+    );
     match find_sibling(config.stacker.as_ref(), "stackhive-stacker", "stacker")? {
         Some(binary) => {
             let exec = executor::StackExecutor::new(
-                Arc::new(features::FeatureCache::new(&config.feature_cache)),
+                feature_cache.clone(),
                 Arc::new(stacker::Stacker::new(binary)),
                 channel.clone(),
             );

@@ -1,12 +1,20 @@
 //! `stackhive bench …`: benchmarks that print figures (never pass/fail). `queue` pushes no-op
 //! jobs end to end through a real coordinator, real gRPC and real workers, on PostgreSQL and on
 //! SQLite, and measures claim latency over a large finished history; `artifacts` moves a
-//! checkpoint-sized artifact into the database and back.
+//! checkpoint-sized artifact into the database and back; `stack` trains level-2 models on an
+//! ISIC-sized matrix, side by side with the same models in Python.
 
 mod artifacts;
+pub mod cluster;
 mod db;
 mod history;
+mod predictions;
 mod queue;
+mod stack;
+mod stack_data;
+mod stack_python;
+
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -22,6 +30,39 @@ pub enum Bench {
     Queue(QueueArgs),
     /// MB/s of a checkpoint-sized artifact uploaded and fetched back, per store.
     Artifacts(ArtifactBenchArgs),
+    /// Writing, storing and reading back thousands of ISIC-sized prediction sets, per store.
+    Predictions(PredictionBenchArgs),
+    /// Level-2 models per hour, per type and for a random sweep, beside the same models in Python.
+    Stack(stack::StackBenchArgs),
+    /// A coordinator, worker processes and a few thousand small jobs with dependencies on this
+    /// machine (what `stackhive demo` ran before it ran the mission).
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Jobs to submit.
+    #[arg(long, env = "STACKHIVE_CLUSTER_JOBS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u32).range(2..=200_000))]
+    pub jobs: u32,
+
+    /// Worker processes to start.
+    #[arg(long, env = "STACKHIVE_CLUSTER_WORKERS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+
+    /// CPU slots of each worker (jobs it runs at once).
+    #[arg(long, env = "STACKHIVE_CLUSTER_SLOTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub slots: u32,
+
+    /// Job store of the embedded coordinator (default: SQLite in a temporary directory).
+    #[arg(long, env = "STACKHIVE_CLUSTER_DB", value_name = "URL")]
+    pub db: Option<String>,
+
+    /// The worker binary (default: `stackhive-worker` next to this executable).
+    #[arg(long, env = "STACKHIVE_WORKER_BIN", value_name = "PATH")]
+    pub worker_bin: Option<PathBuf>,
 }
 
 /// The stores a bench measures, each on a fresh database of its own.
@@ -57,6 +98,17 @@ pub struct ArtifactBenchArgs {
     /// Upload-and-fetch rounds (each replaces the previous upload).
     #[arg(long, env = "STACKHIVE_BENCH_ROUNDS", default_value_t = 3)]
     pub rounds: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PredictionBenchArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
+
+    /// Prediction sets written and read back (ISIC-sized: 33,126 out-of-fold and 10,982 test
+    /// values each).
+    #[arg(long, env = "STACKHIVE_BENCH_MODELS", default_value_t = 5_000)]
+    pub models: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +163,16 @@ pub struct QueueArgs {
         default_value = "off"
     )]
     pub security: Vec<Security>,
+
+    /// ISIC-sized prediction sets stored before measuring, each count in a run of its own on a
+    /// fresh database: `0,5000` shows whether a full predictions table slows the queue.
+    #[arg(
+        long,
+        env = "STACKHIVE_BENCH_PREDICTIONS",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub predictions: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,11 +181,15 @@ pub enum Security {
     On,
 }
 
-pub async fn run(json: bool, args: &BenchArgs) -> anyhow::Result<()> {
+pub async fn run(json: bool, args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     match &args.which {
-        Bench::Queue(a) => queue::run(json, a).await,
-        Bench::Artifacts(a) => artifacts::run(json, a).await,
+        Bench::Queue(a) => queue::run(json, a).await?,
+        Bench::Artifacts(a) => artifacts::run(json, a).await?,
+        Bench::Predictions(a) => predictions::run(json, a).await?,
+        Bench::Stack(a) => stack::run(json, a).await?,
+        Bench::Cluster(a) => return cluster::run(json, a).await,
     }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// p-th percentile (0..=100) of sorted values.

@@ -20,6 +20,7 @@ use super::{history, percentile, Backend, QueueArgs, Security};
 
 #[derive(Serialize, Debug)]
 struct Figures {
+    stored_predictions: u64,
     backend: &'static str,
     security: &'static str,
     jobs: u64,
@@ -46,13 +47,15 @@ struct Figures {
 pub async fn run(json: bool, args: &QueueArgs) -> anyhow::Result<()> {
     for &backend in &args.stores.db {
         for &security in &args.security {
-            let f = one(backend, security, args)
-                .await
-                .with_context(|| format!("{backend:?} bench ({security:?}) failed"))?;
-            if json {
-                println!("{}", serde_json::to_string(&f)?);
-            } else {
-                print_human(&f);
+            for &stored in &args.predictions {
+                let f = one(backend, security, stored, args)
+                    .await
+                    .with_context(|| format!("{backend:?} bench ({security:?}) failed"))?;
+                if json {
+                    println!("{}", serde_json::to_string(&f)?);
+                } else {
+                    print_human(&f);
+                }
             }
         }
     }
@@ -65,9 +68,22 @@ struct WorkerArgs {
     config: stackhive_worker::WorkerConfig,
 }
 
-async fn one(backend: Backend, security: Security, a: &QueueArgs) -> anyhow::Result<Figures> {
+async fn one(
+    backend: Backend,
+    security: Security,
+    stored: u64,
+    a: &QueueArgs,
+) -> anyhow::Result<Figures> {
     let db = BenchDb::create(backend, &a.stores.pg_url).await?;
-    let figures = measure(backend, security, a, &db).await;
+    if stored > 0 {
+        eprintln!("   storing {stored} ISIC-sized prediction sets first…");
+        let store = stackhive_coordinator::store::open(&db.url, Policy::default(), 4).await?;
+        super::predictions::seed(&store, stored, 4).await?;
+    }
+    let figures = measure(backend, security, a, &db).await.map(|mut f| {
+        f.stored_predictions = stored;
+        f
+    });
     db.drop_db().await?;
     figures
 }
@@ -299,6 +315,7 @@ async fn measure(
     let (idle_lat, _, _) = latencies(&db.url, "idle").await?;
     let wall_s = (last_finish - started_ms) as f64 / 1e3;
     let mut f = Figures {
+        stored_predictions: 0,
         backend: match backend {
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
@@ -409,8 +426,8 @@ async fn latencies(url: &str, experiment: &str) -> anyhow::Result<(Vec<f64>, Vec
 
 fn print_human(f: &Figures) {
     println!(
-        "{} ({}) — {} no-op jobs, {} workers, submit batches of {}",
-        f.backend, f.security, f.jobs, f.workers, f.submit_batch
+        "{} ({}) — {} no-op jobs, {} workers, submit batches of {}, {} stored prediction sets",
+        f.backend, f.security, f.jobs, f.workers, f.submit_batch, f.stored_predictions
     );
     println!(
         "  end to end        {:>10.0} jobs/s   ({:.2} s wall)",

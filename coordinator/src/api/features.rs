@@ -69,6 +69,16 @@ impl FeatureService for FeatureApi {
             ))
             .into());
         }
+        if def.more_experiments.len() > 64 {
+            return Err(Error::invalid(format!(
+                "feature definition names {} more experiments, the limit is 64",
+                def.more_experiments.len()
+            ))
+            .into());
+        }
+        for e in std::iter::once(&def.experiment).chain(&def.more_experiments) {
+            crate::validate::check_text("experiment", e).map_err(Error::invalid)?;
+        }
         let rec = features::build(&self.store, &self.files, &def, name).await?;
         Ok(Response::new(features::info(&rec)))
     }
@@ -140,6 +150,7 @@ impl FeatureService for FeatureApi {
             k: u32::from(matrix.k),
             columns: matrix.columns.iter().map(|c| c.name.clone()).collect(),
             models: vec![],
+            kinds: vec![],
         };
         let rec = FeatureSetRecord {
             id: blake3::hash(resolved.as_bytes()).to_hex().to_string(),

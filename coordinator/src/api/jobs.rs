@@ -1,4 +1,5 @@
-//! `JobService`: the client-facing API (submit, get, list, watch, cancel, retry, workers).
+//! `JobService`: the client-facing API (submit, get, list, watch, cancel, retry, workers;
+//! streamed predictions are `super::predictions`).
 //! Responses are paged by encoded size as well as by rows; watch streams are bounded in
 //! number and in the ids they follow, and end when their client goes.
 
@@ -325,6 +326,18 @@ impl JobService for JobApi {
             oof_rows,
             test_rows,
         }))
+    }
+
+    type StreamPredictionsStream = super::predictions::Stream;
+
+    async fn stream_predictions(
+        &self,
+        req: Request<pb::StreamPredictionsRequest>,
+    ) -> Result<Response<Self::StreamPredictionsStream>, Status> {
+        Ok(Response::new(super::predictions::stream(
+            self.store.clone(),
+            req.into_inner(),
+        )?))
     }
 
     async fn list_workers(

@@ -6,6 +6,7 @@ mod convert;
 pub mod datasets;
 pub mod features;
 pub mod jobs;
+mod predictions;
 pub mod sweeps;
 pub mod tokens;
 pub mod workers;

@@ -17,6 +17,7 @@ mod codec;
 pub mod features;
 mod imports;
 pub mod postgres;
+mod predictions;
 pub mod sqlite;
 mod sweeps;
 mod tokens;
@@ -52,6 +53,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// `None` when the job exists but has no stored predictions; `NotFound` when it does not exist.
     async fn get_predictions(&self, id: JobId) -> Result<Option<Predictions>>;
+
+    /// The stored predictions of those of `ids` that have some, in ascending id order, read in
+    /// a few statements (an ensemble reads thousands).
+    async fn get_predictions_many(&self, ids: &[JobId]) -> Result<Vec<(JobId, Predictions)>>;
 
     /// Jobs matching the filter in ascending id order.
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;

@@ -6,7 +6,6 @@
 //! plus α/2·‖w‖², which is scikit-learn's objective with α = 1/C.
 
 use linfa::traits::Fit as _;
-use linfa::Dataset;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 use stackhive_spec::stack::Params;
@@ -15,6 +14,8 @@ use super::{Fit, FoldPrediction};
 use crate::error::StackError;
 
 const MAX_ITERATIONS: u64 = 200;
+/// On the gradient of the mean log-loss, as scikit-learn's default `tol`.
+const GRADIENT_TOLERANCE: f64 = 1e-4;
 
 struct Fitted {
     /// Oriented so that `sigmoid(x·w + b)` is P(target = 1).
@@ -33,22 +34,27 @@ impl Fitted {
     }
 }
 
+type Data<'a> = linfa::DatasetBase<ndarray::ArrayView2<'a, f64>, Array1<bool>>;
+
+fn dataset<'a>(x: ndarray::ArrayView2<'a, f64>, y: &[f32]) -> Data<'a> {
+    linfa::DatasetBase::new(x, y.iter().map(|&v| v > 0.5).collect())
+}
+
 /// Fits at strength `c`, starting from `warm` when given.
-fn fit_one(
-    x: &Array2<f64>,
-    y: &[f32],
-    c: f64,
-    warm: Option<&Fitted>,
-) -> Result<Fitted, StackError> {
-    let targets: Array1<bool> = y.iter().map(|&v| v > 0.5).collect();
+fn fit_one(data: &Data<'_>, c: f64, warm: Option<&Fitted>) -> Result<Fitted, StackError> {
+    // linfa's loss is a sum over rows, scikit-learn's (since 1.2) a mean: the same tolerance
+    // on the mean's gradient is `n` times it on the sum's (without this every fit runs to
+    // `MAX_ITERATIONS`, some thirty times slower, to a precision nobody can see in an AUC).
+    let n = data.records().nrows().max(1) as f64;
     let mut params = LogisticRegression::default()
         .alpha(1.0 / c)
-        .max_iterations(MAX_ITERATIONS);
+        .max_iterations(MAX_ITERATIONS)
+        .gradient_tolerance(GRADIENT_TOLERANCE * n);
     if let Some(w) = warm {
         params = params.initial_params(Array1::from(w.raw.clone()));
     }
     let model = params
-        .fit(&Dataset::new(x.clone(), targets))
+        .fit(data)
         .map_err(|e| StackError::Diverged(format!("logistic regression at C = {c}: {e}")))?;
     // linfa names the more frequent class positive; we want P(target = 1).
     let sign = if model.labels().pos.class { 1.0 } else { -1.0 };
@@ -60,6 +66,31 @@ fn fit_one(
         b: sign * model.intercept(),
         raw,
     })
+}
+
+/// Mean log-loss of each strength on inner fold `g`, fitted along the path with warm starts.
+fn path_losses(
+    x: &Array2<f64>,
+    y: &[f32],
+    inner_fold: &[usize],
+    g: usize,
+    cs: &[f64],
+) -> Result<Vec<f64>, StackError> {
+    let fit_rows: Vec<usize> = (0..y.len()).filter(|&i| inner_fold[i] != g).collect();
+    let eval_rows: Vec<usize> = (0..y.len()).filter(|&i| inner_fold[i] == g).collect();
+    let xf = x.select(ndarray::Axis(0), &fit_rows);
+    let yf: Vec<f32> = fit_rows.iter().map(|&i| y[i]).collect();
+    let xe = x.select(ndarray::Axis(0), &eval_rows);
+    let ye: Vec<f32> = eval_rows.iter().map(|&i| y[i]).collect();
+    let data = dataset(xf.view(), &yf);
+    let mut warm: Option<Fitted> = None;
+    let mut out = Vec::with_capacity(cs.len());
+    for &c in cs {
+        let m = fit_one(&data, c, warm.as_ref())?;
+        out.push(log_loss(&m.prob(&xe), &ye));
+        warm = Some(m);
+    }
+    Ok(out)
 }
 
 fn matrix(values: &[f32], cols: usize) -> Array2<f64> {
@@ -101,25 +132,39 @@ pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
         inner_fold[i] = *c % inner;
         *c += 1;
     }
+    // The inner folds' paths are independent: they share the job's threads.
     let mut loss = vec![0f64; cs.len()];
-    for g in 0..inner {
-        let fit_rows: Vec<usize> = (0..y.len()).filter(|&i| inner_fold[i] != g).collect();
-        let eval_rows: Vec<usize> = (0..y.len()).filter(|&i| inner_fold[i] == g).collect();
-        let xf = x.select(ndarray::Axis(0), &fit_rows);
-        let yf: Vec<f32> = fit_rows.iter().map(|&i| y[i]).collect();
-        let xe = x.select(ndarray::Axis(0), &eval_rows);
-        let ye: Vec<f32> = eval_rows.iter().map(|&i| y[i]).collect();
-        let mut warm: Option<Fitted> = None;
-        for (ci, &c) in cs.iter().enumerate() {
-            let m = fit_one(&xf, &yf, c, warm.as_ref())?;
-            loss[ci] += log_loss(&m.prob(&xe), &ye) / inner as f64;
-            warm = Some(m);
+    let groups: Vec<usize> = (0..inner).collect();
+    for batch in groups.chunks(f.threads.max(1)) {
+        let paths: Vec<Result<Vec<f64>, StackError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|&g| {
+                    let (x, y, inner_fold, cs) = (&x, &y, &inner_fold, &cs);
+                    s.spawn(move || path_losses(x, y, inner_fold, g, cs))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StackError::Library(
+                            "a logistic regression thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        for path in paths {
+            for (l, v) in loss.iter_mut().zip(path?) {
+                *l += v / inner as f64;
+            }
         }
     }
     let best = (0..cs.len())
         .min_by(|&a, &b| loss[a].total_cmp(&loss[b]))
         .expect("at least one strength");
-    let model = fit_one(&x, &y, cs[best], None)?;
+    let model = fit_one(&dataset(x.view(), &y), cs[best], None)?;
     Ok(FoldPrediction {
         valid: model.prob(&matrix(&d.valid, d.cols)),
         test: model.prob(&matrix(&d.test, d.cols)),

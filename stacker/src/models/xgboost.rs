@@ -16,7 +16,8 @@ pub fn fit(model: ModelType, p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, 
     let rows = &f.prep.folds[f.fold as usize];
     let mut train =
         DMatrix::from_dense(&f.prep.gather(&rows.train), rows.train.len()).map_err(lib)?;
-    train.set_labels(&f.prep.labels(&rows.train)).map_err(lib)?;
+    let labels = f.prep.labels(&rows.train);
+    train.set_labels(&labels).map_err(lib)?;
     let mut b =
         Booster::new_with_cached_dmats(&BoosterParameters::default(), &[&train]).map_err(lib)?;
     let mut set = |k: &str, v: String| b.set_param(k, &v).map_err(lib);
@@ -25,6 +26,10 @@ pub fn fit(model: ModelType, p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, 
     set("nthread", f.threads.to_string())?;
     set("seed", (f.seed % (1 << 31)).to_string())?;
     set("verbosity", "0".into())?;
+    // The crate's defaults pin the intercept at 0.5; XGBoost's own default (and Python's) is
+    // the mean label, which matters with 2% positives (leaf weights, `min_child_weight`).
+    let mean = labels.iter().map(|&y| f64::from(y)).sum::<f64>() / labels.len().max(1) as f64;
+    set("base_score", mean.clamp(1e-6, 1.0 - 1e-6).to_string())?;
     let rounds = match model {
         ModelType::Xgboost => {
             set("eta", p.f64("eta").to_string())?;

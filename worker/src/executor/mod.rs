@@ -1,10 +1,11 @@
 //! How a job kind is run: the [`Executor`] trait, the context a job runs with, and the registry
-//! that maps kind names to executors. The built-in kinds are `noop`, `sleep` and `shell`; ML
-//! kinds are added by registering more executors. Executors never talk to the coordinator; the
+//! that maps kind names to executors. The built-in kinds are `noop`, `sleep`, `shell` and
+//! `ensemble` (plain Rust); the other ML kinds are added by registering more executors. Executors never talk to the coordinator; the
 //! daemon reports what they return.
 
 mod builtin;
 mod cnn;
+pub mod ensemble;
 mod prefetch;
 pub(crate) mod shell;
 mod stack;
@@ -18,6 +19,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use builtin::{NoopExecutor, SleepExecutor};
 pub use cnn::{CnnExecutor, TrainerSetup, CHECKPOINT_ARTIFACT};
+pub use ensemble::EnsembleExecutor;
 pub use prefetch::PrefetchExecutor;
 pub use shell::{RunAs, ShellExecutor, TAIL_BYTES};
 pub use stack::StackExecutor;

@@ -181,6 +181,10 @@ impl Store for PgStore {
         admin::get_predictions(&self.pool, id).await
     }
 
+    async fn get_predictions_many(&self, ids: &[JobId]) -> Result<Vec<(JobId, Predictions)>> {
+        super::predictions::postgres::many(&self.pool, ids).await
+    }
+
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         admin::list_jobs(&self.pool, filter).await
     }

@@ -153,6 +153,10 @@ impl Store for SqliteStore {
         admin::get_predictions(&self.read, id).await
     }
 
+    async fn get_predictions_many(&self, ids: &[JobId]) -> Result<Vec<(JobId, Predictions)>> {
+        super::predictions::sqlite::many(&self.read, ids).await
+    }
+
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         admin::list_jobs(&self.read, filter).await
     }

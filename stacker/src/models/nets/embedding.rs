@@ -145,6 +145,7 @@ pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
         batch: p.usize("batch"),
         lr: p.f64("lr"),
         weight_decay: 0.0,
+        clip_norm: None,
     };
     let mut out = train(
         &vs,

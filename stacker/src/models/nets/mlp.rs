@@ -80,6 +80,7 @@ pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
         batch: p.usize("batch"),
         lr: p.f64("lr"),
         weight_decay: p.f64("weight_decay"),
+        clip_norm: None,
     };
     let mut out = train(
         &vs,

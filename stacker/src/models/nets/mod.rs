@@ -48,13 +48,14 @@ pub struct Schedule {
     pub batch: usize,
     pub lr: f64,
     pub weight_decay: f64,
+    /// Largest gradient norm of a step (pytorch-tabnet clips at 1); `None`: no clipping.
+    pub clip_norm: Option<f64>,
 }
 
-/// A fully connected layer initialised as PyTorch's `nn.Linear` is (uniform within ±1/√fan_in),
-/// from the job's generator.
+/// A fully connected layer, initialised from the job's generator.
 pub struct Linear {
     w: Tensor,
-    b: Tensor,
+    b: Option<Tensor>,
 }
 
 impl Linear {
@@ -67,12 +68,30 @@ impl Linear {
             Tensor::from_slice(&v)
         };
         let w = p.var_copy("weight", &uniform(fan_in * fan_out).view([fan_out, fan_in]));
-        let b = p.var_copy("bias", &uniform(fan_out));
+        let b = Some(p.var_copy("bias", &uniform(fan_out)));
         Linear { w, b }
     }
 
+    /// Without a bias, weights drawn as `torch.nn.init.xavier_normal_` with `gain` draws them
+    /// (normal, sd = gain·√(2 / (fan_in + fan_out))): pytorch-tabnet's initialisation, whose
+    /// larger weights set the effective step size of Adam at its learning rates.
+    pub fn xavier(
+        p: nn::Path<'_>,
+        fan_in: i64,
+        fan_out: i64,
+        gain: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Linear {
+        let sd = gain * (2.0 / (fan_in + fan_out) as f64).sqrt();
+        let v: Vec<f32> = (0..fan_in * fan_out)
+            .map(|_| (sd * rng.sample::<f64, _>(rand_distr::StandardNormal)) as f32)
+            .collect();
+        let w = p.var_copy("weight", &Tensor::from_slice(&v).view([fan_out, fan_in]));
+        Linear { w, b: None }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, Some(&self.b))
+        x.linear(&self.w, self.b.as_ref())
     }
 }
 
@@ -152,7 +171,10 @@ pub fn train(
                     epoch + 1
                 )));
             }
-            opt.backward_step(&loss);
+            match s.clip_norm {
+                Some(max) => opt.backward_step_clip_norm(&loss, max),
+                None => opt.backward_step(&loss),
+            }
         }
     }
     let _guard = tch::no_grad_guard();

@@ -3,7 +3,10 @@
 //! with a sparse attention mask (sparsemax of an attentive transformer, scaled by a prior that
 //! `gamma` relaxes), transforming them with two shared and two step-specific GLU blocks, and
 //! adding a ReLU of its decision part to the output. Batch norms are "ghost" ones over virtual
-//! batches of 128 rows; the mask's entropy, weighted by `lambda_sparse`, joins the loss.
+//! batches of 128 rows; the mask's entropy, weighted by `lambda_sparse`, joins the loss. As in
+//! pytorch-tabnet, the linear layers have no bias and are initialised `xavier_normal_` with its
+//! gains, and gradients are clipped to norm 1: with PyTorch's default initialisation instead,
+//! the same learning rate overshot and the bench's OOF AUC fell from 0.87 to 0.73.
 
 use rand_chacha::ChaCha8Rng;
 use stackhive_spec::stack::Params;
@@ -17,29 +20,45 @@ const VIRTUAL_BATCH: i64 = 128;
 const MOMENTUM: f64 = 0.02;
 const EPS: f64 = 1e-15;
 
+/// pytorch-tabnet's gains for `xavier_normal_`: GLU layers and the others.
+fn glu_gain(input: i64, output: i64) -> f64 {
+    ((input + output) as f64 / (input as f64).sqrt()).sqrt()
+}
+
+fn plain_gain(input: i64, output: i64) -> f64 {
+    ((input + output) as f64 / (4.0 * input as f64).sqrt()).sqrt()
+}
+
 /// Batch norm over virtual batches of `VIRTUAL_BATCH` rows while training.
 struct GhostBn {
     bn: nn::BatchNorm,
+    /// Rows per virtual batch; `None`: the whole batch (the input's batch norm).
+    virtual_batch: Option<i64>,
 }
 
 impl GhostBn {
     fn new(p: nn::Path<'_>, dim: i64) -> GhostBn {
+        Self::with(p, dim, MOMENTUM, Some(VIRTUAL_BATCH))
+    }
+
+    fn with(p: nn::Path<'_>, dim: i64, momentum: f64, virtual_batch: Option<i64>) -> GhostBn {
         let config = nn::BatchNormConfig {
-            momentum: MOMENTUM,
+            momentum,
             ..Default::default()
         };
         GhostBn {
             bn: nn::batch_norm1d(p, dim, config),
+            virtual_batch,
         }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         use tch::nn::ModuleT;
         let n = x.size()[0];
-        if !train || n <= VIRTUAL_BATCH {
+        let Some(virtual_batch) = self.virtual_batch.filter(|&v| train && n > v) else {
             return self.bn.forward_t(x, train);
-        }
-        let chunks = x.split(VIRTUAL_BATCH, 0);
+        };
+        let chunks = x.split(virtual_batch, 0);
         let parts: Vec<Tensor> = chunks.iter().map(|c| self.bn.forward_t(c, train)).collect();
         Tensor::cat(&parts, 0)
     }
@@ -54,7 +73,13 @@ struct Glu {
 impl Glu {
     fn new(p: nn::Path<'_>, input: i64, output: i64, rng: &mut ChaCha8Rng) -> Glu {
         Glu {
-            fc: Linear::new(&p / "fc", input, 2 * output, rng),
+            fc: Linear::xavier(
+                &p / "fc",
+                input,
+                2 * output,
+                glu_gain(input, 2 * output),
+                rng,
+            ),
             bn: GhostBn::new(&p / "bn", 2 * output),
         }
     }
@@ -133,17 +158,18 @@ impl TabNet {
                 let sp = &p / format!("step{s}");
                 (
                     step_blocks(&sp / "transformer", rng),
-                    Linear::new(&sp / "attention", n_d, input, rng),
+                    Linear::xavier(&sp / "attention", n_d, input, plain_gain(n_d, input), rng),
                     GhostBn::new(&sp / "attention_bn", input),
                 )
             })
             .collect();
         TabNet {
-            input_bn: GhostBn::new(&p / "input_bn", input),
+            // pytorch-tabnet: a plain batch norm of the inputs, momentum 0.01.
+            input_bn: GhostBn::with(&p / "input_bn", input, 0.01, None),
             shared,
             steps,
             first,
-            out: Linear::new(&p / "out", n_d, 1, rng),
+            out: Linear::xavier(&p / "out", n_d, 1, plain_gain(n_d, 1), rng),
             n_d,
             gamma,
             lambda_sparse,
@@ -165,7 +191,7 @@ impl Net for TabNet {
             entropy += (-&mask * (&mask + EPS).log())
                 .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
                 .mean(Kind::Float);
-            prior = prior * (self.gamma - &mask);
+            prior = prior.multiply(&(self.gamma - &mask));
             let h = transform(blocks, &(&mask * &x));
             decision += h.narrow(1, 0, self.n_d).relu();
             attention = h.narrow(1, self.n_d, self.n_d);
@@ -198,6 +224,7 @@ pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
         batch: p.usize("batch"),
         lr: p.f64("lr"),
         weight_decay: 0.0,
+        clip_norm: Some(1.0),
     };
     let mut out = train(
         &vs,
