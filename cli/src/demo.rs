@@ -171,7 +171,8 @@ async fn mission(
         format!("demo-{tag}"),
         format!("demo-{tag}-level1"),
         format!("demo-{tag}-level2"),
-        format!("demo-{tag}-ensemble"),
+        // The name `ensemble submit` gives by default, where `report` finds its timeline.
+        format!("demo-{tag}-level1-ensemble"),
     );
     let folds = FoldFlags {
         scheme: "triple-stratified".into(),

@@ -55,3 +55,48 @@ pub fn noisy_model(
         test,
     }
 }
+
+/// A generated dataset registered as `name` with a coordinator on a fresh PostgreSQL database:
+/// what the level-2 and ensemble tests start from. The data lies in `dir/isic`.
+pub struct Registered {
+    pub db: crate::db::TestDb,
+    pub coord: crate::cluster::Coordinator,
+    pub data: std::path::PathBuf,
+    pub dataset: Dataset,
+    pub latent: HashMap<String, f64>,
+}
+
+pub async fn registered(
+    dir: &Path,
+    name: &str,
+    cfg: &stackhive_data::synth::SynthConfig,
+) -> Registered {
+    let data = dir.join("isic");
+    stackhive_data::synth::generate(cfg, &data).expect("generate a dataset");
+    let dataset = Dataset::load(&data).expect("load the dataset");
+    let latent = latent(&data);
+    let db = crate::db::TestDb::postgres().await;
+    let coord = crate::cluster::Coordinator::start(
+        &db.url,
+        0,
+        &["--data-dir", dir.join("coord").to_str().unwrap()],
+    )
+    .await;
+    let out = std::process::Command::new(crate::cluster::bin("stackhive"))
+        .args(["--coordinator", &coord.url, "dataset", "add", name])
+        .arg(&data)
+        .output()
+        .expect("run stackhive dataset add");
+    assert!(
+        out.status.success(),
+        "dataset add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Registered {
+        db,
+        coord,
+        data,
+        dataset,
+        latent,
+    }
+}

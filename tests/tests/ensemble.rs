@@ -8,13 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use stackhive_data::isic::Dataset;
-use stackhive_data::synth::{generate, SynthConfig};
+use stackhive_data::synth::SynthConfig;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
-use stackhive_tests::cluster::{bin, job, spec, state, wait_for, Coordinator, Worker};
-use stackhive_tests::db::TestDb;
-use stackhive_tests::level2::{latent, noisy_model};
+use stackhive_tests::cluster::{bin, job, spec, state, wait_for, Worker};
+use stackhive_tests::level2::{noisy_model, registered, Registered};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -49,33 +47,22 @@ fn with_source<'a>(args: &[&'a str], data: &'a str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensembles_are_recommended_exported_reported_and_run_as_jobs() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("isic");
-    generate(
-        &SynthConfig {
-            patients: 160,
-            test_patients: 50,
-            image_size: 16,
-            positive_rate: 0.15,
-            seed: 5,
-            ..Default::default()
-        },
-        &data,
-    )
-    .unwrap();
-    let ds = Dataset::load(&data).unwrap();
-    let truth = latent(&data);
-    let db = TestDb::postgres().await;
-    let coord = Coordinator::start(
-        &db.url,
-        0,
-        &["--data-dir", tmp.path().join("coord").to_str().unwrap()],
-    )
-    .await;
+    let cfg = SynthConfig {
+        patients: 160,
+        test_patients: 50,
+        image_size: 16,
+        positive_rate: 0.15,
+        seed: 5,
+        ..Default::default()
+    };
+    let Registered {
+        db: _db,
+        coord,
+        data,
+        dataset: ds,
+        latent: truth,
+    } = registered(tmp.path(), DATASET, &cfg).await;
     let url = coord.url.clone();
-    ok(cli(
-        &url,
-        &["dataset", "add", DATASET, data.to_str().unwrap()],
-    ));
     let channel = Channel::from_shared(url.clone())
         .unwrap()
         .connect()

@@ -7,53 +7,34 @@
 
 use std::time::Duration;
 
-use stackhive_data::isic::Dataset;
-use stackhive_data::synth::{generate, SynthConfig};
+use stackhive_data::synth::SynthConfig;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::feature_service_client::FeatureServiceClient;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
-use stackhive_tests::cluster::{bin, job, spec, state, submit, wait_for, Coordinator, Worker};
-use stackhive_tests::db::TestDb;
-use stackhive_tests::level2::{latent, noisy_model};
+use stackhive_tests::cluster::{job, spec, state, submit, wait_for, Worker};
+use stackhive_tests::level2::{noisy_model, registered, Registered};
 use tonic::transport::Channel;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_models_stack_through_a_worker() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("isic");
-    generate(
-        &SynthConfig {
-            patients: 160,
-            test_patients: 40,
-            image_size: 16,
-            positive_rate: 0.15,
-            external_2019: 30,
-            seed: 21,
-            ..Default::default()
-        },
-        &data,
-    )
-    .unwrap();
-    let ds = Dataset::load(&data).unwrap();
-    let truth = latent(&data);
-    let db = TestDb::postgres().await;
-    let coord = Coordinator::start(
-        &db.url,
-        0,
-        &["--data-dir", tmp.path().join("coord").to_str().unwrap()],
-    )
-    .await;
-    let out = std::process::Command::new(bin("stackhive"))
-        .args(["--coordinator", &coord.url, "dataset", "add", "isic-l2"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cfg = SynthConfig {
+        patients: 160,
+        test_patients: 40,
+        image_size: 16,
+        positive_rate: 0.15,
+        external_2019: 30,
+        seed: 21,
+        ..Default::default()
+    };
+    let Registered {
+        db: _db,
+        coord,
+        dataset: ds,
+        latent: truth,
+        ..
+    } = registered(tmp.path(), "isic-l2", &cfg).await;
     let channel = Channel::from_shared(coord.url.clone())
         .unwrap()
         .connect()

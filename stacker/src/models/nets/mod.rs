@@ -93,6 +93,14 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.w, self.b.as_ref())
     }
+
+    /// The same layer (the same parameters, trained together) for another place in a net.
+    pub fn share(&self) -> Linear {
+        Linear {
+            w: self.w.shallow_clone(),
+            b: self.b.as_ref().map(Tensor::shallow_clone),
+        }
+    }
 }
 
 /// Inverted dropout with a mask from the job's generator.

@@ -1,7 +1,8 @@
 //! TabNet (Arik & Pfister, "TabNet: Attentive Interpretable Tabular Learning", AAAI 2021) on
 //! tch, shaped like pytorch-tabnet's defaults: `n_steps` decision steps, each choosing features
 //! with a sparse attention mask (sparsemax of an attentive transformer, scaled by a prior that
-//! `gamma` relaxes), transforming them with two shared and two step-specific GLU blocks, and
+//! `gamma` relaxes), transforming them with two shared and two step-specific GLU blocks (the
+//! shared ones share their weights; each step keeps its own batch norms), and
 //! adding a ReLU of its decision part to the output. Batch norms are "ghost" ones over virtual
 //! batches of 128 rows; the mask's entropy, weighted by `lambda_sparse`, joins the loss. As in
 //! pytorch-tabnet, the linear layers have no bias and are initialised `xavier_normal_` with its
@@ -72,20 +73,63 @@ struct Glu {
 
 impl Glu {
     fn new(p: nn::Path<'_>, input: i64, output: i64, rng: &mut ChaCha8Rng) -> Glu {
+        let fc = Linear::xavier(
+            &p / "fc",
+            input,
+            2 * output,
+            glu_gain(input, 2 * output),
+            rng,
+        );
+        Glu::over(p, fc, output)
+    }
+
+    /// A GLU over the fully connected layer `fc` (shared with other steps), with batch norms
+    /// of its own: the steps see differently masked inputs, so their statistics differ.
+    fn over(p: nn::Path<'_>, fc: Linear, output: i64) -> Glu {
         Glu {
-            fc: Linear::xavier(
-                &p / "fc",
-                input,
-                2 * output,
-                glu_gain(input, 2 * output),
-                rng,
-            ),
+            fc,
             bn: GhostBn::new(&p / "bn", 2 * output),
         }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         self.bn.forward(&self.fc.forward(x), train).glu(1)
+    }
+}
+
+/// The fully connected layers of the two GLU blocks every step shares.
+struct SharedFc {
+    first: Linear,
+    second: Linear,
+}
+
+impl SharedFc {
+    fn new(p: nn::Path<'_>, input: i64, output: i64, rng: &mut ChaCha8Rng) -> SharedFc {
+        SharedFc {
+            first: Linear::xavier(
+                &p / "fc0",
+                input,
+                2 * output,
+                glu_gain(input, 2 * output),
+                rng,
+            ),
+            second: Linear::xavier(
+                &p / "fc1",
+                output,
+                2 * output,
+                glu_gain(output, 2 * output),
+                rng,
+            ),
+        }
+    }
+
+    /// One step's shared blocks: these weights, that step's batch norms.
+    fn blocks(&self, p: nn::Path<'_>, input: i64, output: i64) -> Blocks {
+        Blocks {
+            first: Glu::over(&p / "glu0", self.first.share(), output),
+            second: Glu::over(&p / "glu1", self.second.share(), output),
+            residual_first: input == output,
+        }
     }
 }
 
@@ -128,11 +172,23 @@ fn sparsemax(z: &Tensor) -> Tensor {
     (z - tau).clamp_min(0.0)
 }
 
+/// A feature transformer: the shared blocks (shared weights, own batch norms), then the
+/// step's own blocks.
+struct Transformer {
+    shared: Blocks,
+    own: Blocks,
+}
+
+impl Transformer {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        self.own.forward(&self.shared.forward(x, train), train)
+    }
+}
+
 struct TabNet {
     input_bn: GhostBn,
-    shared: Blocks,
-    steps: Vec<(Blocks, Linear, GhostBn)>,
-    first: Blocks,
+    steps: Vec<(Transformer, Linear, GhostBn)>,
+    first: Transformer,
     out: Linear,
     n_d: i64,
     gamma: f64,
@@ -150,14 +206,17 @@ impl TabNet {
         rng: &mut ChaCha8Rng,
     ) -> TabNet {
         let width = 2 * n_d; // n_d + n_a, with n_a = n_d
-        let shared = Blocks::new(&p / "shared", input, width, rng);
-        let step_blocks = |p: nn::Path<'_>, rng: &mut ChaCha8Rng| Blocks::new(p, width, width, rng);
-        let first = step_blocks(&p / "first", rng);
+        let shared = SharedFc::new(&p / "shared", input, width, rng);
+        let transformer = |p: nn::Path<'_>, rng: &mut ChaCha8Rng| Transformer {
+            shared: shared.blocks(&p / "shared", input, width),
+            own: Blocks::new(&p / "own", width, width, rng),
+        };
+        let first = transformer(&p / "first", rng);
         let steps = (0..n_steps)
             .map(|s| {
                 let sp = &p / format!("step{s}");
                 (
-                    step_blocks(&sp / "transformer", rng),
+                    transformer(&sp / "transformer", rng),
                     Linear::xavier(&sp / "attention", n_d, input, plain_gain(n_d, input), rng),
                     GhostBn::new(&sp / "attention_bn", input),
                 )
@@ -166,7 +225,6 @@ impl TabNet {
         TabNet {
             // pytorch-tabnet: a plain batch norm of the inputs, momentum 0.01.
             input_bn: GhostBn::with(&p / "input_bn", input, 0.01, None),
-            shared,
             steps,
             first,
             out: Linear::xavier(&p / "out", n_d, 1, plain_gain(n_d, 1), rng),
@@ -180,19 +238,17 @@ impl TabNet {
 impl Net for TabNet {
     fn forward(&self, x: &Inputs, train: bool, _rng: &mut ChaCha8Rng) -> (Tensor, Option<Tensor>) {
         let x = self.input_bn.forward(&x.dense, train);
-        let transform =
-            |blocks: &Blocks, h: &Tensor| blocks.forward(&self.shared.forward(h, train), train);
         let mut prior = Tensor::ones_like(&x);
-        let mut attention = transform(&self.first, &x).narrow(1, self.n_d, self.n_d);
+        let mut attention = self.first.forward(&x, train).narrow(1, self.n_d, self.n_d);
         let mut decision = Tensor::zeros([x.size()[0], self.n_d], (Kind::Float, x.device()));
         let mut entropy = Tensor::zeros([], (Kind::Float, x.device()));
-        for (blocks, att, att_bn) in &self.steps {
+        for (transformer, att, att_bn) in &self.steps {
             let mask = sparsemax(&(att_bn.forward(&att.forward(&attention), train) * &prior));
             entropy += (-&mask * (&mask + EPS).log())
                 .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
                 .mean(Kind::Float);
             prior = prior.multiply(&(self.gamma - &mask));
-            let h = transform(blocks, &(&mask * &x));
+            let h = transformer.forward(&(&mask * &x), train);
             decision += h.narrow(1, 0, self.n_d).relu();
             attention = h.narrow(1, self.n_d, self.n_d);
         }
