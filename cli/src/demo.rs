@@ -31,9 +31,10 @@ use crate::watch::{follow, Show};
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Folder for the data, the submission, the out-of-fold table, the report and the logs.
-    #[arg(long, env = "STACKHIVE_DEMO_OUT", default_value = "stackhive-demo")]
-    pub out: PathBuf,
+    /// Folder for the data, the submission, the out-of-fold table, the report and the logs; it
+    /// must be new or empty (default: a new `stackhive-demo/run-<time>` each run).
+    #[arg(long, env = "STACKHIVE_DEMO_OUT")]
+    pub out: Option<PathBuf>,
     /// Training patients of the generated dataset (about 6 images each).
     #[arg(long, env = "STACKHIVE_DEMO_PATIENTS", default_value_t = 600,
           value_parser = clap::value_parser!(u32).range(40..=100_000))]
@@ -113,15 +114,18 @@ struct Summary {
 
 pub async fn run(json: bool, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("stackhive-demo")
+            .join(chrono::Local::now().format("run-%Y%m%d-%H%M%S").to_string())
+    });
+    if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
         bail!(
-            "the output folder {} is not empty; expected a new or empty folder (remove it or pass --out)",
-            args.out.display()
+            "the output folder {} is not empty; expected a new or empty folder (remove it or pass another --out)",
+            out.display()
         );
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let out = args.out.canonicalize()?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let out = out.canonicalize()?;
     let (url, mut local) = match &args.cluster {
         Some(url) => (url.clone(), None),
         None => {
