@@ -48,7 +48,10 @@ impl Workers {
         let file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(&self.bin);
+        // The worker's caches and job folders default to its working directory: keep them
+        // with its log, not wherever the command was started.
         command
+            .current_dir(&self.log_dir)
             .arg("--coordinator")
             .arg(coordinator)
             .arg("--name")
