@@ -134,7 +134,7 @@ pub async fn run(json: bool, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 .db
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://{}", out.join("stackhive.db").display()));
-            let coordinator = Embedded::start(&db, 10_000).await?;
+            let coordinator = Embedded::start(&db, 10_000, &out.join("coordinator")).await?;
             let logs = out.join("logs");
             std::fs::create_dir_all(&logs)?;
             let workers = Workers::new(worker_bin, logs);

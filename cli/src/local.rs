@@ -79,13 +79,15 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub async fn start(db: &str, jobs: u32) -> anyhow::Result<Self> {
+    /// Serves `db`, keeping uploaded datasets under `data_dir`.
+    pub async fn start(db: &str, jobs: u32, data_dir: &Path) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot open a local port for the coordinator")?;
         let addr = listener.local_addr()?;
         let mut config = CoordinatorConfig::with_db(db);
         config.listen = addr;
+        config.data_dir = data_dir.to_path_buf();
         // The demo's batch is one atomic request (its report jobs depend across groups).
         config.max_batch_jobs = config.max_batch_jobs.max(jobs);
         let (stop, stopped) = oneshot::channel::<()>();

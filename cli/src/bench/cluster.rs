@@ -38,7 +38,7 @@ pub async fn run(json: bool, args: &ClusterArgs) -> anyhow::Result<ExitCode> {
         .db
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("demo.db").display()));
-    let mut coordinator = Embedded::start(&db, args.jobs).await?;
+    let mut coordinator = Embedded::start(&db, args.jobs, &dir.path().join("coordinator")).await?;
     let mut workers = Workers::new(worker_bin, dir.path().to_path_buf());
 
     let outcome = exercise(&coordinator.url, &mut workers, args, json).await;
