@@ -11,6 +11,7 @@ ensure_postgres
 ensure_libtorch
 ensure_level2
 ensure_chromium
+ensure_deploy_lint
 export RUST_LOG="${RUST_LOG:-warn}"
 log "building"
 cargo build --workspace --bins --tests --quiet

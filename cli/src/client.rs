@@ -58,20 +58,20 @@ impl Api {
     pub async fn connect(url: &str) -> Result<Self, ApiError> {
         let url = normalize_url(url);
         let options = client_options();
-        let endpoint = options
-            .endpoint(&url)
+        let endpoints = options
+            .endpoints(&url)
             .map_err(|e| ApiError::BadUrl {
                 url: url.clone(),
                 reason: error_chain(&e),
             })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .into_iter()
+            .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+            .collect();
         let credentials = options.credentials().map_err(|e| ApiError::BadUrl {
             url: url.clone(),
             reason: error_chain(&e),
         })?;
-        let channel = endpoint
-            .connect()
+        let channel = stackhive_proto::connect::connect_first(endpoints)
             .await
             .map_err(|e| ApiError::Unreachable {
                 url: url.clone(),
@@ -187,12 +187,19 @@ impl WatchStream {
 }
 
 /// `host:port` is accepted as shorthand for `http://host:port`.
+/// Each listed address with a scheme (`host:port` means `http://host:port`).
 pub fn normalize_url(url: &str) -> String {
-    if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    }
+    stackhive_proto::connect::addresses(url)
+        .into_iter()
+        .map(|u| {
+            if u.contains("://") {
+                u.to_string()
+            } else {
+                format!("http://{u}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One mapping from gRPC status to message, used by every command.

@@ -67,6 +67,10 @@ pub struct DemoArgs {
     #[arg(long, env = "STACKHIVE_DEMO_MODELS", default_value_t = 150,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub models: u64,
+    /// Stream the models into the ensemble and keep at most this many (for sweeps of
+    /// thousands: `--models 20000 --ensemble-max-models 1000`).
+    #[arg(long, env = "STACKHIVE_DEMO_ENSEMBLE_MAX_MODELS")]
+    pub ensemble_max_models: Option<usize>,
     /// Model types the sweep draws from.
     #[arg(
         long,
@@ -307,6 +311,10 @@ async fn mission(
             public_fraction: 0.3,
             correlation_cap: 0.97,
             seed: args.seed,
+        },
+        preselect: crate::ensemble::PreselectFlags {
+            max_models: args.ensemble_max_models,
+            preselect_cap: 0.995,
         },
     };
     let submit = crate::ensemble::SubmitArgs {

@@ -15,9 +15,10 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use stackhive_data::matrix::FeatureMatrix;
-use stackhive_ensemble::{Config, Method, Model, Outcome};
+use stackhive_ensemble::{Config, Method, Model, ModelSource, Outcome, Preselect};
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::feature_service_client::FeatureServiceClient;
+use stackhive_worker::executor::preselect::preselected_set;
 use stackhive_worker::features::FeatureCache;
 
 use crate::client::{status_error, Api};
@@ -40,6 +41,20 @@ pub struct SourceArgs {
     pub truth: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigFlags,
+    #[command(flatten)]
+    pub preselect: PreselectFlags,
+}
+
+/// For experiments of thousands of models: stream them and keep the best few.
+#[derive(Args, Debug, Clone)]
+pub struct PreselectFlags {
+    /// Stream the models' predictions and keep at most this many, the best by out-of-fold AUC
+    /// that pass --preselect-cap, instead of reading every model at once.
+    #[arg(long, value_name = "N")]
+    pub max_models: Option<usize>,
+    /// With --max-models: drop a model more correlated than this with one already kept.
+    #[arg(long, default_value_t = 0.995)]
+    pub preselect_cap: f64,
 }
 
 /// The ensemble's settings that users change most; the rest keep `Config`'s defaults.
@@ -237,10 +252,15 @@ pub async fn run(url: &str, json: bool, args: &EnsembleArgs) -> anyhow::Result<(
             if json {
                 print_json(&json!({"job_id": job, "features": features}));
             } else {
-                outln!(
-                    "submitted ensemble job {job} over feature set {}",
-                    &features[..16.min(features.len())]
-                );
+                match a.source.preselect.max_models {
+                    Some(n) => outln!(
+                        "submitted ensemble job {job}: it streams the models and keeps at most {n}"
+                    ),
+                    None => outln!(
+                        "submitted ensemble job {job} over feature set {}",
+                        &features[..16.min(features.len())]
+                    ),
+                }
             }
         }
     }
@@ -252,14 +272,24 @@ pub async fn run(url: &str, json: bool, args: &EnsembleArgs) -> anyhow::Result<(
 pub async fn submit_job(api: &Api, a: &SubmitArgs) -> anyhow::Result<(i64, String)> {
     let config = a.source.config.config();
     config.validate().context("ensemble settings")?;
-    let set = build_set(api, &a.source).await?;
+    // Streamed: the worker chooses the models, so the set is named once it has.
+    let (payload, set) = match source_of(&a.source) {
+        Some((models, preselect)) => (
+            json!({"models": models, "preselect": preselect, "config": config}),
+            String::new(),
+        ),
+        None => {
+            let set = build_set(api, &a.source).await?.id;
+            (json!({"features": set, "config": config}), set)
+        }
+    };
     let experiment = a
         .into
         .clone()
         .unwrap_or_else(|| format!("{}-ensemble", a.source.experiments[0]));
     let spec = pb::JobSpec {
         kind: "ensemble".into(),
-        payload_json: json!({"features": set.id, "config": config}).to_string(),
+        payload_json: payload.to_string(),
         experiment,
         name: "ensemble".into(),
         resources: Some(pb::Resources {
@@ -270,11 +300,53 @@ pub async fn submit_job(api: &Api, a: &SubmitArgs) -> anyhow::Result<(i64, Strin
     };
     let key = format!("ensemble-{}", uuid::Uuid::new_v4());
     let s = crate::submit::submit(api, vec![spec], &key).await?;
-    Ok((s.job_ids[0], set.id))
+    Ok((s.job_ids[0], set))
 }
 
-/// The feature set of `src`'s finished models (built once; the same models give the same set).
+/// With --max-models: the models `src` names and how to narrow them down, as an ensemble
+/// payload and `preselect` read them.
+fn source_of(src: &SourceArgs) -> Option<(ModelSource, Preselect)> {
+    let max_models = src.preselect.max_models?;
+    let models = ModelSource {
+        dataset: src.dataset.clone(),
+        experiments: src.experiments.clone(),
+        job_ids: Vec::new(),
+        scheme: src.folds.scheme.clone(),
+        k: src.folds.k,
+        seed: src.folds.fold_seed,
+        skip_incomplete: true,
+    };
+    let preselect = Preselect {
+        max_models,
+        cap: src.preselect.preselect_cap,
+    };
+    Some((models, preselect))
+}
+
+/// The feature set of `src`'s finished models (built once; the same models give the same set),
+/// or with --max-models of those the preselection keeps (streamed here, as a worker would).
 async fn build_set(api: &Api, src: &SourceArgs) -> anyhow::Result<pb::FeatureSetInfo> {
+    if let Some((models, preselect)) = source_of(src) {
+        check_preselect(&models, &preselect)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let p = preselected_set(api.channel(), &models, &preselect, threads)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))
+            .with_context(|| {
+                format!(
+                    "cannot preselect the models of {}",
+                    src.experiments.join(", ")
+                )
+            })?;
+        tracing::info!(models = p.models, kept = p.kept, "preselected");
+        return Ok(FeatureServiceClient::new(api.channel())
+            .get_feature_set(pb::GetFeatureSetRequest {
+                feature_set: p.features,
+            })
+            .await
+            .map_err(|s| status_error(api.url(), &s))?
+            .into_inner());
+    }
     let def = pb::FeatureDefinition {
         dataset: src.dataset.clone(),
         scheme: src.folds.scheme.clone(),
@@ -294,6 +366,14 @@ async fn build_set(api: &Api, src: &SourceArgs) -> anyhow::Result<pb::FeatureSet
         .map_err(|s| status_error(api.url(), &s))
         .with_context(|| format!("cannot gather the models of {}", src.experiments.join(", ")))?
         .into_inner())
+}
+
+/// The same bounds the coordinator puts on a streamed ensemble's payload, checked before any
+/// work.
+fn check_preselect(models: &ModelSource, preselect: &Preselect) -> anyhow::Result<()> {
+    let payload = json!({"models": models, "preselect": preselect});
+    stackhive_ensemble::EnsembleSpec::from_json(&payload)?;
+    Ok(())
 }
 
 /// The method `name` of the outcome, or the recommended one.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use stackhive_data::align::{align, Part};
 use stackhive_data::features::{Extras, Level1};
 use stackhive_proto::v1 as pb;
 
@@ -58,13 +59,23 @@ struct Resolved<'a> {
     restack: Vec<String>,
 }
 
-/// Builds (or finds) the set of `def`, named `name` when given.
-pub async fn build(
+/// A definition resolved against the store: its dataset, its folds (computed and stored on
+/// first use) and its models, each as the jobs it is made of.
+pub struct Resolution {
+    pub dataset: DatasetRecord,
+    pub scheme: String,
+    pub k: u32,
+    pub seed: u64,
+    pub folds: FoldsRecord,
+    pub models: Vec<Vec<Job>>,
+}
+
+/// Resolves `def`: what `build` builds from, and what an ensemble streams from.
+pub async fn resolve(
     store: &Arc<dyn Store>,
     files: &DatasetFiles,
     def: &pb::FeatureDefinition,
-    name: Option<&str>,
-) -> Result<FeatureSetRecord> {
+) -> Result<Resolution> {
     let dataset = store.get_dataset(&def.dataset).await?;
     let (scheme, k, seed) = crate::folds::spec(&def.scheme, def.k, def.seed)?;
     let folds = match store.get_folds(&dataset.hash, &scheme, k, seed).await? {
@@ -101,6 +112,31 @@ pub async fn build(
         models.truncate(def.sample as usize);
         models.sort_by_key(|m| m[0].id);
     }
+    Ok(Resolution {
+        dataset,
+        scheme,
+        k,
+        seed,
+        folds,
+        models,
+    })
+}
+
+/// Builds (or finds) the set of `def`, named `name` when given.
+pub async fn build(
+    store: &Arc<dyn Store>,
+    files: &DatasetFiles,
+    def: &pb::FeatureDefinition,
+    name: Option<&str>,
+) -> Result<FeatureSetRecord> {
+    let Resolution {
+        dataset,
+        scheme,
+        k,
+        seed,
+        folds,
+        models,
+    } = resolve(store, files, def).await?;
     let restack = if def.restack {
         crate::restack::bases(store, &models).await?
     } else {
@@ -226,6 +262,46 @@ pub async fn build(
     Ok(stored)
 }
 
+/// The models `def` names and the dataset's train labels, for a caller that streams the
+/// predictions itself (`FeatureService.ResolveModels`).
+pub async fn resolved_models(
+    store: &Arc<dyn Store>,
+    files: &DatasetFiles,
+    def: &pb::FeatureDefinition,
+) -> Result<pb::ResolvedModels> {
+    let r = resolve(store, files, def).await?;
+    if !files.has(&r.dataset.hash) {
+        return Err(Error::FailedPrecondition(format!(
+            "dataset {}'s files are not on this coordinator; ask the one that has them",
+            r.dataset.hash
+        )));
+    }
+    let root = files.path_of(&r.dataset.hash);
+    let train_labels = tokio::task::spawn_blocking(move || {
+        let opts = stackhive_data::validate::ValidateOptions {
+            drop_invalid: false,
+            image_check: stackhive_data::validate::ImageCheck::Skip,
+        };
+        let (ds, _) = stackhive_data::validate::load_and_validate(&root, &opts)?;
+        Ok::<_, stackhive_data::error::DataError>(ds.train.iter().map(|t| t.target).collect())
+    })
+    .await
+    .map_err(|e| Error::Config(format!("reading the dataset failed: {e}")))?
+    .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+    Ok(pb::ResolvedModels {
+        models: r
+            .models
+            .iter()
+            .map(|m| pb::ResolvedModel {
+                job_ids: m.iter().map(|j| j.id).collect(),
+                name: model_name(m),
+                kind: kind_of(&m[0]),
+            })
+            .collect(),
+        train_labels,
+    })
+}
+
 /// The succeeded jobs with predictions that the definition names.
 async fn candidates(store: &Arc<dyn Store>, def: &pb::FeatureDefinition) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
@@ -314,11 +390,11 @@ fn group(jobs: Vec<Job>) -> Result<Vec<Vec<Job>>> {
     Ok(out)
 }
 
-/// One model's predictions aligned to the dataset: the fold jobs' out-of-fold values at their
-/// rows, and the mean of their test values.
-fn predictions_of(found: &mut HashMap<JobId, Predictions>, jobs: &[Job]) -> Result<Level1> {
+/// What a model is called in a set's columns and a report: a lone job's name (or
+/// `job-<id>`), a cnn configuration's architecture and first job.
+pub fn model_name(jobs: &[Job]) -> String {
     let first = &jobs[0];
-    let label = if jobs.len() == 1 {
+    if jobs.len() == 1 {
         if first.spec.name.is_empty() {
             format!("job-{}", first.id)
         } else {
@@ -332,49 +408,28 @@ fn predictions_of(found: &mut HashMap<JobId, Predictions>, jobs: &[Job]) -> Resu
             payload["arch"].as_str().unwrap_or("cnn"),
             first.id
         )
-    };
-    let mut oof: Vec<f32> = Vec::new();
-    let mut owner: Vec<JobId> = Vec::new();
-    let mut test: Vec<f64> = Vec::new();
+    }
+}
+
+/// One model's predictions aligned to the dataset (`stackhive_data::align`).
+fn predictions_of(found: &mut HashMap<JobId, Predictions>, jobs: &[Job]) -> Result<Level1> {
+    let mut stored = Vec::with_capacity(jobs.len());
     for j in jobs {
         let p = found.remove(&j.id).ok_or_else(|| {
             Error::FailedPrecondition(format!("job {} has no stored predictions", j.id))
         })?;
-        if test.is_empty() {
-            test = vec![0.0; p.test.len()];
-        } else if test.len() != p.test.len() {
-            return Err(Error::FailedPrecondition(format!(
-                "model {label}: job {} has {} test predictions, job {} has {}",
-                j.id,
-                p.test.len(),
-                first.id,
-                test.len()
-            )));
-        }
-        for (t, v) in test.iter_mut().zip(&p.test) {
-            *t += *v as f64 / jobs.len() as f64;
-        }
-        for (&row, &v) in p.oof_rows.iter().zip(&p.oof) {
-            let row = row as usize;
-            if row >= oof.len() {
-                oof.resize(row + 1, f32::NAN);
-                owner.resize(row + 1, 0);
-            }
-            if owner[row] != 0 {
-                return Err(Error::FailedPrecondition(format!(
-                    "model {label}: jobs {} and {} both predict train row {row} out of fold; a model needs one job per fold",
-                    owner[row], j.id
-                )));
-            }
-            oof[row] = v;
-            owner[row] = j.id;
-        }
+        stored.push((j.id, p));
     }
-    Ok(Level1 {
-        name: label,
-        oof,
-        test: test.into_iter().map(|v| v as f32).collect(),
-    })
+    let parts: Vec<Part<'_>> = stored
+        .iter()
+        .map(|(id, p)| Part {
+            job_id: *id,
+            oof_rows: &p.oof_rows,
+            oof: &p.oof,
+            test: &p.test,
+        })
+        .collect();
+    align(model_name(jobs), &parts).map_err(|e| Error::FailedPrecondition(e.to_string()))
 }
 
 /// The public description of a stored set.

@@ -256,6 +256,8 @@ pub struct Completion {
     pub attempt: u32,
     pub result: Option<String>,
     pub predictions: Option<Predictions>,
+    /// The last progress document; `None` keeps what the heartbeats stored.
+    pub progress: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

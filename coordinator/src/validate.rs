@@ -376,6 +376,9 @@ pub fn completions(items: Vec<pb::Completion>) -> Result<Vec<Completion>> {
                     Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id))
                 })?;
             }
+            if !c.progress_json.is_empty() {
+                progress(c.id, &c.progress_json)?;
+            }
             let predictions = match c.predictions {
                 None => None,
                 Some(p) => Some(predictions(c.id, p)?),
@@ -385,6 +388,7 @@ pub fn completions(items: Vec<pb::Completion>) -> Result<Vec<Completion>> {
                 attempt: c.attempt,
                 result: (!c.result_json.is_empty()).then_some(c.result_json),
                 predictions,
+                progress: (!c.progress_json.is_empty()).then_some(c.progress_json),
             })
         })
         .collect()
@@ -557,6 +561,21 @@ mod tests {
     }
 
     #[test]
+    fn a_completions_progress_is_checked_like_a_heartbeats() {
+        let with = |progress_json: &str| pb::Completion {
+            id: 4,
+            attempt: 1,
+            progress_json: progress_json.into(),
+            ..Default::default()
+        };
+        let ok = completions(vec![with(r#"{"epoch":3}"#), with("")]).unwrap();
+        assert_eq!(ok[0].progress.as_deref(), Some(r#"{"epoch":3}"#));
+        assert_eq!(ok[1].progress, None, "empty: keep the heartbeat's");
+        let e = completions(vec![with("{epoch")]).unwrap_err().to_string();
+        assert!(e.contains("progress of job 4 is not valid JSON"), "{e}");
+    }
+
+    #[test]
     fn rejects_non_finite_predictions() {
         let c = pb::Completion {
             id: 3,
@@ -567,6 +586,7 @@ mod tests {
                 oof: vec![0.5, f32::NAN],
                 test: vec![],
             }),
+            ..Default::default()
         };
         assert_eq!(
             completions(vec![c]).unwrap_err().to_string(),

@@ -4,6 +4,7 @@
 //! the level-2 feature matrices built from level-1 predictions (`features`, `matrix`).
 //! Pure data code: no network, no database, no libtorch.
 
+pub mod align;
 pub mod auc;
 pub mod cache;
 pub mod error;

@@ -36,7 +36,7 @@ pub use error::EnsembleError;
 pub use outcome::{
     MethodResult, MethodShakeUp, ModelScore, Outcome, Recommendation, ShakeUp, ShakeUpOn,
 };
-pub use payload::EnsembleSpec;
+pub use payload::{EnsembleSpec, ModelSource, Preselect, Source, MAX_PRESELECTED};
 pub use preselect::Preselector;
 pub use problem::{Model, Problem};
 pub use recommend::verdict;

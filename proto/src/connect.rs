@@ -1,7 +1,9 @@
 //! How a client reaches a coordinator: the endpoint (plaintext `http://` or TLS `https://`,
 //! trusting a given CA or the system's, with a client certificate for mutual TLS) and the
-//! bearer token sent with every call. The CLI, the worker and the tests all connect through
-//! here, so a flag means the same everywhere. Must not: print or log the token.
+//! bearer token sent with every call. An address may list several coordinators of one
+//! cluster, comma-separated: calls go to one at a time and move on when it is unreachable
+//! (`failover`). The CLI, the worker and the tests all connect through here, so a flag means
+//! the same everywhere. Must not: print or log the token.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +14,18 @@ use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
-/// A channel that carries the caller's credentials.
-pub type AuthChannel = InterceptedService<Channel, Credentials>;
+use crate::failover::Failover;
+
+/// A channel to the coordinators that carries the caller's credentials.
+pub type AuthChannel = InterceptedService<Failover, Credentials>;
+
+/// The coordinator URLs of an address: `http://a:50051,http://b:50051` lists two.
+pub fn addresses(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
 
 /// Client flags, shared by `stackhive` and `stackhive-worker`; each also reads a
 /// `STACKHIVE_*` variable.
@@ -165,30 +177,83 @@ impl ClientOptions {
         Ok(Credentials { header })
     }
 
-    /// A lazily connected channel to `url` carrying the credentials.
-    pub fn channel(&self, url: &str) -> Result<AuthChannel, ConnectError> {
-        let channel = self.endpoint(url)?.connect_lazy();
-        Ok(InterceptedService::new(channel, self.credentials()?))
+    /// The endpoint of every coordinator `urls` lists (at least one).
+    pub fn endpoints(&self, urls: &str) -> Result<Vec<Endpoint>, ConnectError> {
+        let list = addresses(urls);
+        if list.is_empty() {
+            return Err(ConnectError::Url {
+                url: urls.to_string(),
+                message: "expected one or more comma-separated http:// or https:// URLs".into(),
+            });
+        }
+        list.into_iter().map(|u| self.endpoint(u)).collect()
     }
 
-    /// Like [`ClientOptions::channel`], connecting now.
-    pub async fn connect(&self, url: &str) -> Result<AuthChannel, ConnectError> {
+    /// A lazily connected channel to the coordinators `urls` lists, carrying the credentials.
+    pub fn channel(&self, urls: &str) -> Result<AuthChannel, ConnectError> {
+        let endpoints = self.endpoints(urls)?;
+        Ok(InterceptedService::new(
+            lazy(endpoints),
+            self.credentials()?,
+        ))
+    }
+
+    /// Like [`ClientOptions::channel`], connecting now, to the first coordinator that answers.
+    pub async fn connect(&self, urls: &str) -> Result<AuthChannel, ConnectError> {
         let credentials = self.credentials()?;
-        let channel = self
-            .endpoint(url)?
-            .connect()
-            .await
-            .map_err(|e| ConnectError::Connect {
-                url: url.to_string(),
-                message: format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                ),
-            })?;
+        let channel = connect_first(self.endpoints(urls)?).await?;
         Ok(InterceptedService::new(channel, credentials))
     }
+}
+
+fn url_of(e: &Endpoint) -> String {
+    e.uri().to_string().trim_end_matches('/').to_string()
+}
+
+/// The coordinators behind `endpoints`, nothing connected yet.
+pub fn lazy(endpoints: Vec<Endpoint>) -> Failover {
+    Failover::new(
+        endpoints
+            .into_iter()
+            .map(|e| (url_of(&e), e.connect_lazy()))
+            .collect(),
+    )
+}
+
+/// The coordinators behind `endpoints`, connected to the first that answers (the others
+/// connect when calls fail over to them); an error naming each if none does.
+pub async fn connect_first(endpoints: Vec<Endpoint>) -> Result<Failover, ConnectError> {
+    let mut failures = Vec::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        match e.connect().await {
+            Ok(connected) => {
+                let channels = endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(j, e)| {
+                        let c = if j == i {
+                            connected.clone()
+                        } else {
+                            e.connect_lazy()
+                        };
+                        (url_of(e), c)
+                    })
+                    .collect();
+                return Ok(Failover::new(channels).starting_at(i));
+            }
+            Err(err) => failures.push(format!(
+                "{}: {err}: {}",
+                url_of(e),
+                std::error::Error::source(&err)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            )),
+        }
+    }
+    Err(ConnectError::Connect {
+        url: endpoints.iter().map(url_of).collect::<Vec<_>>().join(","),
+        message: failures.join("; "),
+    })
 }
 
 /// Adds `authorization: Bearer …` to every call.
@@ -217,5 +282,5 @@ impl Interceptor for Credentials {
 /// A channel without credentials or TLS, for loopback coordinators running without
 /// authentication (tests, the embedded single-machine mode).
 pub fn plain(channel: Channel) -> AuthChannel {
-    InterceptedService::new(channel, Credentials::default())
+    InterceptedService::new(Failover::from(channel), Credentials::default())
 }

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod connect;
+pub mod failover;
 pub mod limits;
 
 pub mod v1 {

@@ -5,24 +5,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rand::{Rng, SeedableRng};
 use stackhive_data::isic::Dataset;
 use stackhive_proto::v1 as pb;
 
 /// Each image's latent probability, from the generator's `latent.csv` in `dir`.
 pub fn latent(dir: &Path) -> HashMap<String, f64> {
-    let mut r = csv::Reader::from_path(dir.join("latent.csv")).expect("latent.csv");
-    r.records()
-        .map(|rec| {
-            let rec = rec.expect("latent row");
-            (rec[0].to_string(), rec[2].parse().expect("probability"))
-        })
-        .collect()
+    stackhive_data::synth::noisy::read_latent(dir).expect("latent.csv")
 }
 
-/// Predictions of a model that sees the latent logit through uniform noise of scale `sd`, for
-/// every validating train row (out of fold) and every test row of `dataset`, as an import of
-/// `name` into `experiment`.
+/// A model that sees the latent logit through noise of scale `sd`
+/// (`stackhive_data::synth::noisy`), as an import of `name` into `experiment`.
 pub fn noisy_model(
     ds: &Dataset,
     latent: &HashMap<String, f64>,
@@ -30,29 +22,15 @@ pub fn noisy_model(
     seed: u64,
     (dataset, experiment, name): (&str, &str, &str),
 ) -> pb::ImportPredictionsRequest {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut noisy = |image: &str| {
-        let p = latent[image].clamp(1e-6, 1.0 - 1e-6);
-        let z = (p / (1.0 - p)).ln() + sd * (rng.random::<f64>() * 2.0 - 1.0) * 1.7;
-        (1.0 / (1.0 + (-z).exp())) as f32
-    };
-    let oof_names: Vec<String> = ds
-        .train
-        .iter()
-        .filter(|r| !r.is_external())
-        .map(|r| r.image_name.clone())
-        .collect();
-    let oof = oof_names.iter().map(|n| noisy(n)).collect();
-    let test_names: Vec<String> = ds.test.iter().map(|r| r.image_name.clone()).collect();
-    let test = test_names.iter().map(|n| noisy(n)).collect();
+    let m = stackhive_data::synth::noisy::noisy_model(ds, latent, sd, seed);
     pb::ImportPredictionsRequest {
         experiment: experiment.into(),
         name: name.into(),
         dataset: dataset.into(),
-        oof_names,
-        oof,
-        test_names,
-        test,
+        oof_names: m.oof_names,
+        oof: m.oof,
+        test_names: m.test_names,
+        test: m.test,
     }
 }
 

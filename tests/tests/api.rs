@@ -201,6 +201,7 @@ async fn bad_input_is_refused_and_stores_nothing(db: TestDb) {
             id,
             attempt,
             result_json: String::new(),
+            progress_json: String::new(),
             predictions: Some(pb::Predictions {
                 oof_rows: (0..oof.len() as u32).collect(),
                 oof,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use stackhive_data::synth::SynthConfig;
 use stackhive_proto::v1 as pb;
+use stackhive_proto::v1::feature_service_client::FeatureServiceClient;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_tests::cluster::{bin, job, spec, state, wait_for, Worker};
 use stackhive_tests::level2::{noisy_model, registered, Registered};
@@ -275,4 +276,180 @@ async fn ensembles_are_recommended_exported_reported_and_run_as_jobs() {
 
 fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).unwrap().count()
+}
+
+/// More models than the ensemble may hold: an `ensemble` job given experiments and a limit
+/// streams every model's predictions, ranks them by out-of-fold AUC, keeps the best that pass
+/// the correlation cap (exact copies never do), builds the set of those and combines them. The
+/// models it keeps are exactly those the `Preselector` keeps when handed every model here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ensemble_over_more_models_than_it_keeps_streams_and_preselects_them() {
+    const DISTINCT: usize = 60;
+    const COPIES: usize = 3;
+    const KEEP: usize = 20;
+    const CAP: f64 = 0.995;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        patients: 160,
+        test_patients: 40,
+        image_size: 16,
+        positive_rate: 0.15,
+        seed: 9,
+        ..Default::default()
+    };
+    let Registered {
+        db: _db,
+        coord,
+        data,
+        dataset: ds,
+        latent: truth,
+    } = registered(tmp.path(), DATASET, &cfg).await;
+    let url = coord.url.clone();
+    let mut jobs = coord.jobs().await.max_encoding_message_size(64 << 20);
+
+    // Each distinct model three times over (same noise, so the copies correlate exactly), in
+    // import order; the local copy of each out-of-fold vector is what the worker will see.
+    let labels: Vec<u8> = ds
+        .train
+        .iter()
+        .filter(|r| !r.is_external())
+        .map(|r| r.target)
+        .collect();
+    let mut local: Vec<(String, Vec<f32>)> = Vec::new();
+    for i in 0..DISTINCT {
+        let sd = 0.4 + 1.6 * i as f64 / DISTINCT as f64;
+        for copy in 0..COPIES {
+            let name = format!("m{i}-c{copy}");
+            let req = noisy_model(&ds, &truth, sd, 100 + i as u64, (DATASET, "many", &name));
+            local.push((name, req.oof.clone()));
+            jobs.import_predictions(req).await.unwrap();
+        }
+    }
+    let mut ranked: Vec<(f64, usize)> = local
+        .iter()
+        .enumerate()
+        .map(|(i, (_, oof))| (stackhive_data::auc::roc_auc(&labels, oof).unwrap(), i))
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut pre = stackhive_ensemble::Preselector::new(&labels, CAP, KEEP);
+    let mut expected: Vec<String> = Vec::new();
+    for &(auc, i) in &ranked {
+        let (name, oof) = &local[i];
+        let model = stackhive_ensemble::Model {
+            id: i as i64 + 1,
+            name: name.clone(),
+            kind: "imported".into(),
+            oof: oof.clone(),
+            test: Vec::new(),
+        };
+        if pre.push(model, auc).unwrap() {
+            expected.push(name.clone());
+        }
+    }
+    assert_eq!(expected.len(), KEEP, "enough distinct models to fill it");
+    assert!(
+        expected.iter().all(|n| n.ends_with("-c0")),
+        "a copy never passes the cap: {expected:?}"
+    );
+
+    let _worker = Worker::start(
+        "streamer",
+        &url,
+        &[
+            "--slots",
+            "2",
+            "--feature-cache",
+            tmp.path().join("features").to_str().unwrap(),
+        ],
+    );
+    let data_s = data.to_str().unwrap();
+    let keep = KEEP.to_string();
+    let submitted: serde_json::Value = serde_json::from_str(&ok(cli(
+        &url,
+        &with_source(
+            &[
+                "--json",
+                "ensemble",
+                "submit",
+                "many",
+                "--cpu",
+                "2",
+                "--max-models",
+                &keep,
+            ],
+            data_s,
+        ),
+    )))
+    .unwrap();
+    let id = submitted["job_id"].as_i64().unwrap();
+    let c = coord.jobs().await;
+    let done = wait_for(
+        "the streamed ensemble job",
+        Duration::from_secs(180),
+        || {
+            let mut c = c.clone();
+            async move {
+                let j = job(&mut c, id).await;
+                pb::JobState::try_from(j.state)
+                    .unwrap()
+                    .is_finished()
+                    .then_some(j)
+            }
+        },
+    )
+    .await;
+    assert_eq!(state(&done), pb::JobState::Succeeded, "{}", done.error);
+    let result: serde_json::Value = serde_json::from_str(&done.result_json).unwrap();
+    let p = &result["preselect"];
+    assert_eq!(p["models"], DISTINCT * COPIES, "{p}");
+    assert_eq!(p["kept"], KEEP, "{p}");
+    assert!(
+        p["examined"].as_u64().unwrap() < (DISTINCT * COPIES) as u64,
+        "it stops once full: {p}"
+    );
+    let set = result["features"].as_str().unwrap().to_string();
+    assert_eq!(p["features"], set.as_str());
+    let info = FeatureServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .get_feature_set(pb::GetFeatureSetRequest { feature_set: set })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = info.columns.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "the worker keeps what the preselector keeps");
+    let recommended = result["recommendation"]["method"].as_str().unwrap();
+    assert!(!recommended.is_empty(), "{result}");
+
+    // The same choice made on the command line's side.
+    let local_run: serde_json::Value = serde_json::from_str(&ok(cli(
+        &url,
+        &with_source(
+            &[
+                "--json",
+                "ensemble",
+                "recommend",
+                "many",
+                "--max-models",
+                &keep,
+            ],
+            data_s,
+        ),
+    )))
+    .unwrap();
+    assert_eq!(local_run["models_total"], KEEP, "{local_run}");
+
+    // Bad limits are refused before any work.
+    let e = cli(
+        &url,
+        &with_source(
+            &["ensemble", "recommend", "many", "--max-models", "1"],
+            data_s,
+        ),
+    );
+    assert!(!e.status.success());
+    let stderr = String::from_utf8_lossy(&e.stderr);
+    assert!(stderr.contains("must be 2 to 20000, found 1"), "{stderr}");
 }

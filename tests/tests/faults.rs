@@ -67,6 +67,7 @@ async fn killed_worker_job_is_retried_once_and_late_report_rejected() {
                 id,
                 attempt: 1,
                 result_json: "{\"late\":true}".into(),
+                progress_json: String::new(),
                 predictions: None,
             }],
         })
@@ -262,5 +263,66 @@ async fn two_coordinators_share_one_postgres() {
     wa.terminate(Duration::from_secs(20)).await;
     wb.terminate(Duration::from_secs(20)).await;
     a.kill().await;
+    b.kill().await;
+}
+
+/// Workers and the CLI given both coordinators' addresses keep working when the one they use
+/// dies for good mid-run (issue 16): every job finishes through the other, and a command that
+/// lists the dead one first still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_the_cli_fail_over_when_a_coordinator_dies_for_good() {
+    let db = TestDb::postgres().await;
+    let a = Coordinator::start(&db.url, 0, FAST).await;
+    let b = Coordinator::start(&db.url, 0, FAST).await;
+    // A first: the workers use it until it dies.
+    let both = format!("{},{}", a.url, b.url);
+    let w1 = Worker::start("fo-1", &both, &["--slots", "4"]);
+    let w2 = Worker::start("fo-2", &both, &["--slots", "4"]);
+    let n = 300u64;
+    let mut cb = b.jobs().await;
+    let jobs = (0..n)
+        .map(|k| pb::JobSpec {
+            experiment: "failover".into(),
+            name: format!("j{k}"),
+            ..spec("sleep", json!({"ms": 40}))
+        })
+        .collect();
+    submit(&mut cb, jobs).await;
+    wait_for("some jobs done through A", Duration::from_secs(60), || {
+        let mut c = cb.clone();
+        async move { (counts(&mut c, "failover").await.succeeded >= 40).then_some(()) }
+    })
+    .await;
+    let a_url = a.url.clone();
+    a.kill().await;
+    wait_for("every job done through B", Duration::from_secs(120), || {
+        let mut c = cb.clone();
+        async move { (counts(&mut c, "failover").await.succeeded == n).then_some(()) }
+    })
+    .await;
+    let c = counts(&mut cb, "failover").await;
+    assert_eq!((c.failed, c.cancelled), (0, 0), "{c:?}");
+
+    let out = std::process::Command::new(bin("stackhive"))
+        .args(["--coordinator", &format!("{a_url},{}", b.url), "--json"])
+        .args(["jobs", "--experiment", "failover", "--state", "succeeded"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = std::process::Command::new(bin("stackhive"))
+        .args(["--coordinator", &format!("{a_url},{}", b.url), "workers"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&w.stdout);
+    assert!(
+        listed.contains("fo-1") && listed.contains("fo-2"),
+        "{listed}"
+    );
+    w1.terminate(Duration::from_secs(20)).await;
+    w2.terminate(Duration::from_secs(20)).await;
     b.kill().await;
 }

@@ -478,6 +478,7 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
             id: job,
             attempt,
             result_json: "{\"forged\":true}".into(),
+            progress_json: String::new(),
             predictions: None,
         }],
     };
@@ -907,6 +908,7 @@ async fn oversized_and_malformed_input_is_refused_cleanly() {
                 id: leased[0].id,
                 attempt: leased[0].attempt,
                 result_json: String::new(),
+                progress_json: String::new(),
                 predictions: Some(pb::Predictions {
                     oof_rows: vec![],
                     oof: vec![],

@@ -78,6 +78,7 @@ fn done(id: JobId, attempt: u32) -> Completion {
         attempt,
         result: Some("{\"ok\":true}".into()),
         predictions: None,
+        progress: None,
     }
 }
 
@@ -369,33 +370,44 @@ pub async fn fencing_rejects_stale_reports(s: Arc<dyn Store>) {
 }
 
 pub async fn heartbeats_renew_leases(s: Arc<dyn Store>) {
-    let id = submit(&*s, vec![noop()]).await[0];
-    let mut short = q(cpu(1), 1);
+    let ids = submit(&*s, vec![noop(), noop()]).await;
+    let mut short = q(cpu(2), 2);
     short.lease_ttl_ms = 150;
-    s.lease(&short).await.unwrap();
+    assert_eq!(s.lease(&short).await.unwrap().len(), 2);
+    let active: Vec<ActiveJob> = ids
+        .iter()
+        .map(|&id| ActiveJob {
+            id,
+            attempt: 1,
+            progress: Some("{\"step\":1}".into()),
+        })
+        .collect();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let stops = s
-            .heartbeat(
-                "w1",
-                &[ActiveJob {
-                    id,
-                    attempt: 1,
-                    progress: Some("{\"step\":1}".into()),
-                }],
-                150,
-            )
-            .await
-            .unwrap();
+        let stops = s.heartbeat("w1", &active, 150).await.unwrap();
         assert!(stops.is_empty());
         assert!(
             s.reap_expired().await.unwrap().requeued.is_empty(),
             "a renewed lease is not reaped"
         );
     }
-    let j = s.get_job(id).await.unwrap();
-    assert_eq!(j.state, JobState::Running);
-    assert_eq!(j.progress.as_deref(), Some("{\"step\":1}"));
+    for &id in &ids {
+        let j = s.get_job(id).await.unwrap();
+        assert_eq!(j.state, JobState::Running);
+        assert_eq!(j.progress.as_deref(), Some("{\"step\":1}"));
+    }
+    // A completion's own progress document is the job's last word; without one, the last
+    // heartbeat's stays.
+    let last = Completion {
+        progress: Some("{\"step\":2}".into()),
+        ..done(ids[0], 1)
+    };
+    let out = s.complete("w1", &[last, done(ids[1], 1)]).await.unwrap();
+    assert_eq!(out.accepted.len(), 2);
+    let last = s.get_job(ids[0]).await.unwrap().progress;
+    assert_eq!(last.as_deref(), Some("{\"step\":2}"));
+    let kept = s.get_job(ids[1]).await.unwrap().progress;
+    assert_eq!(kept.as_deref(), Some("{\"step\":1}"));
 }
 
 pub async fn retries_back_off_then_fail(s: Arc<dyn Store>) {
@@ -577,6 +589,7 @@ pub async fn predictions_are_checked_and_stored(s: Arc<dyn Store>) {
         id,
         attempt: 1,
         result: None,
+        progress: None,
         predictions: Some(Predictions {
             oof_rows: vec![0, 1, 2],
             oof: vec![0.1, 0.2, 0.3],
@@ -599,6 +612,7 @@ pub async fn predictions_are_checked_and_stored(s: Arc<dyn Store>) {
         id,
         attempt: 1,
         result: None,
+        progress: None,
         predictions: Some(p.clone()),
     };
     assert_eq!(s.complete("w1", &[good]).await.unwrap().accepted, vec![id]);

@@ -115,25 +115,30 @@ impl Coordinator {
         options: &ClientOptions,
         register: RegisterRequest,
     ) -> Result<Self, WorkerError> {
-        let endpoint = options
-            .endpoint(url)
+        let endpoints = options
+            .endpoints(url)
             .map_err(|e| WorkerError::Endpoint {
                 url: url.to_string(),
                 message: e.to_string(),
             })?
-            .tcp_nodelay(true)
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            // Notices a coordinator that vanished without closing the connection (power loss),
-            // instead of waiting on a dead long poll.
-            .http2_keep_alive_interval(Duration::from_secs(15))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+            .into_iter()
+            .map(|e| {
+                e.tcp_nodelay(true)
+                    .tcp_keepalive(Some(Duration::from_secs(30)))
+                    // Notices a coordinator that vanished without closing the connection
+                    // (power loss), instead of waiting on a dead long poll.
+                    .http2_keep_alive_interval(Duration::from_secs(15))
+                    .keep_alive_timeout(Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
+            })
+            .collect();
         let credentials = options.credentials().map_err(|e| WorkerError::Endpoint {
             url: url.to_string(),
             message: e.to_string(),
         })?;
+        // Several coordinators: calls move to the next when one is unreachable.
         let channel = tonic::service::interceptor::InterceptedService::new(
-            endpoint.connect_lazy(),
+            stackhive_proto::connect::lazy(endpoints),
             credentials,
         );
         let client = WorkerServiceClient::new(channel)

@@ -18,7 +18,8 @@ const MAX_NAME_LEN: usize = 255;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct WorkerConfig {
-    /// Coordinator gRPC address.
+    /// Coordinator gRPC address; several coordinators of one cluster, comma-separated, are
+    /// used one at a time, moving on when one is unreachable.
     #[arg(
         long,
         env = "STACKHIVE_COORDINATOR",
@@ -159,16 +160,20 @@ impl WorkerConfig {
     /// Checks every value and fills in the machine-dependent defaults.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let coordinator = self.coordinator.trim();
-        let scheme_ok = coordinator.starts_with("http://") || coordinator.starts_with("https://");
-        if !scheme_ok || coordinator.parse::<tonic::codegen::http::Uri>().is_err() {
+        let addresses = stackhive_proto::connect::addresses(coordinator);
+        let bad = addresses.iter().find(|a| {
+            let scheme_ok = a.starts_with("http://") || a.starts_with("https://");
+            !scheme_ok || a.parse::<tonic::codegen::http::Uri>().is_err()
+        });
+        if addresses.is_empty() || bad.is_some() {
             return Err(invalid(
                 "coordinator",
-                "an http:// or https:// URL",
-                format!("{coordinator:?}"),
+                "one or more comma-separated http:// or https:// URLs",
+                format!("{:?}", bad.unwrap_or(&coordinator)),
             ));
         }
         self.client
-            .endpoint(coordinator)
+            .endpoints(coordinator)
             .map_err(|e| invalid("coordinator", "usable connection settings", e.to_string()))?;
         self.client
             .credentials()
@@ -459,8 +464,15 @@ mod tests {
         let c = WorkerConfig::new("127.0.0.1:50051");
         assert_eq!(
             error(&c),
-            "--coordinator: expected an http:// or https:// URL, found \"127.0.0.1:50051\""
+            "--coordinator: expected one or more comma-separated http:// or https:// URLs, \
+             found \"127.0.0.1:50051\""
         );
+        // A list is checked address by address.
+        let c = WorkerConfig::new("http://a:50051,b:50051");
+        assert!(error(&c).ends_with("found \"b:50051\""), "{}", error(&c));
+        WorkerConfig::new("http://a:50051, https://b:50051")
+            .validate()
+            .expect("two coordinators");
 
         let mut c = WorkerConfig::new("http://127.0.0.1:50051");
         c.lease_batch = 0;

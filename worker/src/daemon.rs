@@ -338,6 +338,7 @@ async fn run_job(shared: Arc<Shared>, job: LeasedJob, slot: Arc<JobSlot>, slots:
                 attempt: job.attempt,
                 result_json: out.result_json,
                 predictions: out.predictions,
+                progress_json: slot.progress(),
             });
         }
         Outcome::Failed { reason, retryable } => {

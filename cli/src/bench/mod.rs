@@ -2,11 +2,13 @@
 //! jobs end to end through a real coordinator, real gRPC and real workers, on PostgreSQL and on
 //! SQLite, and measures claim latency over a large finished history; `artifacts` moves a
 //! checkpoint-sized artifact into the database and back; `stack` trains level-2 models on an
-//! ISIC-sized matrix, side by side with the same models in Python.
+//! ISIC-sized matrix, side by side with the same models in Python; `ensemble` combines tens of
+//! thousands of models streamed, beside the same work read at once.
 
 mod artifacts;
 pub mod cluster;
 mod db;
+mod ensemble;
 mod history;
 mod predictions;
 mod queue;
@@ -34,6 +36,8 @@ pub enum Bench {
     Predictions(PredictionBenchArgs),
     /// Level-2 models per hour, per type and for a random sweep, beside the same models in Python.
     Stack(stack::StackBenchArgs),
+    /// The meta-ensemble over tens of thousands of models: streamed versus read at once.
+    Ensemble(ensemble::EnsembleBenchArgs),
     /// A coordinator, worker processes and a few thousand small jobs with dependencies on this
     /// machine (what `stackhive demo` ran before it ran the mission).
     Cluster(ClusterArgs),
@@ -187,6 +191,7 @@ pub async fn run(json: bool, args: &BenchArgs) -> anyhow::Result<std::process::E
         Bench::Artifacts(a) => artifacts::run(json, a).await?,
         Bench::Predictions(a) => predictions::run(json, a).await?,
         Bench::Stack(a) => stack::run(json, a).await?,
+        Bench::Ensemble(a) => ensemble::run(json, a).await?,
         Bench::Cluster(a) => return cluster::run(json, a).await,
     }
     Ok(std::process::ExitCode::SUCCESS)

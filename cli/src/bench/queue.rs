@@ -371,7 +371,7 @@ pub(super) async fn connect(url: &str, options: &ClientOptions) -> anyhow::Resul
     for _ in 0..100 {
         if let Ok(c) = ep.connect().await {
             return Ok(tonic::service::interceptor::InterceptedService::new(
-                c,
+                c.into(),
                 credentials,
             ));
         }

@@ -48,6 +48,31 @@ fn check_name(name: &str) -> Result<Option<&str>, Error> {
     Ok(Some(name))
 }
 
+/// A definition's bounds: a dataset, at most 100,000 jobs and 64 more experiments, and
+/// experiment names that are valid text.
+fn check_definition(def: Option<pb::FeatureDefinition>) -> Result<pb::FeatureDefinition, Error> {
+    let def = def.ok_or_else(|| Error::invalid("a feature set needs a definition, found none"))?;
+    if def.dataset.is_empty() {
+        return Err(Error::invalid("feature definition names no dataset"));
+    }
+    if def.job_ids.len() > 100_000 {
+        return Err(Error::invalid(format!(
+            "feature definition lists {} jobs, the limit is 100000",
+            def.job_ids.len()
+        )));
+    }
+    if def.more_experiments.len() > 64 {
+        return Err(Error::invalid(format!(
+            "feature definition names {} more experiments, the limit is 64",
+            def.more_experiments.len()
+        )));
+    }
+    for e in std::iter::once(&def.experiment).chain(&def.more_experiments) {
+        crate::validate::check_text("experiment", e).map_err(Error::invalid)?;
+    }
+    Ok(def)
+}
+
 #[tonic::async_trait]
 impl FeatureService for FeatureApi {
     async fn build_feature_set(
@@ -56,31 +81,18 @@ impl FeatureService for FeatureApi {
     ) -> Result<Response<pb::FeatureSetInfo>, Status> {
         let r = req.into_inner();
         let name = check_name(&r.name)?;
-        let def = r
-            .definition
-            .ok_or_else(|| Error::invalid("a feature set needs a definition, found none"))?;
-        if def.dataset.is_empty() {
-            return Err(Error::invalid("feature definition names no dataset").into());
-        }
-        if def.job_ids.len() > 100_000 {
-            return Err(Error::invalid(format!(
-                "feature definition lists {} jobs, the limit is 100000",
-                def.job_ids.len()
-            ))
-            .into());
-        }
-        if def.more_experiments.len() > 64 {
-            return Err(Error::invalid(format!(
-                "feature definition names {} more experiments, the limit is 64",
-                def.more_experiments.len()
-            ))
-            .into());
-        }
-        for e in std::iter::once(&def.experiment).chain(&def.more_experiments) {
-            crate::validate::check_text("experiment", e).map_err(Error::invalid)?;
-        }
+        let def = check_definition(r.definition)?;
         let rec = features::build(&self.store, &self.files, &def, name).await?;
         Ok(Response::new(features::info(&rec)))
+    }
+
+    async fn resolve_models(
+        &self,
+        req: Request<pb::ResolveModelsRequest>,
+    ) -> Result<Response<pb::ResolvedModels>, Status> {
+        let def = check_definition(req.into_inner().definition)?;
+        let resolved = features::resolved_models(&self.store, &self.files, &def).await?;
+        Ok(Response::new(resolved))
     }
 
     async fn upload_feature_set(

@@ -13,9 +13,10 @@ pub enum Access {
     Read,
     /// Changing the queue: submit, cancel, retry; uploading datasets.
     Submit,
-    /// Computing folds: what a submitter asks for ahead, and a worker on first use (the same
-    /// spec always gives the same folds).
-    Folds,
+    /// Deriving data from what is stored: folds, feature sets and the models a definition
+    /// names. A submitter asks ahead, a worker on use (an ensemble job builds the set of the
+    /// models it chose); the same definition always gives the same result.
+    Derive,
     /// The worker protocol and its artifact uploads.
     Work,
     /// Token management.
@@ -28,7 +29,7 @@ impl Access {
             Access::Open => true,
             Access::Read => true,
             Access::Submit => matches!(role, Role::Submitter | Role::Admin),
-            Access::Folds => role != Role::Reader,
+            Access::Derive => role != Role::Reader,
             Access::Work => matches!(role, Role::Worker | Role::Admin),
             Access::Admin => role == Role::Admin,
         }
@@ -39,7 +40,7 @@ impl Access {
         match self {
             Access::Open | Access::Read => "any role",
             Access::Submit => "submitter or admin",
-            Access::Folds => "submitter, worker or admin",
+            Access::Derive => "submitter, worker or admin",
             Access::Work => "worker or admin",
             Access::Admin => "admin",
         }
@@ -58,12 +59,13 @@ pub fn required(path: &str) -> Access {
         ("stackhive.v1.JobService", _) => Access::Read,
         ("stackhive.v1.WorkerService", _) => Access::Work,
         ("stackhive.v1.DatasetService", "UploadDataset") => Access::Submit,
-        ("stackhive.v1.DatasetService", "ComputeFolds") => Access::Folds,
+        ("stackhive.v1.DatasetService", "ComputeFolds") => Access::Derive,
         ("stackhive.v1.DatasetService", _) => Access::Read,
         ("stackhive.v1.ArtifactService", "UploadArtifact" | "DeleteArtifact") => Access::Work,
         ("stackhive.v1.ArtifactService", _) => Access::Read,
         ("stackhive.v1.TokenService", _) => Access::Admin,
-        ("stackhive.v1.FeatureService", "BuildFeatureSet" | "UploadFeatureSet") => Access::Submit,
+        ("stackhive.v1.FeatureService", "UploadFeatureSet") => Access::Submit,
+        ("stackhive.v1.FeatureService", "BuildFeatureSet" | "ResolveModels") => Access::Derive,
         ("stackhive.v1.FeatureService", _) => Access::Read,
         ("stackhive.v1.SweepService", "CreateSweep" | "ControlSweep") => Access::Submit,
         ("stackhive.v1.SweepService", _) => Access::Read,
@@ -110,6 +112,17 @@ mod tests {
             "/stackhive.v1.TokenService/CreateToken"
         ));
         assert!(may(Role::Admin, "/stackhive.v1.TokenService/RevokeToken"));
+        // An ensemble job resolves models and builds the set of those it chose; uploading a
+        // set made elsewhere stays a submitter's.
+        for m in ["BuildFeatureSet", "ResolveModels"] {
+            let path = format!("/stackhive.v1.FeatureService/{m}");
+            assert!(required(&path).allows(Role::Worker), "{m}");
+            assert!(!required(&path).allows(Role::Reader), "{m}");
+        }
+        assert!(!may(
+            Role::Worker,
+            "/stackhive.v1.FeatureService/UploadFeatureSet"
+        ));
         assert_eq!(required("/grpc.health.v1.Health/Check"), Access::Open);
         assert_eq!(
             required("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),

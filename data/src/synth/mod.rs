@@ -9,6 +9,7 @@
 //! in parallel in any order. The output folder appears complete or not at all (written to a
 //! staging folder, then renamed). This module must not read real data or the network.
 
+pub mod noisy;
 mod population;
 mod render;
 

@@ -5,17 +5,21 @@
 //! document holding every method's scores, intervals, the shake-up and the recommendation
 //! (`stackhive_ensemble::summary`), which `stackhive report` and `ensemble recommend` read.
 //!
+//! Its models are a feature set's columns, or every finished model of some experiments,
+//! streamed and narrowed down first (`preselect`), however many there are.
+//!
 //! Must not: hold the whole outcome in the result document (the vectors go in predictions).
 
 use std::sync::Arc;
 
 use stackhive_data::matrix::FeatureMatrix;
-use stackhive_ensemble::EnsembleSpec;
+use stackhive_ensemble::{EnsembleSpec, Source};
 use stackhive_proto::connect::AuthChannel as Channel;
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::feature_service_client::FeatureServiceClient;
 use stackhive_proto::v1::{LeasedJob, Predictions};
 
+use super::preselect::preselected_set;
 use super::{Executor, JobCtx, JobError, JobOutput};
 use crate::features::{FeatureCache, FeatureError};
 
@@ -83,11 +87,22 @@ impl Executor for EnsembleExecutor {
             .map_err(|e| JobError::permanent(format!("ensemble payload is not JSON: {e}")))?;
         let spec =
             EnsembleSpec::from_json(&payload).map_err(|e| JobError::permanent(e.to_string()))?;
+        let threads = job.resources.as_ref().map_or(1, |r| r.cpu_slots.max(1)) as usize;
+        let (set, preselected) = match &spec.source {
+            Source::Set(set) => (set.clone(), None),
+            Source::Stream { models, preselect } => {
+                let chosen = preselected_set(self.channel.clone(), models, preselect, threads);
+                let p = tokio::select! {
+                    r = chosen => r?,
+                    _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
+                };
+                (p.features.clone(), Some(p))
+            }
+        };
         let (info, matrix, ids, kinds) = tokio::select! {
-            r = load_set(&self.features, self.channel.clone(), &spec.features) => r?,
+            r = load_set(&self.features, self.channel.clone(), &set) => r?,
             _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
         };
-        let threads = job.resources.as_ref().map_or(1, |r| r.cpu_slots.max(1)) as usize;
         let config = spec.config.clone();
         let work = tokio::task::spawn_blocking(move || {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -109,6 +124,9 @@ impl Executor for EnsembleExecutor {
             _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
         };
         result["features"] = serde_json::Value::String(info.id.clone());
+        if let Some(p) = preselected {
+            result["preselect"] = serde_json::to_value(p).expect("preselection serialises");
+        }
         let chosen = outcome
             .methods
             .iter()

@@ -7,6 +7,7 @@ mod builtin;
 mod cnn;
 pub mod ensemble;
 mod prefetch;
+pub mod preselect;
 pub(crate) mod shell;
 mod stack;
 

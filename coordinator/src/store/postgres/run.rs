@@ -167,6 +167,7 @@ pub async fn complete(
     let ids: Vec<i64> = items.iter().map(|c| c.id).collect();
     let attempts: Vec<i32> = items.iter().map(|c| c.attempt as i32).collect();
     let results: Vec<Option<String>> = items.iter().map(|c| c.result.clone()).collect();
+    let progress: Vec<Option<String>> = items.iter().map(|c| c.progress.clone()).collect();
     let oof_n: Vec<i32> = items
         .iter()
         .map(|c| c.predictions.as_ref().map_or(0, |p| p.oof.len() as i32))
@@ -179,9 +180,10 @@ pub async fn complete(
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "UPDATE jobs j SET state = 4, result = r.result, finished_at = sh_now_ms(),
-            updated_at = sh_now_ms(), lease_expires_at = NULL
-         FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[], $4::INT[], $5::INT[])
-            AS r(id, attempt, result, oof_n, test_n)
+            updated_at = sh_now_ms(), lease_expires_at = NULL,
+            progress = COALESCE(r.progress, j.progress)
+         FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[], $4::INT[], $5::INT[], $7::TEXT[])
+            AS r(id, attempt, result, oof_n, test_n, progress)
          WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3 AND j.worker_id = $6
            AND (j.expect_oof_rows = 0 OR j.expect_oof_rows = r.oof_n)
            AND (j.expect_test_rows = 0 OR j.expect_test_rows = r.test_n)
@@ -193,6 +195,7 @@ pub async fn complete(
     .bind(&oof_n)
     .bind(&test_n)
     .bind(worker_id)
+    .bind(&progress)
     .fetch_all(&mut *tx)
     .await?;
 

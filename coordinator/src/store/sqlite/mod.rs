@@ -466,6 +466,7 @@ mod tests {
             attempt,
             result: Some(r#"{"auc":0.9}"#.into()),
             predictions,
+            progress: None,
         }
     }
 

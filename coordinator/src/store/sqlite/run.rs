@@ -215,14 +215,15 @@ pub async fn complete(
         return Ok((out, false));
     }
 
-    let done: Vec<(JobId, Option<&str>)> = accepted
+    let done: Vec<(JobId, Option<&str>, Option<&str>)> = accepted
         .iter()
-        .map(|c| (c.id, c.result.as_deref()))
+        .map(|c| (c.id, c.result.as_deref(), c.progress.as_deref()))
         .collect();
     sqlx::query(
         "UPDATE jobs SET state = 4, result = r.result, finished_at = ?2, updated_at = ?2,
-            lease_expires_at = NULL
-         FROM (SELECT value ->> 0 AS rid, value ->> 1 AS result FROM json_each(?1)) AS r
+            lease_expires_at = NULL, progress = COALESCE(r.progress, jobs.progress)
+         FROM (SELECT value ->> 0 AS rid, value ->> 1 AS result, value ->> 2 AS progress
+               FROM json_each(?1)) AS r
          WHERE jobs.id = r.rid AND jobs.state = 3",
     )
     .bind(json(&done))
