@@ -192,32 +192,32 @@ pub fn workers_table(workers: &[Worker]) -> String {
         "ID",
         "NAME",
         "HOST",
-        "SLOTS",
-        "GPUS",
+        "FREE SLOTS",
+        "FREE GPUS",
         "TAGS",
         "RUNNING",
         "LAST SEEN",
         "ALIVE",
+        "KINDS",
     ]);
     for w in workers {
         let r = w.resources.clone().unwrap_or_default();
-        let gpus = if r.gpus == 0 {
-            "0".to_string()
-        } else if w.gpu_mem_mb.is_empty() {
-            r.gpus.to_string()
+        let free = |total: u32, busy: u32| format!("{}/{total}", total.saturating_sub(busy));
+        let gpus = if r.gpus == 0 || w.gpu_mem_mb.is_empty() {
+            free(r.gpus, w.busy_gpus)
         } else {
             let mem: Vec<String> = w
                 .gpu_mem_mb
                 .iter()
                 .map(|m| format!("{}G", m / 1024))
                 .collect();
-            format!("{} ({})", r.gpus, mem.join(","))
+            format!("{} ({})", free(r.gpus, w.busy_gpus), mem.join(","))
         };
         table.push(vec![
             short_id(&w.id),
             w.name.clone(),
             w.hostname.clone(),
-            r.cpu_slots.to_string(),
+            free(r.cpu_slots, w.busy_slots),
             gpus,
             if r.tags.is_empty() {
                 "-".into()
@@ -231,6 +231,7 @@ pub fn workers_table(workers: &[Worker]) -> String {
                 "-".into()
             },
             if w.alive { "yes" } else { "no" }.into(),
+            w.kinds.join(","),
         ]);
     }
     table.render()
@@ -293,6 +294,8 @@ pub fn worker_json(w: &Worker) -> Value {
         "resources": resources_json(&w.resources.clone().unwrap_or_default()),
         "gpu_mem_mb": w.gpu_mem_mb, "registered_at_ms": w.registered_at_ms,
         "last_seen_ms": w.last_seen_ms, "alive": w.alive, "running_jobs": w.running_jobs,
+        "kinds": w.kinds, "busy_slots": w.busy_slots, "busy_gpus": w.busy_gpus,
+        "version": w.version,
     })
 }
 

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use stackhive_data::hash::Manifest;
+use stackhive_data::isic::Dataset;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
@@ -25,15 +27,60 @@ pub const MAX_FILES: usize = 250_000;
 /// Staging folders of uploads in progress, under the data folder.
 const INCOMING: &str = ".incoming";
 
+/// Datasets kept read (their CSV rows) after use.
+const LOADED_KEPT: usize = 4;
+
 /// The folder holding one sub-folder per stored dataset hash.
 #[derive(Clone, Debug)]
 pub struct DatasetFiles {
     root: PathBuf,
+    /// The few most recently read datasets, newest last: imports and model resolution read
+    /// the rows on every call, and the content under a hash never changes.
+    loaded: Arc<std::sync::Mutex<Loaded>>,
 }
+
+/// (hash, rows) of the datasets read last, newest last.
+type Loaded = Vec<(String, Arc<Dataset>)>;
 
 impl DatasetFiles {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            loaded: Arc::default(),
+        }
+    }
+
+    /// The rows of dataset `hash` (its files verified at upload: the CSVs are read, images
+    /// are not opened), from memory when read recently.
+    pub async fn load(&self, hash: &str) -> Result<Arc<Dataset>> {
+        let lock = || self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, ds)) = lock().iter().find(|(h, _)| h == hash) {
+            return Ok(ds.clone());
+        }
+        if !self.has(hash) {
+            return Err(Error::FailedPrecondition(format!(
+                "dataset {hash}'s files are not on this coordinator; ask the one that has them"
+            )));
+        }
+        let root = self.path_of(hash);
+        let ds = tokio::task::spawn_blocking(move || {
+            let opts = stackhive_data::validate::ValidateOptions {
+                drop_invalid: false,
+                image_check: stackhive_data::validate::ImageCheck::Skip,
+            };
+            stackhive_data::validate::load_and_validate(&root, &opts).map(|(d, _)| d)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("dataset load task failed: {e}")))?
+        .map_err(|e| Error::FailedPrecondition(format!("dataset {hash} cannot be loaded: {e}")))?;
+        let ds = Arc::new(ds);
+        let mut kept = lock();
+        kept.retain(|(h, _)| h != hash);
+        if kept.len() >= LOADED_KEPT {
+            kept.remove(0);
+        }
+        kept.push((hash.to_string(), ds.clone()));
+        Ok(ds)
     }
 
     pub fn path_of(&self, hash: &str) -> PathBuf {

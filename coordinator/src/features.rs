@@ -198,18 +198,12 @@ pub async fn build(
         ))
     })?;
     let (fold, fold_k) = (stored.fold, stored.k);
-    let root = files.path_of(&dataset.hash);
+    let ds = files.load(&dataset.hash).await?;
     let extras = Extras {
         tabular: def.tabular,
         patient: def.patient,
     };
     let built = tokio::task::spawn_blocking(move || {
-        // The files were verified against their hash at upload: reading the CSVs is enough.
-        let opts = stackhive_data::validate::ValidateOptions {
-            drop_invalid: false,
-            image_check: stackhive_data::validate::ImageCheck::Skip,
-        };
-        let (ds, _) = stackhive_data::validate::load_and_validate(&root, &opts)?;
         let mut level1 = level1;
         for m in &mut level1 {
             if m.oof.len() > ds.train.len() {
@@ -270,24 +264,8 @@ pub async fn resolved_models(
     def: &pb::FeatureDefinition,
 ) -> Result<pb::ResolvedModels> {
     let r = resolve(store, files, def).await?;
-    if !files.has(&r.dataset.hash) {
-        return Err(Error::FailedPrecondition(format!(
-            "dataset {}'s files are not on this coordinator; ask the one that has them",
-            r.dataset.hash
-        )));
-    }
-    let root = files.path_of(&r.dataset.hash);
-    let train_labels = tokio::task::spawn_blocking(move || {
-        let opts = stackhive_data::validate::ValidateOptions {
-            drop_invalid: false,
-            image_check: stackhive_data::validate::ImageCheck::Skip,
-        };
-        let (ds, _) = stackhive_data::validate::load_and_validate(&root, &opts)?;
-        Ok::<_, stackhive_data::error::DataError>(ds.train.iter().map(|t| t.target).collect())
-    })
-    .await
-    .map_err(|e| Error::Config(format!("reading the dataset failed: {e}")))?
-    .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+    let ds = files.load(&r.dataset.hash).await?;
+    let train_labels = ds.train.iter().map(|t| t.target).collect();
     Ok(pb::ResolvedModels {
         models: r
             .models

@@ -46,25 +46,7 @@ pub async fn import(
         }
     }
     let dataset = store.get_dataset(&r.dataset).await?;
-    if !files.has(&dataset.hash) {
-        return Err(Error::FailedPrecondition(format!(
-            "dataset {}'s files are not on this coordinator; import through the one that has them",
-            dataset.hash
-        )));
-    }
-    let root = files.path_of(&dataset.hash);
-    let ds = tokio::task::spawn_blocking(move || {
-        let opts = stackhive_data::validate::ValidateOptions {
-            drop_invalid: false,
-            image_check: stackhive_data::validate::ImageCheck::Skip,
-        };
-        stackhive_data::validate::load_and_validate(&root, &opts).map(|(d, _)| d)
-    })
-    .await
-    .map_err(|e| Error::Config(format!("dataset load task failed: {e}")))?
-    .map_err(|e| {
-        Error::FailedPrecondition(format!("dataset {} cannot be loaded: {e}", dataset.hash))
-    })?;
+    let ds = files.load(&dataset.hash).await?;
 
     let train_row: HashMap<&str, usize> = ds
         .train

@@ -204,6 +204,9 @@ pub struct WorkerRecord {
     pub last_seen: Millis,
     pub deregistered: bool,
     pub running_jobs: u32,
+    /// CPU slots and GPUs its running jobs hold.
+    pub busy_slots: u32,
+    pub busy_gpus: u32,
 }
 
 /// A claim request: up to `max_jobs` jobs whose summed needs fit in `free`.

@@ -288,3 +288,52 @@ async fn sigterm_hands_running_jobs_back() {
     );
     coord.kill().await;
 }
+
+/// A shell job's processes die with a worker killed by SIGKILL (issue 16): the command and a
+/// child it left in the background are gone within seconds, so the retry on another worker
+/// never runs beside an orphan of the first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_jobs_die_with_a_killed_worker() {
+    let db = TestDb::postgres().await;
+    let coord = Coordinator::start(&db.url, 0, FAST).await;
+    let mut c = coord.jobs().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sh_pid, bg_pid) = (dir.path().join("sh.pid"), dir.path().join("bg.pid"));
+    let cmd = format!(
+        "sleep 600 & echo $! > {}; echo $$ > {}; wait",
+        bg_pid.display(),
+        sh_pid.display()
+    );
+    let id = submit(&mut c, vec![spec("shell", json!({ "command": cmd }))]).await[0];
+    let w = Worker::start("doomed", &coord.url, &["--slots", "1"]);
+    wait_state(&mut c, id, pb::JobState::Running, Duration::from_secs(30)).await;
+    let read = |p: std::path::PathBuf| async move {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    let sh: i32 = wait_for("the shell's pid", Duration::from_secs(10), || {
+        read(sh_pid.clone())
+    })
+    .await;
+    let bg: i32 = wait_for(
+        "the background child's pid",
+        Duration::from_secs(10),
+        || read(bg_pid.clone()),
+    )
+    .await;
+    let alive = |pid: i32| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    };
+    assert!(alive(sh) && alive(bg), "the job runs");
+    w.kill().await;
+    wait_for(
+        "the job's processes to die with their worker",
+        Duration::from_secs(5),
+        || async move { (!alive(sh) && !alive(bg)).then_some(()) },
+    )
+    .await;
+    coord.kill().await;
+}

@@ -714,6 +714,21 @@ pub async fn listing_paging_and_workers(s: Arc<dyn Store>) {
     let workers = s.list_workers(false).await.unwrap();
     let mine = workers.iter().find(|w| w.id == "blade-1").unwrap();
     assert_eq!((mine.info.name.as_str(), mine.running_jobs), ("blade-1", 3));
+    // What its running jobs hold, so a listing shows what is free.
+    let held: u32 = s
+        .list_jobs(&JobFilter {
+            states: vec![JobState::Running],
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .filter(|j| j.worker_id.as_deref() == Some("blade-1"))
+        .map(|j| j.spec.resources.cpu_slots)
+        .sum();
+    assert_eq!((mine.busy_slots, mine.busy_gpus), (held, 0));
+    assert!(held >= 3, "each leased job holds a slot: {held}");
     s.deregister_worker("blade-1").await.unwrap();
     let alive = s.list_workers(false).await.unwrap();
     assert!(alive.iter().all(|w| w.id != "blade-1"));

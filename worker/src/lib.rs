@@ -15,6 +15,7 @@ pub mod datasets;
 mod error;
 pub mod executor;
 pub mod features;
+pub mod guard;
 mod job;
 mod reporter;
 pub mod stacker;
@@ -42,6 +43,13 @@ pub async fn run(
     run_with(config, registry, shutdown).await
 }
 
+/// This program when it is the worker binary, which can act as a shell job's guard
+/// (`guard`); `None` inside another program (a test harness), where jobs run unguarded.
+fn guard_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_name()? == "stackhive-worker").then_some(exe)
+}
+
 /// The built-in kinds plus `dataset-prefetch`, which needs the dataset cache and a channel to
 /// the coordinator; `shell` runs as `--run-as` when given, and `--disable-kinds` are left out.
 pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, WorkerError> {
@@ -51,6 +59,7 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
         "shell",
         executor::ShellExecutor {
             run_as: settings.run_as.clone(),
+            guard: guard_binary(),
         },
     );
     let channel = config

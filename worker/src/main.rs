@@ -20,8 +20,20 @@ struct Cli {
     worker: WorkerConfig,
 }
 
+fn main() -> anyhow::Result<()> {
+    // A shell job's guard is this binary too: it starts no runtime and never returns.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == stackhive_worker::guard::ARG)
+    {
+        stackhive_worker::guard::run(&args[2..]);
+    }
+    worker_main()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn worker_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Refuse bad values the way clap refuses bad flags: a usage error, exit code 2.
     if let Err(e) = cli.worker.validate() {

@@ -119,5 +119,9 @@ pub fn worker(w: &WorkerRecord, alive: bool) -> pb::Worker {
         last_seen_ms: w.last_seen,
         alive,
         running_jobs: w.running_jobs,
+        kinds: w.info.kinds.clone(),
+        busy_slots: w.busy_slots,
+        busy_gpus: w.busy_gpus,
+        version: w.info.version.clone(),
     }
 }

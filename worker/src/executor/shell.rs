@@ -3,7 +3,9 @@
 //! started, and so that nothing it left running survives the job. It keeps only the last
 //! [`TAIL_BYTES`] of stdout and stderr: a chatty command must not grow the worker's memory.
 //! With a [`RunAs`] user (`--run-as`, for a worker running as root) the command runs as that
-//! user, with its groups only, so a job cannot act as root on the worker's machine.
+//! user, with its groups only, so a job cannot act as root on the worker's machine. Under the
+//! worker binary every command runs below a guard (`crate::guard`), so the group also dies
+//! when the worker is killed.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -30,6 +32,9 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 pub struct ShellExecutor {
     /// The user commands run as; `None`: the worker's own.
     pub run_as: Option<RunAs>,
+    /// The worker binary, which runs each command under a guard that kills the job's group
+    /// when the worker dies (`crate::guard`); `None`: commands run unguarded.
+    pub guard: Option<PathBuf>,
 }
 
 /// An unprivileged user to run job commands as.
@@ -81,7 +86,10 @@ impl Executor for ShellExecutor {
             ));
         }
 
-        let mut cmd = tokio::process::Command::new("sh");
+        let mut cmd = match &self.guard {
+            Some(guard) => tokio::process::Command::from(crate::guard::command(guard, "sh")),
+            None => tokio::process::Command::new("sh"),
+        };
         cmd.arg("-c")
             .arg(&p.command)
             .envs(&p.env)
@@ -341,6 +349,7 @@ pub(crate) mod tests {
         }
         let exec = ShellExecutor {
             run_as: Some(nobody.clone()),
+            guard: None,
         };
         let out = exec
             .run(

@@ -281,9 +281,12 @@ pub async fn list_workers(
     include_dead: bool,
 ) -> Result<Vec<WorkerRecord>> {
     let rows = sqlx::query(
-        "SELECT w.*, sh_now_ms() AS now,
-            (SELECT count(*) FROM jobs j WHERE j.state = 3 AND j.worker_id = w.id) AS running
-         FROM workers w ORDER BY w.registered_at, w.id",
+        "SELECT w.*, sh_now_ms() AS now, coalesce(r.n, 0) AS running,
+            coalesce(r.slots, 0) AS busy_slots, coalesce(r.gpus, 0) AS busy_gpus
+         FROM workers w
+         LEFT JOIN (SELECT worker_id, count(*) AS n, sum(cpu_slots) AS slots, sum(gpus) AS gpus
+                    FROM jobs WHERE state = 3 GROUP BY worker_id) r ON r.worker_id = w.id
+         ORDER BY w.registered_at, w.id",
     )
     .fetch_all(pool)
     .await?;
@@ -319,6 +322,8 @@ pub async fn list_workers(
             last_seen,
             deregistered,
             running_jobs: r.try_get::<i64, _>("running")? as u32,
+            busy_slots: r.try_get::<i64, _>("busy_slots")? as u32,
+            busy_gpus: r.try_get::<i64, _>("busy_gpus")? as u32,
         });
     }
     Ok(out)

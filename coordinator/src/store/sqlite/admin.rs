@@ -344,9 +344,11 @@ pub async fn list_workers(
 ) -> Result<Vec<WorkerRecord>> {
     // One pass over the running rows (a partial index) instead of one count per worker.
     let rows = sqlx::query(
-        "SELECT w.*, coalesce(r.n, 0) AS running FROM workers w
-         LEFT JOIN (SELECT worker_id, count(*) AS n FROM jobs WHERE state = 3 GROUP BY worker_id) r
-            ON r.worker_id = w.id
+        "SELECT w.*, coalesce(r.n, 0) AS running, coalesce(r.slots, 0) AS busy_slots,
+            coalesce(r.gpus, 0) AS busy_gpus
+         FROM workers w
+         LEFT JOIN (SELECT worker_id, count(*) AS n, sum(cpu_slots) AS slots, sum(gpus) AS gpus
+                    FROM jobs WHERE state = 3 GROUP BY worker_id) r ON r.worker_id = w.id
          ORDER BY w.registered_at, w.id",
     )
     .fetch_all(pool)

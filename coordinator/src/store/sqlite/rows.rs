@@ -143,5 +143,7 @@ pub fn worker(row: &SqliteRow, dead_after_ms: i64, now: Millis) -> Result<Worker
         last_seen,
         deregistered: dead,
         running_jobs: u32_col(row, "running")?,
+        busy_slots: u32_col(row, "busy_slots")?,
+        busy_gpus: u32_col(row, "busy_gpus")?,
     })
 }
