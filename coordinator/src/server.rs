@@ -52,6 +52,7 @@ pub async fn serve(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let files = DatasetFiles::new(config.data_dir.clone());
+    warn_missing_datasets(&*store, &files, &config.data_dir).await;
     let reaper = tokio::spawn(crate::reaper::run(
         store.clone(),
         files.clone(),
@@ -163,4 +164,36 @@ pub async fn serve(
         .await;
     reaper.abort();
     served.map_err(|e| Error::Config(format!("gRPC server failed: {e}")))
+}
+
+/// Says at start which registered datasets this coordinator cannot serve: uploads are kept in
+/// the `--data-dir` of the coordinator that received them, so every coordinator of a cluster
+/// needs the same folder (a shared volume). Fetching one of them through this coordinator
+/// answers NOT_FOUND with the same advice.
+async fn warn_missing_datasets(
+    store: &dyn Store,
+    files: &DatasetFiles,
+    data_dir: &std::path::Path,
+) {
+    let Ok(datasets) = store.list_datasets().await else {
+        return;
+    };
+    let missing: Vec<String> = datasets
+        .iter()
+        .filter(|d| !files.has(&d.hash))
+        .map(|d| match d.names.first() {
+            Some(n) => format!("{n} ({})", &d.hash[..12.min(d.hash.len())]),
+            None => d.hash.clone(),
+        })
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "{} registered dataset(s) have no files in {}: {}; this coordinator cannot serve them, \
+             build their folds or feature sets, or import into them. Give every coordinator of a \
+             cluster the same --data-dir (a shared volume)",
+            missing.len(),
+            data_dir.display(),
+            missing.join(", ")
+        );
+    }
 }

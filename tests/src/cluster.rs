@@ -68,6 +68,8 @@ pub struct Coordinator {
     pub addr: SocketAddr,
     pub url: String,
     log: tokio::task::JoinHandle<()>,
+    /// Every line it wrote to stderr (its log), also echoed to the test's.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Coordinator {
@@ -88,10 +90,19 @@ impl Coordinator {
                 std::env::var("STACKHIVE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn stackhive coordinator");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let kept = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                eprintln!("{line}");
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
@@ -114,7 +125,16 @@ impl Coordinator {
             addr,
             url: format!("http://{addr}"),
             log,
+            stderr,
         }
+    }
+
+    /// What it has logged so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn port(&self) -> u16 {

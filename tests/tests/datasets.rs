@@ -305,3 +305,70 @@ async fn tampered_or_broken_datasets_are_refused_and_nothing_is_registered() {
     assert_eq!(all[0].names, vec!["cleaned".to_string()]);
     coord.kill().await;
 }
+
+/// Uploads live in the `--data-dir` of the coordinator that received them (issue 16): a second
+/// coordinator of the cluster with a folder of its own says at start which registered datasets
+/// it cannot serve and names the requirement, and a fetch through it is refused with the same
+/// advice while the first one serves the files. One that shares the folder serves them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_without_a_datasets_files_says_so_at_start_and_on_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("ds");
+    synth(&data, 12);
+    let db = TestDb::postgres().await;
+    let dir_a = tmp.path().join("data-a");
+    let a = Coordinator::start(&db.url, 0, &["--data-dir", dir_a.to_str().unwrap()]).await;
+    let (ok, out, err) = cli(
+        &a.url,
+        &[
+            "--json",
+            "dataset",
+            "add",
+            "shared-one",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "dataset add failed: {err}");
+    let hash = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let dir_b = tmp.path().join("data-b");
+    let b = Coordinator::start(&db.url, 0, &["--data-dir", dir_b.to_str().unwrap()]).await;
+    let said = stackhive_tests::cluster::wait_for(
+        "B's start-up warning",
+        std::time::Duration::from_secs(10),
+        || {
+            let lines = b.stderr();
+            async move { lines.into_iter().find(|l| l.contains("have no files in")) }
+        },
+    )
+    .await;
+    assert!(
+        said.contains("shared-one") && said.contains("same --data-dir"),
+        "{said}"
+    );
+    let cache = DatasetCache::new(tmp.path().join("cache-b"), vec![]).with_coordinator_path(false);
+    let e = cache
+        .ensure(channel(&b.url).await, &hash)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not on this coordinator"), "{e}");
+    let cache = DatasetCache::new(tmp.path().join("cache-a"), vec![]).with_coordinator_path(false);
+    cache.ensure(channel(&a.url).await, &hash).await.unwrap();
+
+    // Sharing the folder is the cure: C on A's folder serves the dataset and warns of nothing.
+    let c = Coordinator::start(&db.url, 0, &["--data-dir", dir_a.to_str().unwrap()]).await;
+    let cache = DatasetCache::new(tmp.path().join("cache-c"), vec![]).with_coordinator_path(false);
+    cache.ensure(channel(&c.url).await, &hash).await.unwrap();
+    assert!(
+        !c.stderr().iter().any(|l| l.contains("have no files in")),
+        "{:?}",
+        c.stderr()
+    );
+    for coord in [a, b, c] {
+        coord.kill().await;
+    }
+}
