@@ -47,10 +47,11 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Config(e.to_string()))?;
     let security = config.security(addr)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = config.metrics_addr {
         crate::metrics::install_prometheus(addr).map_err(Error::Config)?;
+        tokio::spawn(crate::metrics::sample(store.clone(), stop_rx.clone()));
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let files = DatasetFiles::new(config.data_dir.clone());
     warn_missing_datasets(&*store, &files, &config.data_dir).await;
     let reaper = tokio::spawn(crate::reaper::run(

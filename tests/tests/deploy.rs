@@ -3,7 +3,8 @@
 //! Kubernetes' schemas) for deploy/k8s/, hadolint for the Dockerfiles, ShellCheck and a real run
 //! into a temporary root for install.sh, and `systemd-analyze verify` for the units it installed.
 //! Each linter must also reject a broken copy, so a tool that accepts anything fails here; and
-//! every STACKHIVE_* name in deploy/ must be one the built binaries accept.
+//! every STACKHIVE_* name in deploy/ must be one the built binaries accept, and every metric the
+//! Grafana dashboard queries one the coordinator or the worker exports.
 //!
 //! The linters come from `ensure_deploy_lint` (scripts/setup.sh, called by run-tests.sh): this
 //! test installs nothing and reaches no network.
@@ -653,4 +654,60 @@ fn deployment_files_use_only_variables_the_binaries_accept() {
         )],
     );
     assert_eq!(planted, ["planted.env: STACKHIVE_DB_URL"]);
+}
+
+/// The metric names a dashboard query reads (`stackhive_…` identifiers, a histogram's
+/// `_count`/`_sum` reduced to its name).
+fn queried_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a query");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("stackhive_") {
+                    let base = word.trim_end_matches("_count").trim_end_matches("_sum");
+                    names.insert(base.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The metric names the coordinator and the worker export, from their one list each.
+fn exported_metrics() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for file in ["coordinator/src/metrics.rs", "worker/src/metrics.rs"] {
+        for line in read(&repo().join(file)).lines() {
+            if let Some(rest) = line.trim().strip_prefix("pub const ") {
+                if let Some((_, value)) = rest.split_once("= \"") {
+                    names.insert(value.trim_end_matches("\";").to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_reads_only_metrics_that_exist() {
+    let path = deploy().join("grafana/stackhive.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&read(&path)).expect("valid JSON");
+    let exported = exported_metrics();
+    assert!(exported.len() >= 15, "{exported:?}");
+    let queried = queried_metrics(&dashboard);
+    let unknown: Vec<&String> = queried.difference(&exported).collect();
+    assert!(unknown.is_empty(), "the dashboard queries {unknown:?}, not exported");
+    // Every exported metric is on some panel.
+    let unshown: Vec<&String> = exported.difference(&queried).collect();
+    assert!(unshown.is_empty(), "no panel shows {unshown:?}");
+    // And the check itself catches a typo.
+    let typo = serde_json::from_str(&read(&path).replacen(
+        "stackhive_workers_alive",
+        "stackhive_worker_alive",
+        1,
+    ))
+    .unwrap();
+    assert!(queried_metrics(&typo).contains("stackhive_worker_alive"));
+    assert!(!exported.contains("stackhive_worker_alive"));
 }

@@ -125,6 +125,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "STACKHIVE_RUN_AS")]
     pub run_as: Option<String>,
 
+    /// Serve Prometheus metrics (slots and GPUs busy, jobs and their durations by kind) on
+    /// this address, e.g. 0.0.0.0:9465.
+    #[arg(long, env = "STACKHIVE_WORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub client: ClientOptions,
 }
@@ -153,6 +158,7 @@ impl WorkerConfig {
             feature_cache: "stackhive-cache/features".into(),
             disable_kinds: Vec::new(),
             run_as: None,
+            metrics_addr: None,
             client: ClientOptions::default(),
         }
     }

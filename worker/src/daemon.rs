@@ -56,6 +56,10 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WorkerError> {
     let settings = config.validate()?;
+    if let Some(addr) = config.metrics_addr {
+        crate::metrics::install(addr, settings.slots, &settings.gpu_mem_mb)
+            .map_err(WorkerError::Metrics)?;
+    }
     let register = RegisterRequest {
         name: settings.name.clone(),
         hostname: settings.hostname.clone(),
@@ -327,9 +331,19 @@ async fn run_job(shared: Arc<Shared>, job: LeasedJob, slot: Arc<JobSlot>, slots:
     };
     let started = Instant::now();
     tracing::info!(job_id = job.id, attempt = job.attempt, kind = %job.kind, gpus = ?slot.gpus, "started");
+    let held = (i64::from(slots), slot.gpus.len() as i64);
+    crate::metrics::hold(held.0, held.1);
     let ctx = JobCtx::for_slot(slot.clone(), shared.coord.identity());
     let outcome = job::execute(&shared.registry, &job, ctx).await;
+    crate::metrics::hold(-held.0, -held.1);
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    let name = match &outcome {
+        Outcome::Succeeded(_) => "succeeded",
+        Outcome::Failed { .. } => "failed",
+        Outcome::HandBack => "handed_back",
+        Outcome::Dropped => "lease_lost",
+    };
+    crate::metrics::finished(&job.kind, name, started.elapsed());
     match outcome {
         Outcome::Succeeded(out) => {
             tracing::info!(job_id = job.id, attempt = job.attempt, kind = %job.kind, elapsed_ms, "succeeded");

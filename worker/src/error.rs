@@ -11,6 +11,9 @@ pub enum WorkerError {
     #[error("invalid coordinator address {url:?}: {message}")]
     Endpoint { url: String, message: String },
 
+    #[error("{0}")]
+    Metrics(String),
+
     /// The coordinator answered Register with a definite refusal (not an outage).
     #[error("coordinator refused to register this worker ({code:?}): {message}")]
     Register { code: tonic::Code, message: String },

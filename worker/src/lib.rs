@@ -17,6 +17,7 @@ pub mod executor;
 pub mod features;
 pub mod guard;
 mod job;
+pub mod metrics;
 mod reporter;
 pub mod stacker;
 

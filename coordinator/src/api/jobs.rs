@@ -321,6 +321,7 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::ImportPredictionsResponse>, Status> {
         let (job_id, oof_rows, test_rows) =
             crate::imports::import(&self.store, &self.files, req.into_inner()).await?;
+        metrics::counter!(m::PREDICTIONS_STORED).increment(1);
         Ok(Response::new(pb::ImportPredictionsResponse {
             job_id,
             oof_rows,

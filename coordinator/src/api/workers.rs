@@ -202,9 +202,17 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = req.into_inner();
         self.keys.verify(&r.worker_id, &r.worker_key).await?;
+        let started = std::time::Instant::now();
         let items = validate::completions(r.completions)?;
         let out = self.store.complete(&r.worker_id, &items).await?;
+        metrics::histogram!(m::COMPLETE_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(m::COMPLETED).increment(out.accepted.len() as u64);
+        let accepted: std::collections::HashSet<JobId> = out.accepted.iter().copied().collect();
+        let stored = items
+            .iter()
+            .filter(|c| c.predictions.is_some() && accepted.contains(&c.id))
+            .count();
+        metrics::counter!(m::PREDICTIONS_STORED).increment(stored as u64);
         if out.accepted.is_empty() && !out.stale.is_empty() {
             let n = out.stale.len();
             metrics::counter!(m::STALE_REPORTS).increment(n as u64 - 1);
@@ -255,6 +263,10 @@ impl WorkerService for WorkerApi {
         };
         let out = self.store.fail(&f).await?;
         metrics::counter!(m::FAILED_REPORTS).increment(1);
+        if out.state == JobState::Queued {
+            let why = if f.handback { "handback" } else { "failure" };
+            metrics::counter!(m::RETRIES, "why" => why).increment(1);
+        }
         tracing::info!(job_id = f.id, attempt = f.attempt, state = %out.state, reason = %f.reason,
             "job attempt failed");
         Ok(Response::new(pb::FailResponse {

@@ -34,6 +34,9 @@ pub trait Store: Send + Sync + 'static {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
+    /// Database connections open and idle, for the metrics.
+    fn pool_use(&self) -> (u32, usize);
+
     /// Woken whenever new work may be claimable (submit, unblock, requeue), including, on
     /// PostgreSQL, by other coordinators through LISTEN/NOTIFY. Long-polls wait on it.
     fn work_notify(&self) -> Arc<Notify>;

@@ -161,6 +161,10 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn pool_use(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     fn work_notify(&self) -> Arc<Notify> {
         self.notify.clone()
     }

@@ -133,6 +133,13 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn pool_use(&self) -> (u32, usize) {
+        (
+            self.write.size() + self.read.size(),
+            self.write.num_idle() + self.read.num_idle(),
+        )
+    }
+
     fn work_notify(&self) -> Arc<Notify> {
         self.notify.clone()
     }
