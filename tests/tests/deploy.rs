@@ -697,7 +697,10 @@ fn the_grafana_dashboard_reads_only_metrics_that_exist() {
     assert!(exported.len() >= 15, "{exported:?}");
     let queried = queried_metrics(&dashboard);
     let unknown: Vec<&String> = queried.difference(&exported).collect();
-    assert!(unknown.is_empty(), "the dashboard queries {unknown:?}, not exported");
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries {unknown:?}, not exported"
+    );
     // Every exported metric is on some panel.
     let unshown: Vec<&String> = exported.difference(&queried).collect();
     assert!(unshown.is_empty(), "no panel shows {unshown:?}");

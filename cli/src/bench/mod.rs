@@ -6,6 +6,7 @@
 //! thousands of models streamed, beside the same work read at once.
 
 mod artifacts;
+mod chaos;
 pub mod cluster;
 mod db;
 mod ensemble;
@@ -38,6 +39,9 @@ pub enum Bench {
     Stack(stack::StackBenchArgs),
     /// The meta-ensemble over tens of thousands of models: streamed versus read at once.
     Ensemble(ensemble::EnsembleBenchArgs),
+    /// Workers SIGKILLed, the coordinator and PostgreSQL restarted under a queue of short jobs;
+    /// fails unless every job ends and every result is its final attempt's.
+    Chaos(chaos::ChaosArgs),
     /// A coordinator, worker processes and a few thousand small jobs with dependencies on this
     /// machine (what `stackhive demo` ran before it ran the mission).
     Cluster(ClusterArgs),
@@ -192,6 +196,7 @@ pub async fn run(json: bool, args: &BenchArgs) -> anyhow::Result<std::process::E
         Bench::Predictions(a) => predictions::run(json, a).await?,
         Bench::Stack(a) => stack::run(json, a).await?,
         Bench::Ensemble(a) => ensemble::run(json, a).await?,
+        Bench::Chaos(a) => return chaos::run(json, a).await,
         Bench::Cluster(a) => return cluster::run(json, a).await,
     }
     Ok(std::process::ExitCode::SUCCESS)
