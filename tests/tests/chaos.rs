@@ -11,10 +11,18 @@ use stackhive_tests::cluster::bin;
 #[test]
 fn every_job_ends_once_through_killed_workers_and_restarted_servers() {
     let mut cmd = Command::new(bin("stackhive"));
-    cmd.args(["--json", "bench", "chaos", "--jobs", "600", "--workers", "4"])
-        .args(["--slots", "2", "--kill-every-ms", "1000"])
-        .args(["--coordinator-restarts", "2", "--deadline-s", "300"])
-        .env("STACKHIVE_WORKER_BIN", bin("stackhive-worker"));
+    cmd.args([
+        "--json",
+        "bench",
+        "chaos",
+        "--jobs",
+        "600",
+        "--workers",
+        "4",
+    ])
+    .args(["--slots", "2", "--kill-every-ms", "1000"])
+    .args(["--coordinator-restarts", "2", "--deadline-s", "300"])
+    .env("STACKHIVE_WORKER_BIN", bin("stackhive-worker"));
     let version = std::fs::read_dir("/etc/postgresql")
         .ok()
         .and_then(|mut d| d.next())
@@ -22,9 +30,10 @@ fn every_job_ends_once_through_killed_workers_and_restarted_servers() {
         .map(|e| e.file_name().to_string_lossy().into_owned());
     match &version {
         Some(v) => {
-            cmd.args(["--pg-restarts", "1", "--pg-restart-cmd"]).arg(format!(
-                "pg_ctlcluster --skip-systemctl-redirect {v} main restart"
-            ));
+            cmd.args(["--pg-restarts", "1", "--pg-restart-cmd"])
+                .arg(format!(
+                    "pg_ctlcluster --skip-systemctl-redirect {v} main restart"
+                ));
         }
         None => eprintln!("no /etc/postgresql here: PostgreSQL is not restarted"),
     }
