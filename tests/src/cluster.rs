@@ -309,3 +309,30 @@ pub async fn counts(c: &mut JobServiceClient<Channel>, experiment: &str) -> pb::
     .counts
     .unwrap_or_default()
 }
+
+/// GET /metrics on a local Prometheus endpoint: the exposition text.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name` in exposition `text` whose labels include all of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, v) = line.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        let all = labels
+            .iter()
+            .all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")));
+        (n == name && all).then(|| v.parse().ok()).flatten()
+    })
+}

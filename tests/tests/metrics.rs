@@ -3,42 +3,12 @@
 //! gauges of jobs by state and kind and of workers alive on the coordinator; slots, jobs and
 //! durations by kind on the worker.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::json;
 use stackhive_proto::v1 as pb;
 use stackhive_tests::cluster::*;
 use stackhive_tests::db::TestDb;
-
-/// GET /metrics on `port`: the exposition text.
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// The value of the sample `name` whose labels include every one of `labels`.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let (series, v) = line.rsplit_once(' ')?;
-        let (n, rest) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest),
-            None => (series, ""),
-        };
-        let all = labels
-            .iter()
-            .all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")));
-        (n == name && all).then(|| v.parse().ok()).flatten()
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_and_worker_metrics_count_what_happened() {
@@ -89,8 +59,8 @@ async fn coordinator_and_worker_metrics_count_what_happened() {
         "the sampled gauges",
         Duration::from_secs(20),
         || async move {
-            let t = scrape(cm);
-            let sampled = value(
+            let t = scrape_metrics(cm);
+            let sampled = metric(
                 &t,
                 "stackhive_jobs",
                 &[("kind", "noop"), ("state", "succeeded")],
@@ -100,7 +70,7 @@ async fn coordinator_and_worker_metrics_count_what_happened() {
     )
     .await;
     let at = |name: &str, labels: &[(&str, &str)]| {
-        value(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+        metric(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
     };
     assert_eq!(at("stackhive_jobs_submitted_total", &[]), 11.0);
     assert_eq!(at("stackhive_jobs_completed_total", &[]), 10.0);
@@ -119,9 +89,9 @@ async fn coordinator_and_worker_metrics_count_what_happened() {
     assert!(at("stackhive_db_connections", &[("use", "open")]) >= 1.0);
 
     // The worker's own view.
-    let text = scrape(wm);
+    let text = scrape_metrics(wm);
     let at = |name: &str, labels: &[(&str, &str)]| {
-        value(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+        metric(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
     };
     assert_eq!(at("stackhive_worker_slots", &[("use", "total")]), 2.0);
     assert_eq!(at("stackhive_worker_slots", &[("use", "busy")]), 0.0);

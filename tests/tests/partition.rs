@@ -7,7 +7,6 @@
 //! (skipped, saying so, without them). And a coordinator cut off from PostgreSQL (its only path
 //! to the database reset and refused for a while) loses no accepted job and recovers.
 
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -115,25 +114,8 @@ async fn forward(bind: &str, to: std::net::SocketAddr) -> (u16, tokio::task::Joi
     (port, task)
 }
 
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn stale_reports(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("stackhive_stale_reports_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+fn stale_reports(port: u16) -> f64 {
+    metric(&scrape_metrics(port), "stackhive_stale_reports_total", &[]).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,12 +175,12 @@ async fn a_partitioned_workers_job_finishes_elsewhere_and_its_late_report_is_ref
     assert_eq!(printed, done.attempt.to_string());
 
     // Healed: the far worker's report of attempt 1 arrives late, is refused and counted.
-    let before = stale_reports(&scrape(metrics));
+    let before = stale_reports(metrics);
     host.link(true);
     wait_for(
         "the late report refused",
         Duration::from_secs(60),
-        || async move { (stale_reports(&scrape(metrics)) > before).then_some(()) },
+        || async move { (stale_reports(metrics) > before).then_some(()) },
     )
     .await;
     let after = job(&mut c, id).await;
