@@ -107,7 +107,7 @@ impl CnnExecutor {
                 seed: spec.folds.seed,
             })
             .await
-            .map_err(|s| rpc_error("folds", s))?
+            .map_err(|s| JobError::from_status("folds", &s))?
             .into_inner();
         let init_weights = match &spec.init_weights {
             None => None,
@@ -180,14 +180,14 @@ impl CnnExecutor {
         let me = jobs
             .get_job(get(id))
             .await
-            .map_err(|s| rpc_error("initial weights", s))?
+            .map_err(|s| JobError::from_status("initial weights", &s))?
             .into_inner();
         let deps = me.job.and_then(|j| j.spec).map(|s| s.depends_on);
         for dep in deps.unwrap_or_default() {
             let d = jobs
                 .get_job(get(dep))
                 .await
-                .map_err(|s| rpc_error("initial weights", s))?
+                .map_err(|s| JobError::from_status("initial weights", &s))?
                 .into_inner();
             if let Some(spec) = d.job.and_then(|j| j.spec) {
                 if spec.name == name && spec.kind == "cnn" {
@@ -267,16 +267,6 @@ async fn upload_checkpoints(
                 tracing::warn!(job_id = job, attempt, epoch, error = %e, "resume checkpoint upload failed")
             }
         }
-    }
-}
-
-fn rpc_error(what: &str, s: tonic::Status) -> JobError {
-    let msg = format!("{what}: {}", s.message());
-    match s.code() {
-        tonic::Code::NotFound | tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
-            JobError::permanent(msg)
-        }
-        _ => JobError::retryable(msg),
     }
 }
 

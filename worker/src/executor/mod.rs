@@ -79,6 +79,18 @@ impl JobError {
             retryable: false,
         }
     }
+
+    /// A coordinator's answer to `what`: permanent when it refused the request itself (not
+    /// found, invalid, a failed precondition), retryable otherwise (an outage, a timeout).
+    pub fn from_status(what: &str, s: &tonic::Status) -> Self {
+        let msg = format!("{what}: {}", s.message());
+        match s.code() {
+            tonic::Code::NotFound
+            | tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition => JobError::permanent(msg),
+            _ => JobError::retryable(msg),
+        }
+    }
 }
 
 /// Why a running job was told to stop. The first reason given wins.

@@ -36,16 +36,6 @@ pub struct Preselected {
     pub examined: usize,
 }
 
-fn rpc_error(what: &str, s: tonic::Status) -> JobError {
-    let msg = format!("{what}: {}", s.message());
-    match s.code() {
-        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
-            JobError::permanent(msg)
-        }
-        _ => JobError::retryable(msg),
-    }
-}
-
 /// The feature definition of `source`, for the coordinator.
 pub fn definition(source: &ModelSource) -> pb::FeatureDefinition {
     let mut experiments = source.experiments.iter().cloned();
@@ -83,13 +73,13 @@ async fn stream_window(
             experiment: String::new(),
         })
         .await
-        .map_err(|s| rpc_error("streaming predictions", s))?
+        .map_err(|s| JobError::from_status("streaming predictions", &s))?
         .into_inner();
     let mut found: HashMap<i64, pb::Predictions> = HashMap::new();
     while let Some(msg) = stream
         .message()
         .await
-        .map_err(|s| rpc_error("streaming predictions", s))?
+        .map_err(|s| JobError::from_status("streaming predictions", &s))?
     {
         found.insert(msg.job_id, msg.predictions.unwrap_or_default());
     }
@@ -185,7 +175,7 @@ pub async fn preselected_set(
             definition: Some(def.clone()),
         })
         .await
-        .map_err(|s| rpc_error("resolving the models", s))?
+        .map_err(|s| JobError::from_status("resolving the models", &s))?
         .into_inner();
     let models: Vec<Named> = resolved
         .models
@@ -289,7 +279,7 @@ pub async fn preselected_set(
             name: String::new(),
         })
         .await
-        .map_err(|s| rpc_error("building the set of the kept models", s))?
+        .map_err(|s| JobError::from_status("building the set of the kept models", &s))?
         .into_inner();
     Ok(Preselected {
         features: set.id,
