@@ -45,17 +45,22 @@ fn with_source<'a>(args: &[&'a str], data: &'a str) -> Vec<&'a str> {
     v
 }
 
+/// The generated dataset the ensemble tests start from: 160 training patients, 15% positive.
+fn small_dataset(test_patients: usize, seed: u64) -> SynthConfig {
+    SynthConfig {
+        patients: 160,
+        test_patients,
+        image_size: 16,
+        positive_rate: 0.15,
+        seed,
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensembles_are_recommended_exported_reported_and_run_as_jobs() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = SynthConfig {
-        patients: 160,
-        test_patients: 50,
-        image_size: 16,
-        positive_rate: 0.15,
-        seed: 5,
-        ..Default::default()
-    };
+    let cfg = small_dataset(50, 5);
     let Registered {
         db: _db,
         coord,
@@ -289,14 +294,7 @@ async fn an_ensemble_over_more_models_than_it_keeps_streams_and_preselects_them(
     const KEEP: usize = 20;
     const CAP: f64 = 0.995;
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = SynthConfig {
-        patients: 160,
-        test_patients: 40,
-        image_size: 16,
-        positive_rate: 0.15,
-        seed: 9,
-        ..Default::default()
-    };
+    let cfg = small_dataset(40, 9);
     let Registered {
         db: _db,
         coord,
