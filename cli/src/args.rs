@@ -34,6 +34,10 @@ pub struct Cli {
     #[command(flatten)]
     pub client: stackhive_proto::connect::ClientOptions,
 
+    /// Span export (OTLP) for this command, or for the coordinator it starts.
+    #[command(flatten)]
+    pub telemetry: stackhive_proto::telemetry::TelemetryOptions,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -150,6 +150,7 @@ pub async fn serve(
     };
     let incoming = crate::auth::tls::incoming(listener, security.tls.clone())?;
     let served = tonic::transport::Server::builder()
+        .trace_fn(stackhive_proto::telemetry::server_span)
         .layer(AuthLayer::new(auth))
         .add_service(health)
         .add_service(reflection)

@@ -3,7 +3,7 @@
 //! bearer token sent with every call. An address may list several coordinators of one
 //! cluster, comma-separated: calls go to one at a time and move on when it is unreachable
 //! (`failover`). The CLI, the worker and the tests all connect through here, so a flag means
-//! the same everywhere. Must not: print or log the token.
+//! the same everywhere; every call also carries the caller's trace context (`telemetry`). Must not: print or log the token.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -275,6 +275,7 @@ impl Interceptor for Credentials {
         if let Some(h) = &self.header {
             req.metadata_mut().insert("authorization", h.clone());
         }
+        crate::telemetry::inject(req.metadata_mut());
         Ok(req)
     }
 }

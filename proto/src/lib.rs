@@ -1,11 +1,12 @@
 //! The stackhive v1 gRPC API: messages, clients and servers generated from
-//! `proto/stackhive/v1/*.proto`, the codec they share, and the protocol's limits. Nothing
-//! hand-written lives here beyond small conveniences.
+//! `proto/stackhive/v1/*.proto`, the codec they share, the protocol's limits, how clients
+//! connect, and the log and trace set-up every binary shares (`telemetry`).
 
 pub mod codec;
 pub mod connect;
 pub mod failover;
 pub mod limits;
+pub mod telemetry;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

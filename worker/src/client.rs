@@ -14,6 +14,7 @@ use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
 use stackhive_proto::v1::RegisterRequest;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
+use tracing::Instrument as _;
 
 use crate::error::WorkerError;
 
@@ -223,7 +224,23 @@ impl Coordinator {
     /// Runs `f` until it gets an answer, retrying transient errors with exponential backoff and
     /// jitter. `stop` ends the waiting between attempts, never an attempt in flight: a Lease
     /// answer dropped on the floor would leave claimed jobs stranded until their leases expire.
+    /// The call is one client span (`otel.name` = `rpc`), so the coordinator's span of each
+    /// attempt is its child.
     pub(crate) async fn call<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        stop: &CancellationToken,
+        f: F,
+    ) -> Result<T, RpcError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let span = tracing::info_span!("call", otel.name = rpc, otel.kind = "client");
+        self.call_retrying(rpc, stop, f).instrument(span).await
+    }
+
+    async fn call_retrying<T, F, Fut>(
         &self,
         rpc: &'static str,
         stop: &CancellationToken,

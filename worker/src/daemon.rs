@@ -14,6 +14,7 @@ use stackhive_proto::v1::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tracing::Instrument as _;
 
 use crate::capacity::Capacity;
 use crate::client::{request, Coordinator, RpcError, RPC_TIMEOUT};
@@ -296,7 +297,15 @@ fn start_job(shared: &Arc<Shared>, job: LeasedJob) {
     };
     let slot = Arc::new(JobSlot::new(job.id, job.attempt, alloc.gpus));
     lock(&shared.running).insert((job.id, job.attempt), slot.clone());
-    tokio::spawn(run_job(shared.clone(), job, slot, alloc.slots));
+    // The job's span: every call it makes to the coordinator is a child, in one trace.
+    let span = tracing::info_span!(
+        "job",
+        otel.name = %format!("job {}", job.kind),
+        job.id = job.id,
+        job.kind = %job.kind,
+        job.attempt = job.attempt,
+    );
+    tokio::spawn(run_job(shared.clone(), job, slot, alloc.slots).instrument(span));
 }
 
 /// Frees a job's resources when its task ends, however it ends.

@@ -1,4 +1,4 @@
-//! `stackhive-worker`: parses the flags, sets up logging and runs the worker until SIGTERM or
+//! `stackhive-worker`: parses the flags, sets up logging and tracing and runs the worker until SIGTERM or
 //! SIGINT, after which it drains and exits. All behaviour lives in the library.
 
 use std::future::Future;
@@ -18,6 +18,9 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(flatten)]
     worker: WorkerConfig,
+
+    #[command(flatten)]
+    telemetry: stackhive_proto::telemetry::TelemetryOptions,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,13 +44,19 @@ async fn worker_main() -> anyhow::Result<()> {
             .error(clap::error::ErrorKind::ValueValidation, e)
             .exit();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let telemetry = stackhive_proto::telemetry::init(
+        "stackhive-worker",
+        tracing_subscriber::fmt::layer(),
+        filter,
+        &cli.telemetry,
+    )
+    .map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal().context("could not install signal handlers")?;
-    stackhive_worker::run(cli.worker, shutdown).await?;
+    let outcome = stackhive_worker::run(cli.worker, shutdown).await;
+    // The exporter's sends run on this runtime: flush from a blocking thread beside it.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    outcome?;
     Ok(())
 }
 
