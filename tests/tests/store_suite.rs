@@ -91,9 +91,7 @@ pub async fn submit_lease_complete(s: Arc<dyn Store>) {
     );
     let leased = s.lease(&q(cpu(2), 10)).await.unwrap();
     let got: Vec<JobId> = leased.iter().map(|j| j.id).collect::<Vec<_>>();
-    let mut sorted = got.clone();
-    sorted.sort();
-    assert_eq!(sorted, ids[..2], "two slots claim the two oldest jobs");
+    assert_eq!(got, ids[..2], "two slots claim the two oldest jobs, oldest first");
     assert!(leased.iter().all(|j| j.attempt == 1 && j.kind == "noop"));
     let out = s
         .complete(
@@ -139,6 +137,22 @@ pub async fn priorities_and_aging(s: Arc<dyn Store>) {
     assert_eq!(first[0].id, high, "higher priority runs first");
     let second = s.lease(&q(cpu(1), 1)).await.unwrap();
     assert_eq!(second[0].id, low);
+
+    // Issue 11: a claim of several jobs lists them in queue order on both stores, not in id
+    // or row order.
+    let jobs: Vec<NewJob> = [-3, 4, 0, 9, 4]
+        .into_iter()
+        .map(|priority| NewJob { priority, ..noop() })
+        .collect();
+    let ids = submit(&*s, jobs).await;
+    let leased: Vec<JobId> = s
+        .lease(&q(cpu(8), 8))
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(leased, [ids[3], ids[1], ids[4], ids[2], ids[0]]);
 }
 
 pub async fn aging_prevents_starvation(s: Arc<dyn Store>) {

@@ -21,6 +21,7 @@ pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
     // `w` marks the worker seen (whether or not it gets work) and yields the kinds it runs:
     // nothing is claimed for an unregistered worker, or of a kind it did not register (a CPU
     // blade never takes a cnn job). An empty claim then asks whether the worker is registered.
+    // The claimed jobs come back in queue order, as on SQLite.
     let sql = format!(
         "WITH w AS (
             UPDATE workers SET last_seen = sh_now_ms() WHERE id = $6 AND NOT deregistered
@@ -39,12 +40,14 @@ pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
                 SELECT id, sum(cpu_slots) OVER w AS cs, sum(gpus) OVER w AS gs
                 FROM cand WINDOW w AS (ORDER BY sort_key, id)
             ) c WHERE cs <= $1 AND gs <= $2
+        ), claimed AS (
+            UPDATE jobs j SET state = 3, attempt = j.attempt + 1, worker_id = $6,
+                started_at = sh_now_ms(), updated_at = sh_now_ms(),
+                lease_expires_at = sh_now_ms() + $7, progress = NULL, cancel_requested = false
+            FROM fit WHERE j.id = fit.id
+            RETURNING {LEASED_COLUMNS}, j.sort_key
         )
-        UPDATE jobs j SET state = 3, attempt = j.attempt + 1, worker_id = $6,
-            started_at = sh_now_ms(), updated_at = sh_now_ms(),
-            lease_expires_at = sh_now_ms() + $7, progress = NULL, cancel_requested = false
-        FROM fit WHERE j.id = fit.id
-        RETURNING {LEASED_COLUMNS}"
+        SELECT * FROM claimed ORDER BY sort_key, id"
     );
     let rows = sqlx::query(&sql)
         .bind(q.free.cpu_slots as i32)
