@@ -91,7 +91,11 @@ pub async fn submit_lease_complete(s: Arc<dyn Store>) {
     );
     let leased = s.lease(&q(cpu(2), 10)).await.unwrap();
     let got: Vec<JobId> = leased.iter().map(|j| j.id).collect::<Vec<_>>();
-    assert_eq!(got, ids[..2], "two slots claim the two oldest jobs, oldest first");
+    assert_eq!(
+        got,
+        ids[..2],
+        "two slots claim the two oldest jobs, oldest first"
+    );
     assert!(leased.iter().all(|j| j.attempt == 1 && j.kind == "noop"));
     let out = s
         .complete(

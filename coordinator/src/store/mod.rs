@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 use crate::error::{Error, Result};
 use crate::model::*;
 
+mod artifacts;
 mod codec;
+mod datasets;
 pub mod features;
 mod imports;
 pub mod postgres;

@@ -15,6 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use super::artifacts::postgres as artifacts;
+use super::datasets::postgres as datasets;
 use super::features::postgres as features;
 use super::imports::postgres as imports;
 use super::sweeps::postgres as sweeps;
@@ -24,8 +26,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 mod admin;
-mod artifacts;
-mod datasets;
+pub(crate) mod dialect;
 mod rows;
 mod run;
 mod submit;

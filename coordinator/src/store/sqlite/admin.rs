@@ -129,7 +129,7 @@ fn distinct(ids: &[JobId]) -> Vec<JobId> {
 pub async fn cancel(pool: &SqlitePool, ids: &[JobId]) -> Result<CancelOutcome> {
     let ids = distinct(ids);
     let now = now_ms();
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
     let states = states_of(&mut tx, &ids).await?;
     let mut out = CancelOutcome::default();
     let mut roots = Vec::new();
@@ -195,7 +195,7 @@ pub async fn retry(
 ) -> Result<(Vec<JobId>, bool)> {
     let ids = distinct(ids);
     let now = now_ms();
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
     let states = states_of(&mut tx, &ids).await?;
     for &id in &ids {
         let (s, _) = states[&id];
@@ -365,7 +365,7 @@ pub async fn list_workers(
 }
 
 pub async fn purge(pool: &SqlitePool, before: Millis, limit: u32) -> Result<u64> {
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
     // `state >= 4` spelled as in the partial index `jobs_finished`, so the planner uses it.
     let n = sqlx::query(
         "DELETE FROM jobs WHERE id IN (

@@ -19,9 +19,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
+use super::artifacts::sqlite as artifacts;
+use super::datasets::sqlite as datasets;
 use super::features::sqlite as features;
 use super::imports::sqlite as imports;
 use super::sweeps::sqlite as sweeps;
@@ -31,8 +32,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 mod admin;
-mod artifacts;
-mod datasets;
+pub(crate) mod dialect;
 mod rows;
 mod run;
 mod submit;
@@ -119,12 +119,6 @@ fn create_parent_dir(file: &Path) -> Result<()> {
         }),
         _ => Ok(()),
     }
-}
-
-/// Starts a write transaction holding the write lock from its first statement, so the checks
-/// it makes still hold when it writes (another process on the same file waits `busy_timeout`).
-async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 #[async_trait]
@@ -301,7 +295,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, id: &str) -> Result<bool> {
-        let mut tx = begin(&self.write).await?;
+        let mut tx = dialect::begin(&self.write).await?;
         let revoked = tokens::revoke(&mut tx, id, now_ms()).await?;
         tx.commit().await?;
         Ok(revoked)
@@ -318,7 +312,7 @@ impl Store for SqliteStore {
         result: &str,
         p: &Predictions,
     ) -> Result<JobId> {
-        let mut tx = begin(&self.write).await?;
+        let mut tx = dialect::begin(&self.write).await?;
         let id = imports::import(&mut tx, experiment, name, result, p, now_ms()).await?;
         tx.commit().await?;
         Ok(id)
@@ -359,7 +353,7 @@ impl Store for SqliteStore {
         bytes: &[u8],
         name: Option<&str>,
     ) -> Result<(FeatureSetRecord, bool)> {
-        let mut tx = begin(&self.write).await?;
+        let mut tx = dialect::begin(&self.write).await?;
         let out = features::put(&mut tx, rec, bytes, name).await?;
         tx.commit().await?;
         Ok(out)

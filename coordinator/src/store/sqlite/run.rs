@@ -19,7 +19,7 @@ const REAP_BATCH: i64 = 1_000;
 pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
     let now = now_ms();
     if q.max_jobs == 0 || q.free.cpu_slots == 0 {
-        let mut tx = super::begin(pool).await?;
+        let mut tx = super::dialect::begin(pool).await?;
         touch_worker(&mut tx, &q.worker_id, now).await?;
         tx.commit().await?;
         return Ok(Vec::new());
@@ -51,7 +51,7 @@ pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> 
         WHERE id IN (SELECT id FROM fit)
         RETURNING {LEASED_COLUMNS}"
     );
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
     // A worker asking for work is alive, whether or not it gets any.
     touch_worker(&mut tx, &q.worker_id, now).await?;
     let rows = sqlx::query(&sql)
@@ -82,7 +82,7 @@ pub async fn heartbeat(
         .iter()
         .map(|j| (j.id, j.attempt, j.progress.as_deref()))
         .collect();
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
     touch_worker(&mut tx, worker_id, now).await?;
     let rows = if jobs.is_empty() {
         Vec::new()
@@ -153,7 +153,7 @@ pub async fn complete(
     }
     let now = now_ms();
     let ids: Vec<JobId> = items.iter().map(|c| c.id).collect();
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
 
     // Read the fencing tokens first: the write lock is ours, so they cannot change before
     // the update, and a bad prediction size is found before anything is written.
@@ -331,7 +331,7 @@ async fn unblock_dependents(
 
 pub async fn fail(pool: &SqlitePool, policy: &Policy, f: &Failure) -> Result<FailOutcome> {
     let now = now_ms();
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
     let row = sqlx::query(
         "SELECT state, attempt, worker_id, failures, max_attempts, cancel_requested, priority,
             run_after, has_dependents
@@ -442,7 +442,7 @@ pub async fn cascade(
 
 pub async fn reap(pool: &SqlitePool) -> Result<ReapOutcome> {
     let now = now_ms();
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
     // Messages match the PostgreSQL store's; every SET sees the row as it was.
     let rows = sqlx::query(
         "UPDATE jobs SET crashes = crashes + 1,

@@ -19,7 +19,7 @@ pub async fn submit(
     policy: &Policy,
     batch: &SubmitBatch,
 ) -> Result<(SubmitOutcome, bool)> {
-    let mut tx = super::begin(pool).await?;
+    let mut tx = super::dialect::begin(pool).await?;
 
     if let Some(key) = &batch.idempotency_key {
         // BEGIN IMMEDIATE holds the write lock, so a concurrent submit with the same key
