@@ -402,6 +402,26 @@ pub struct FenceState<'a> {
     pub worker: Option<&'a str>,
 }
 
+/// A job's fence columns as read from its row (each backend's `rows::fence`).
+#[derive(Clone, Debug)]
+pub struct FenceRow {
+    pub state: JobState,
+    pub attempt: u32,
+    pub worker: Option<String>,
+}
+
+impl FenceRow {
+    /// `fence_breach` against this row.
+    pub fn breach(&self, job: JobId, attempt: u32, worker: &str) -> Option<String> {
+        let now = FenceState {
+            state: self.state,
+            attempt: self.attempt,
+            worker: self.worker.as_deref(),
+        };
+        fence_breach(job, attempt, worker, now)
+    }
+}
+
 /// The fence of every report (heartbeat, completion, failure, artifact change): the job is
 /// running, at the reported attempt, leased to the reporting worker. `None` when it holds,
 /// otherwise why not. A worker that lost its lease, or a client posing as another worker, can

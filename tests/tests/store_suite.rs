@@ -1222,6 +1222,304 @@ pub async fn artifacts_are_fenced_replaced_and_purged(s: Arc<dyn Store>) {
     assert!(s.artifact_chunks(&other, 0, 10).await.unwrap().is_empty());
 }
 
+// Issue 11: the cases below were SQLite-only unit tests; they run on both stores now.
+
+fn named_job(name: &str) -> NewJob {
+    NewJob {
+        name: name.into(),
+        resources: cpu(1),
+        ..noop()
+    }
+}
+
+fn lease_q(cpu_slots: u32, max_jobs: u32, lease_ttl_ms: i64) -> LeaseQuery {
+    LeaseQuery {
+        lease_ttl_ms,
+        ..q(cpu(cpu_slots), max_jobs)
+    }
+}
+
+fn done_p(id: JobId, attempt: u32, predictions: Option<Predictions>) -> Completion {
+    Completion {
+        id,
+        attempt,
+        result: Some(r#"{"auc":0.9}"#.into()),
+        predictions,
+        progress: None,
+    }
+}
+
+pub async fn submit_lease_complete_round_trip(s: Arc<dyn Store>) {
+    let mut urgent = named_job("urgent");
+    urgent.priority = 5;
+    urgent.expect_oof_rows = 3;
+    urgent.expect_test_rows = 2;
+    let mut gpu = named_job("gpu");
+    gpu.resources.gpus = 1;
+    let mut tagged = named_job("tagged");
+    tagged.resources.tags = vec!["big-disk".into()];
+    let ids = s
+        .submit(batch(vec![named_job("plain"), urgent, gpu, tagged]))
+        .await
+        .unwrap()
+        .ids;
+    assert_eq!(ids.len(), 4);
+
+    // Only the two CPU jobs without tags fit, the higher priority first.
+    let leased = s.lease(&lease_q(4, 10, 60_000)).await.unwrap();
+    let got: Vec<JobId> = leased.iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![ids[1], ids[0]]);
+    assert!(leased.iter().all(|j| j.attempt == 1));
+    assert_eq!(s.get_job(ids[1]).await.unwrap().state, JobState::Running);
+
+    let preds = Predictions {
+        oof_rows: vec![0, 5, 9],
+        oof: vec![0.1, 0.2, 0.3],
+        test: vec![0.4, 0.5],
+    };
+    let out = s
+        .complete(
+            "w1",
+            &[
+                done_p(ids[1], 1, Some(preds.clone())),
+                done_p(ids[0], 1, None),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, vec![ids[1], ids[0]]);
+    assert!(out.stale.is_empty());
+
+    let j = s.get_job(ids[1]).await.unwrap();
+    assert_eq!(j.state, JobState::Succeeded);
+    assert_eq!(j.result.as_deref(), Some(r#"{"auc":0.9}"#));
+    assert_eq!((j.prediction_rows_oof, j.prediction_rows_test), (3, 2));
+    assert_eq!(s.get_predictions(ids[1]).await.unwrap(), Some(preds));
+    assert_eq!(s.get_predictions(ids[0]).await.unwrap(), None);
+    assert!(matches!(
+        s.get_predictions(999).await,
+        Err(Error::NotFound(_))
+    ));
+
+    let counts = s.count_states(&JobFilter::default()).await.unwrap();
+    assert_eq!((counts.succeeded, counts.queued), (2, 2));
+    let page = JobFilter {
+        after_id: Some(ids[0]),
+        limit: 2,
+        ..JobFilter::default()
+    };
+    let listed: Vec<JobId> = s
+        .list_jobs(&page)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, vec![ids[1], ids[2]]);
+}
+
+pub async fn wrong_prediction_sizes_store_nothing(s: Arc<dyn Store>) {
+    let mut model = named_job("model");
+    model.expect_oof_rows = 4;
+    let ids = s
+        .submit(batch(vec![named_job("other"), model]))
+        .await
+        .unwrap()
+        .ids;
+    s.lease(&lease_q(2, 2, 60_000)).await.unwrap();
+    let short = Predictions {
+        oof_rows: vec![0, 1, 2],
+        oof: vec![0.0; 3],
+        test: vec![],
+    };
+    let err = s
+        .complete(
+            "w1",
+            &[done_p(ids[0], 1, None), done_p(ids[1], 1, Some(short))],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "predictions for job {} have 3 out-of-fold rows, the job expects 4",
+            ids[1]
+        )
+    );
+    // The whole call rolled back, the valid completion included.
+    for id in ids {
+        assert_eq!(s.get_job(id).await.unwrap().state, JobState::Running);
+    }
+}
+
+pub async fn dependencies_unblock_fail_and_revive(s: Arc<dyn Store>) {
+    let mut child = named_job("child");
+    child.depends_on_batch = vec![0, 1];
+    let ids = s
+        .submit(batch(vec![named_job("a"), named_job("b"), child]))
+        .await
+        .unwrap()
+        .ids;
+    let mut grandchild = named_job("grandchild");
+    grandchild.depends_on = vec![ids[2]];
+    let gc = s.submit(batch(vec![grandchild])).await.unwrap().ids[0];
+    assert_eq!(
+        s.get_job(ids[2]).await.unwrap().spec.depends_on,
+        vec![ids[0], ids[1]]
+    );
+    assert_eq!(s.get_job(gc).await.unwrap().state, JobState::Blocked);
+
+    // Both parents finish in one batch: the child must be counted down twice, once queued.
+    s.lease(&lease_q(2, 2, 60_000)).await.unwrap();
+    s.complete("w1", &[done_p(ids[0], 1, None), done_p(ids[1], 1, None)])
+        .await
+        .unwrap();
+    assert_eq!(s.get_job(ids[2]).await.unwrap().state, JobState::Queued);
+
+    let leased = s.lease(&lease_q(1, 1, 60_000)).await.unwrap();
+    assert_eq!(leased[0].id, ids[2]);
+    let f = Failure {
+        worker_id: "w1".into(),
+        id: ids[2],
+        attempt: 1,
+        reason: "out of memory".into(),
+        retryable: false,
+        handback: false,
+    };
+    assert_eq!(s.fail(&f).await.unwrap().state, JobState::Failed);
+    let g = s.get_job(gc).await.unwrap();
+    assert_eq!(g.state, JobState::Failed);
+    assert_eq!(
+        g.error.unwrap(),
+        format!("dependency {} failed: out of memory", ids[2])
+    );
+
+    // Retrying the child revives the grandchild it took down, blocked behind it.
+    assert_eq!(s.retry(&[ids[2]]).await.unwrap(), vec![ids[2], gc]);
+    assert_eq!(s.get_job(ids[2]).await.unwrap().state, JobState::Queued);
+    assert_eq!(s.get_job(gc).await.unwrap().state, JobState::Blocked);
+    assert!(matches!(
+        s.retry(&[ids[0]]).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+
+    // Cancelling the child cancels the grandchild, naming the cause.
+    let out = s.cancel(&[ids[2]]).await.unwrap();
+    assert_eq!(out.cancelled, vec![ids[2]]);
+    let g = s.get_job(gc).await.unwrap();
+    assert_eq!(g.state, JobState::Cancelled);
+    assert_eq!(
+        g.error.unwrap(),
+        format!("dependency {} was cancelled", ids[2])
+    );
+    assert!(matches!(
+        s.cancel(&[ids[0], 999]).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn expired_leases_requeue_then_fail_and_fence_old_attempts(s: Arc<dyn Store>) {
+    let flaky = NewJob {
+        crash_limit: 2,
+        ..named_job("flaky")
+    };
+    let id = s.submit(batch(vec![flaky])).await.unwrap().ids[0];
+
+    // A zero TTL expires at once.
+    let first = s.lease(&lease_q(1, 1, 0)).await.unwrap();
+    assert_eq!(first[0].attempt, 1);
+    let reaped = s.reap_expired().await.unwrap();
+    assert_eq!(reaped.requeued, vec![id]);
+    let j = s.get_job(id).await.unwrap();
+    assert_eq!(
+        (j.state, j.crashes, j.worker_id),
+        (JobState::Queued, 1, None)
+    );
+
+    let second = s.lease(&lease_q(1, 1, 60_000)).await.unwrap();
+    assert_eq!(second[0].attempt, 2);
+    // The first worker comes back: its reports no longer count.
+    let stale = s.complete("w1", &[done_p(id, 1, None)]).await.unwrap();
+    assert!(stale.accepted.is_empty());
+    assert_eq!(
+        stale.stale[0].2,
+        format!("job {id} is at attempt 2, the report is for attempt 1")
+    );
+    let hb = [ActiveJob {
+        id,
+        attempt: 1,
+        progress: None,
+    }];
+    let stop = s.heartbeat("w1", &hb, 60_000).await.unwrap();
+    assert_eq!(
+        stop,
+        vec![StopJob {
+            id,
+            attempt: 1,
+            reason: StopReason::LeaseLost
+        }]
+    );
+    let hb = [ActiveJob {
+        id,
+        attempt: 2,
+        progress: Some("50%".into()),
+    }];
+    assert!(s.heartbeat("w1", &hb, 0).await.unwrap().is_empty());
+    assert_eq!(
+        s.get_job(id).await.unwrap().progress.as_deref(),
+        Some("50%")
+    );
+
+    // The renewal above used a zero TTL, so this lease expires too: the crash limit is hit.
+    let reaped = s.reap_expired().await.unwrap();
+    assert_eq!(reaped.failed, vec![id]);
+    let j = s.get_job(id).await.unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    assert!(
+        j.error.unwrap().starts_with("worker lost 2 times"),
+        "crash limit error"
+    );
+    let f = Failure {
+        worker_id: "w1".into(),
+        id,
+        attempt: 2,
+        reason: "late".into(),
+        retryable: true,
+        handback: false,
+    };
+    assert!(matches!(s.fail(&f).await, Err(Error::Stale(_))));
+}
+
+pub async fn idempotent_submit_and_unknown_dependencies(s: Arc<dyn Store>) {
+    let keyed = |hash: &str| SubmitBatch {
+        idempotency_key: Some("k1".into()),
+        body_hash: hash.into(),
+        jobs: vec![named_job("a"), named_job("b")],
+    };
+    let first = s.submit(keyed("h1")).await.unwrap();
+    assert!(!first.deduplicated);
+    let again = s.submit(keyed("h1")).await.unwrap();
+    assert_eq!(
+        again,
+        SubmitOutcome {
+            ids: first.ids.clone(),
+            deduplicated: true
+        }
+    );
+    assert!(matches!(
+        s.submit(keyed("h2")).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    let mut orphan = named_job("orphan");
+    orphan.depends_on = vec![12345];
+    let err = s.submit(batch(vec![orphan])).await.unwrap_err();
+    assert_eq!(err.to_string(), "dependency 12345 does not exist");
+    assert_eq!(
+        s.count_states(&JobFilter::default()).await.unwrap().total(),
+        2
+    );
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -1264,6 +1562,11 @@ macro_rules! suite {
             case!(workers_act_only_as_themselves);
             case!(tokens_are_stored_and_revoked);
             case!(claims_match_registered_kinds);
+            case!(submit_lease_complete_round_trip);
+            case!(wrong_prediction_sizes_store_nothing);
+            case!(dependencies_unblock_fail_and_revive);
+            case!(expired_leases_requeue_then_fail_and_fence_old_attempts);
+            case!(idempotent_submit_and_unknown_dependencies);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn aging_prevents_starvation() {

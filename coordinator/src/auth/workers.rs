@@ -38,11 +38,11 @@ impl WorkerKeys {
         let cached = lock(&self.verified).get(worker_id).cloned();
         let stored = match cached {
             Some(h) => h,
-            None => self.store.worker_key(worker_id).await?.ok_or_else(|| {
-                Error::NotFound(format!(
-                    "worker {worker_id} is not registered; register first"
-                ))
-            })?,
+            None => self
+                .store
+                .worker_key(worker_id)
+                .await?
+                .ok_or_else(|| crate::store::not_registered(worker_id))?,
         };
         if stored.is_empty() || !secrets::same(&stored, &hash) {
             return Err(Error::PermissionDenied(format!(

@@ -5,6 +5,61 @@
 //! completion racing the commit waits for it and a stale attempt can never name its upload.
 //! Every chunk is its own short transaction: nothing holds a connection for a whole upload.
 
+use crate::error::Result;
+use crate::model::*;
+
+/// Job artifacts (checkpoints, resume states) as chunked uploads, fenced like reports.
+#[async_trait::async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Starts an artifact upload for `job` and returns its id. Its chunks stay invisible until
+    /// `commit_artifact` names them; `NotFound` when the job does not exist.
+    async fn begin_artifact_upload(&self, job: JobId) -> Result<String>;
+
+    /// Stores `data` at byte `start` of upload `upload`, as rows of at most `CHUNK_BYTES`, in
+    /// one short transaction, and marks the upload as still in use.
+    async fn put_artifact_chunk(&self, upload: &str, start: u64, data: &[u8]) -> Result<()>;
+
+    /// In one transaction: checks that `rec.job_id` is running at `rec.attempt` leased to
+    /// `worker` (`Stale` otherwise) and that the upload's chunks add up to `rec.size` bytes, then names upload
+    /// `rec.upload_id` as the job's artifact `rec.name` in place of the upload that held that
+    /// name before. That upload's bytes are removed after the commit, outside the fenced
+    /// transaction (the reaper's purge catches them if that fails). Returns the stored record.
+    async fn commit_artifact(&self, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord>;
+
+    /// Removes an upload that will not be committed, with its chunks.
+    async fn discard_artifact_upload(&self, upload: &str) -> Result<()>;
+
+    /// The job's artifacts by name (empty when it has none, `NotFound` when the job does not exist).
+    async fn list_artifacts(&self, job: JobId) -> Result<Vec<ArtifactRecord>>;
+
+    /// `NotFound` when the job has no artifact of that name.
+    async fn get_artifact(&self, job: JobId, name: &str) -> Result<ArtifactRecord>;
+
+    /// Up to `limit` chunks `(start, bytes)` of an upload that start at byte `from` or later, in
+    /// byte order.
+    async fn artifact_chunks(
+        &self,
+        upload: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
+
+    /// Removes artifact `name` of `job`, fenced like `commit_artifact` (`Stale` unless the job
+    /// is running at `attempt` leased to `worker`), then its bytes as `commit_artifact` does.
+    /// False when there was none.
+    async fn delete_artifact(
+        &self,
+        job: JobId,
+        attempt: u32,
+        worker: &str,
+        name: &str,
+    ) -> Result<bool>;
+
+    /// Removes uncommitted uploads untouched for `idle_ms` (a coordinator that died mid-upload
+    /// leaves them). Returns how many.
+    async fn purge_stale_uploads(&self, idle_ms: i64) -> Result<u64>;
+}
+
 macro_rules! for_backend {
     ($backend:ident) => {
         use sqlx::Row as _;

@@ -2,6 +2,35 @@
 //! often; none of this is on the job path. A dataset's content row is stored once per hash and
 //! may carry several names; a name belongs to one content.
 
+use crate::error::Result;
+use crate::model::*;
+
+/// Registered datasets and their stored folds.
+#[async_trait::async_trait]
+pub trait DatasetStore: Send + Sync {
+    /// Records a dataset whose files are stored and verified, under `name`. The content row is
+    /// written once per hash; a name already used for other content is `AlreadyExists`.
+    /// Returns the record with every name it has.
+    async fn register_dataset(&self, rec: &DatasetRecord, name: &str) -> Result<DatasetRecord>;
+
+    /// By hash or by name; `NotFound` otherwise.
+    async fn get_dataset(&self, hash_or_name: &str) -> Result<DatasetRecord>;
+
+    async fn list_datasets(&self) -> Result<Vec<DatasetRecord>>;
+
+    /// Stores folds unless folds for the same (dataset, scheme, k, seed) exist; returns the
+    /// stored record and whether this call stored it.
+    async fn put_folds(&self, rec: &FoldsRecord) -> Result<(FoldsRecord, bool)>;
+
+    async fn get_folds(
+        &self,
+        dataset_hash: &str,
+        scheme: &str,
+        k: u32,
+        seed: u64,
+    ) -> Result<Option<FoldsRecord>>;
+}
+
 macro_rules! for_backend {
     ($backend:ident) => {
         use sqlx::Row as _;

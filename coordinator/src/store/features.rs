@@ -5,6 +5,36 @@
 //! Must not: replace a stored set (an id names its content forever), or give a name to a
 //! second set.
 
+use crate::error::Result;
+use crate::model::*;
+
+/// Level-2 feature sets and their matrices.
+#[async_trait::async_trait]
+pub trait FeatureStore: Send + Sync {
+    /// Stores a feature set and its matrix bytes in one transaction unless one with its id
+    /// exists, and names it `name` (`AlreadyExists` when the name is another set's). Returns the
+    /// stored record and whether this call stored the bytes.
+    async fn put_feature_set(
+        &self,
+        rec: &FeatureSetRecord,
+        bytes: &[u8],
+        name: Option<&str>,
+    ) -> Result<(FeatureSetRecord, bool)>;
+
+    /// By id or name; `NotFound` otherwise.
+    async fn get_feature_set(&self, id_or_name: &str) -> Result<FeatureSetRecord>;
+
+    async fn list_feature_sets(&self) -> Result<Vec<FeatureSetRecord>>;
+
+    /// Up to `limit` chunks `(start, bytes)` of a set's matrix starting at byte `from` or later.
+    async fn feature_set_chunks(
+        &self,
+        id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
+}
+
 use crate::error::Error;
 
 /// Rows of matrix bytes.

@@ -3,6 +3,30 @@
 //! per job in their own table (out of line, so the queue's tables and indexes never carry them);
 //! this reads `CHUNK` jobs per statement.
 
+use crate::error::Result;
+use crate::model::*;
+
+/// Stored predictions: one job's, many jobs' at once, and imported ones.
+#[async_trait::async_trait]
+pub trait PredictionStore: Send + Sync {
+    /// `None` when the job exists but has no stored predictions; `NotFound` when it does not exist.
+    async fn get_predictions(&self, id: JobId) -> Result<Option<Predictions>>;
+
+    /// The stored predictions of those of `ids` that have some, in ascending id order, read in
+    /// a few statements (an ensemble reads thousands).
+    async fn get_predictions_many(&self, ids: &[JobId]) -> Result<Vec<(JobId, Predictions)>>;
+
+    /// Stores predictions made elsewhere as a succeeded job of kind `imported` in `experiment`,
+    /// named `name`, with `result`; returns its id.
+    async fn import_predictions(
+        &self,
+        experiment: &str,
+        name: &str,
+        result: &str,
+        p: &Predictions,
+    ) -> Result<JobId>;
+}
+
 /// Jobs per statement.
 pub const CHUNK: usize = 256;
 

@@ -2,6 +2,27 @@
 //! sweep is a compare-and-set on `submitted`, so two coordinators feeding the same sweep never
 //! both advance it.
 
+use crate::error::Result;
+use crate::model::*;
+
+/// Sweeps of level-2 models.
+#[async_trait::async_trait]
+pub trait SweepStore: Send + Sync {
+    /// Stores a new sweep (its `id`, `submitted` and times are set here).
+    async fn create_sweep(&self, s: &SweepRecord) -> Result<SweepRecord>;
+
+    /// `NotFound` when there is none.
+    async fn get_sweep(&self, id: i64) -> Result<SweepRecord>;
+
+    /// All sweeps, or those in `state`.
+    async fn list_sweeps(&self, state: Option<&str>) -> Result<Vec<SweepRecord>>;
+
+    /// Writes `s`'s `submitted`, `n`, `state`, `features` and `error` if its `submitted` is
+    /// still `expect_submitted` (compare-and-set); false when another coordinator got there
+    /// first.
+    async fn update_sweep(&self, s: &SweepRecord, expect_submitted: u64) -> Result<bool>;
+}
+
 macro_rules! for_backend {
     ($db:ty, $row:ty) => {
         use sqlx::Row;

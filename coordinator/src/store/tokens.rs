@@ -4,6 +4,31 @@
 //! differs (PostgreSQL's NOTIFY on revocation). Must not: store or log a token's secret; only
 //! its hash reaches the database.
 
+use crate::model::*;
+
+/// Access tokens.
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token (`AlreadyExists` when its id is taken).
+    async fn create_token(&self, t: &TokenRecord) -> Result<()>;
+
+    /// The token with this id, revoked or not.
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// Tokens by creation time; revoked ones only with `include_revoked`.
+    async fn list_tokens(&self, include_revoked: bool) -> Result<Vec<TokenRecord>>;
+
+    /// Sets `revoked_at = now`; false when it was revoked already, `NotFound` when unknown. On
+    /// PostgreSQL every coordinator hears of it at once (NOTIFY), see `token_epoch`.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+
+    /// For caches of verified tokens: `Some(n)` where a store tells every coordinator about
+    /// revocations (PostgreSQL), with `n` changing on each revocation or lost notification
+    /// connection; `None` where tokens must be looked up on every call (SQLite, where that
+    /// costs microseconds).
+    fn token_epoch(&self) -> Option<u64>;
+}
+
 use crate::error::{Error, Result};
 use crate::model::Role;
 

@@ -3,42 +3,12 @@
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use super::rows::{self, JOB_COLUMNS};
+use super::rows;
 use super::run::{cascade, notify};
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::store::{decode_f32s, decode_u32s};
 
-pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Job> {
-    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
-    rows::job(&row)
-}
-
-pub async fn get_predictions(pool: &PgPool, id: JobId) -> Result<Option<Predictions>> {
-    let row = sqlx::query(
-        "SELECT j.id, p.oof_rows, p.oof, p.test FROM jobs j
-         LEFT JOIN predictions p ON p.job_id = j.id WHERE j.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
-    let oof_rows: Option<Vec<u8>> = row.try_get("oof_rows")?;
-    Ok(match oof_rows {
-        None => None,
-        Some(r) => Some(Predictions {
-            oof_rows: decode_u32s(&r),
-            oof: decode_f32s(&row.try_get::<Vec<u8>, _>("oof")?),
-            test: decode_f32s(&row.try_get::<Vec<u8>, _>("test")?),
-        }),
-    })
-}
-
-fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) {
+pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) {
     qb.push(" WHERE true");
     if !f.states.is_empty() {
         let codes: Vec<i16> = f.states.iter().map(|s| s.code()).collect();
@@ -68,31 +38,6 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) 
             qb.push(" AND j.id > ").push_bind(a);
         }
     }
-}
-
-pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> Result<Vec<Job>> {
-    let mut qb = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs j"));
-    push_filter(&mut qb, f, true);
-    qb.push(" ORDER BY j.id");
-    if f.limit > 0 {
-        qb.push(" LIMIT ").push_bind(f.limit as i64);
-    }
-    let rows = qb.build().fetch_all(pool).await?;
-    rows.iter().map(rows::job).collect()
-}
-
-pub async fn count_states(pool: &PgPool, f: &JobFilter) -> Result<StateCounts> {
-    let mut qb = QueryBuilder::new("SELECT j.state, count(*) AS n FROM jobs j");
-    push_filter(&mut qb, f, false);
-    qb.push(" GROUP BY j.state");
-    let mut c = StateCounts::default();
-    for r in qb.build().fetch_all(pool).await? {
-        c.add(
-            rows::state(r.try_get("state")?)?,
-            r.try_get::<i64, _>("n")? as u64,
-        );
-    }
-    Ok(c)
 }
 
 /// Locks the listed jobs and returns their states, `NotFound` naming the first missing id.
@@ -152,7 +97,8 @@ pub async fn cancel(pool: &PgPool, ids: &[JobId]) -> Result<CancelOutcome> {
     Ok(out)
 }
 
-pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<Vec<JobId>> {
+/// Revives the jobs; also says whether any of them is claimable now.
+pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<(Vec<JobId>, bool)> {
     let mut tx = pool.begin().await?;
     let states = lock_states(&mut tx, ids).await?;
     for &id in ids {
@@ -163,17 +109,19 @@ pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<Vec<
             )));
         }
     }
-    let mut revived: Vec<JobId> = sqlx::query_scalar(
+    let rows: Vec<(JobId, bool)> = sqlx::query_as(
         "UPDATE jobs SET state = CASE WHEN deps_pending = 0 THEN 2 ELSE 1 END,
             failures = 0, crashes = 0, error = NULL, cancel_requested = false, dep_failed = false,
             run_after = 0, finished_at = NULL, worker_id = NULL, result = NULL,
             sort_key = sh_now_ms() - priority::BIGINT * $2, updated_at = sh_now_ms()
-         WHERE id = ANY($1) RETURNING id",
+         WHERE id = ANY($1) RETURNING id, state = 2",
     )
     .bind(ids)
     .bind(policy.aging_ms_per_priority)
     .fetch_all(&mut *tx)
     .await?;
+    let queued = rows.iter().any(|&(_, queued)| queued);
+    let mut revived: Vec<JobId> = rows.into_iter().map(|(id, _)| id).collect();
     // Revive, level by level, dependents that went down only because of these jobs: those whose
     // dependencies are now all alive again.
     let mut frontier = revived.clone();
@@ -194,7 +142,7 @@ pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<Vec<
     }
     notify(&mut tx).await?;
     tx.commit().await?;
-    Ok(revived)
+    Ok((revived, queued))
 }
 
 pub async fn register_worker(
@@ -245,32 +193,7 @@ pub async fn renew_worker(pool: &PgPool, id: &str, info: &WorkerInfo) -> Result<
     .await?
     .rows_affected();
     if n == 0 {
-        return Err(Error::NotFound(format!("worker {id} is not registered")));
-    }
-    Ok(())
-}
-
-pub async fn worker_key(pool: &PgPool, id: &str) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT key_hash FROM workers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?,
-    )
-}
-
-pub async fn deregister_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
-    let n = sqlx::query(
-        "UPDATE workers SET deregistered = true, last_seen = sh_now_ms() WHERE id = $1",
-    )
-    .bind(worker_id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if n == 0 {
-        return Err(Error::NotFound(format!(
-            "worker {worker_id} is not registered"
-        )));
+        return Err(crate::store::workers::not_registered(id));
     }
     Ok(())
 }

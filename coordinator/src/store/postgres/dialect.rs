@@ -23,3 +23,13 @@ pub const DATASET_NAMES: &str = "(SELECT COALESCE(json_agg(n.name ORDER BY n.nam
 pub async fn begin(pool: &Pool) -> Result<Tx> {
     Ok(pool.begin().await?)
 }
+
+/// Every coordinator hears of a revocation at commit and drops the tokens it had verified.
+pub async fn token_revoked(tx: &mut Tx, id: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(super::TOKENS_CHANNEL)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -88,3 +88,12 @@ pub fn leased(row: &PgRow) -> Result<LeasedJob> {
         expect_test_rows: row.try_get::<i32, _>("expect_test_rows")? as u32,
     })
 }
+
+/// The fence columns (`state`, `attempt`, `worker_id`) of a job row.
+pub fn fence(row: &PgRow) -> Result<FenceRow> {
+    Ok(FenceRow {
+        state: state(row.try_get("state")?)?,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        worker: row.try_get("worker_id")?,
+    })
+}

@@ -73,7 +73,7 @@ async fn check_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
             .fetch_optional(pool)
             .await?;
     if live != Some(true) {
-        return Err(not_registered(worker_id));
+        return Err(crate::store::workers::not_registered(worker_id));
     }
     Ok(())
 }
@@ -88,15 +88,9 @@ async fn touch_worker(pool: &PgPool, worker_id: &str) -> Result<()> {
     .await?
     .rows_affected();
     if n == 0 {
-        return Err(not_registered(worker_id));
+        return Err(crate::store::workers::not_registered(worker_id));
     }
     Ok(())
-}
-
-fn not_registered(worker_id: &str) -> Error {
-    Error::NotFound(format!(
-        "worker {worker_id} is not registered; register first"
-    ))
 }
 
 pub async fn heartbeat(
@@ -348,13 +342,7 @@ pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOut
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| Error::Stale(format!("job {} does not exist", f.id)))?;
-    let holder: Option<String> = row.try_get("worker_id")?;
-    let now_state = FenceState {
-        state: rows::state(row.try_get("state")?)?,
-        attempt: row.try_get::<i32, _>("attempt")? as u32,
-        worker: holder.as_deref(),
-    };
-    if let Some(why) = fence_breach(f.id, f.attempt, &f.worker_id, now_state) {
+    if let Some(why) = rows::fence(&row)?.breach(f.id, f.attempt, &f.worker_id) {
         return Err(Error::Stale(why));
     }
     let failures = row.try_get::<i32, _>("failures")? as u32;

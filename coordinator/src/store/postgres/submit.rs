@@ -12,7 +12,12 @@ use crate::model::*;
 /// Separator for tags packed into one text per job (UNNEST flattens 2-D arrays).
 const TAG_SEP: char = '\u{1f}';
 
-pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Result<SubmitOutcome> {
+/// Stores the batch; also says whether any job of it is claimable now.
+pub async fn submit(
+    pool: &PgPool,
+    policy: &Policy,
+    batch: &SubmitBatch,
+) -> Result<(SubmitOutcome, bool)> {
     let mut tx = pool.begin().await?;
 
     if let Some(key) = &batch.idempotency_key {
@@ -37,10 +42,11 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
                     "idempotency key {key:?} was already used for a different submission"
                 )));
             }
-            return Ok(SubmitOutcome {
+            let out = SubmitOutcome {
                 ids: row.try_get("job_ids")?,
                 deduplicated: true,
-            });
+            };
+            return Ok((out, false));
         }
     }
 
@@ -191,10 +197,11 @@ pub async fn submit(pool: &PgPool, policy: &Policy, batch: &SubmitBatch) -> Resu
             .await?;
     }
     tx.commit().await?;
-    Ok(SubmitOutcome {
+    let out = SubmitOutcome {
         ids,
         deduplicated: false,
-    })
+    };
+    Ok((out, queued > 0))
 }
 
 /// Column-major copy of a batch for UNNEST.

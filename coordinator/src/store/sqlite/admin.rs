@@ -6,42 +6,13 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::rows::{self, json, JOB_COLUMNS};
+use super::rows::{self, json};
 use super::run::cascade;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::store::{decode_f32s, decode_u32s};
-
-pub async fn get_job(pool: &SqlitePool, id: JobId) -> Result<Job> {
-    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
-    rows::job(&row)
-}
-
-pub async fn get_predictions(pool: &SqlitePool, id: JobId) -> Result<Option<Predictions>> {
-    let row = sqlx::query(
-        "SELECT j.id, p.oof_rows, p.oof, p.test FROM jobs j
-         LEFT JOIN predictions p ON p.job_id = j.id WHERE j.id = ?1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| Error::NotFound(format!("job {id} does not exist")))?;
-    let Some(oof_rows) = row.try_get::<Option<Vec<u8>>, _>("oof_rows")? else {
-        return Ok(None);
-    };
-    Ok(Some(Predictions {
-        oof_rows: decode_u32s(&oof_rows),
-        oof: decode_f32s(&row.try_get::<Vec<u8>, _>("oof")?),
-        test: decode_f32s(&row.try_get::<Vec<u8>, _>("test")?),
-    }))
-}
 
 /// Appends the filter's conditions; `paged` adds `updated_after` and `after_id`.
-fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter, paged: bool) {
+pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter, paged: bool) {
     qb.push(" WHERE 1");
     if !f.states.is_empty() {
         let codes: Vec<i16> = f.states.iter().map(|s| s.code()).collect();
@@ -68,31 +39,6 @@ fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter, paged: bool) {
             qb.push(" AND j.id > ").push_bind(a);
         }
     }
-}
-
-pub async fn list_jobs(pool: &SqlitePool, f: &JobFilter) -> Result<Vec<Job>> {
-    let mut qb = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs j"));
-    push_filter(&mut qb, f, true);
-    qb.push(" ORDER BY j.id");
-    if f.limit > 0 {
-        qb.push(" LIMIT ").push_bind(i64::from(f.limit));
-    }
-    let rows = qb.build().fetch_all(pool).await?;
-    rows.iter().map(rows::job).collect()
-}
-
-pub async fn count_states(pool: &SqlitePool, f: &JobFilter) -> Result<StateCounts> {
-    let mut qb = QueryBuilder::new("SELECT j.state, count(*) AS n FROM jobs j");
-    push_filter(&mut qb, f, false);
-    qb.push(" GROUP BY j.state");
-    let mut c = StateCounts::default();
-    for r in qb.build().fetch_all(pool).await? {
-        c.add(
-            rows::state(r.try_get("state")?)?,
-            r.try_get::<i64, _>("n")? as u64,
-        );
-    }
-    Ok(c)
 }
 
 /// The listed jobs' states and `has_dependents`, `NotFound` naming the first missing id.
@@ -308,31 +254,7 @@ pub async fn renew_worker(pool: &SqlitePool, id: &str, info: &WorkerInfo) -> Res
     .await?
     .rows_affected();
     if n == 0 {
-        return Err(Error::NotFound(format!("worker {id} is not registered")));
-    }
-    Ok(())
-}
-
-pub async fn worker_key(pool: &SqlitePool, id: &str) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT key_hash FROM workers WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?,
-    )
-}
-
-pub async fn deregister_worker(pool: &SqlitePool, worker_id: &str) -> Result<()> {
-    let n = sqlx::query("UPDATE workers SET deregistered = 1, last_seen = ?2 WHERE id = ?1")
-        .bind(worker_id)
-        .bind(now_ms())
-        .execute(pool)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(Error::NotFound(format!(
-            "worker {worker_id} is not registered"
-        )));
+        return Err(crate::store::workers::not_registered(id));
     }
     Ok(())
 }

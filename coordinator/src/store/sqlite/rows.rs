@@ -147,3 +147,12 @@ pub fn worker(row: &SqliteRow, dead_after_ms: i64, now: Millis) -> Result<Worker
         busy_gpus: u32_col(row, "busy_gpus")?,
     })
 }
+
+/// The fence columns (`state`, `attempt`, `worker_id`) of a job row.
+pub fn fence(row: &SqliteRow) -> Result<FenceRow> {
+    Ok(FenceRow {
+        state: state(row.try_get("state")?)?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        worker: row.try_get("worker_id")?,
+    })
+}

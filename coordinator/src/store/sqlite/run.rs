@@ -341,13 +341,7 @@ pub async fn fail(pool: &SqlitePool, policy: &Policy, f: &Failure) -> Result<Fai
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| Error::Stale(format!("job {} does not exist", f.id)))?;
-    let holder: Option<String> = row.try_get("worker_id")?;
-    let now_state = FenceState {
-        state: rows::state(row.try_get("state")?)?,
-        attempt: row.try_get::<i64, _>("attempt")? as u32,
-        worker: holder.as_deref(),
-    };
-    if let Some(why) = fence_breach(f.id, f.attempt, &f.worker_id, now_state) {
+    if let Some(why) = rows::fence(&row)?.breach(f.id, f.attempt, &f.worker_id) {
         return Err(Error::Stale(why));
     }
     let failures = row.try_get::<i64, _>("failures")? as u32;
@@ -507,9 +501,7 @@ async fn touch_worker(conn: &mut SqliteConnection, worker_id: &str, now: Millis)
         .await?
         .rows_affected();
     if n == 0 {
-        return Err(Error::NotFound(format!(
-            "worker {worker_id} is not registered; register first"
-        )));
+        return Err(crate::store::workers::not_registered(worker_id));
     }
     Ok(())
 }
