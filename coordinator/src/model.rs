@@ -263,11 +263,36 @@ pub struct Completion {
     pub progress: Option<String>,
 }
 
+/// What `Complete` did with each item of a batch: every item is accepted, stale or invalid.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CompleteOutcome {
     pub accepted: Vec<JobId>,
     /// (id, attempt, why) of reports whose fencing token no longer matches.
     pub stale: Vec<(JobId, u32, String)>,
+    /// (id, attempt, why) of reports the coordinator will never take (a bad result, or
+    /// predictions that do not fit their job); the worker fails those jobs.
+    pub invalid: Vec<(JobId, u32, String)>,
+}
+
+/// The prediction rows a job declared (`expect_oof_rows`, `expect_test_rows`; 0: any number)
+/// against a completion's. `None` when they fit, otherwise why not.
+pub fn prediction_rows_breach(c: &Completion, expect_oof: u32, expect_test: u32) -> Option<String> {
+    let (oof, test) = c
+        .predictions
+        .as_ref()
+        .map_or((0, 0), |p| (p.oof.len(), p.test.len()));
+    let id = c.id;
+    if expect_oof != 0 && oof != expect_oof as usize {
+        return Some(format!(
+            "predictions for job {id} have {oof} out-of-fold rows, the job expects {expect_oof}"
+        ));
+    }
+    if expect_test != 0 && test != expect_test as usize {
+        return Some(format!(
+            "predictions for job {id} have {test} test rows, the job expects {expect_test}"
+        ));
+    }
+    None
 }
 
 #[derive(Clone, Debug, PartialEq)]

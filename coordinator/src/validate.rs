@@ -347,9 +347,13 @@ fn check_batch_cycles(jobs: &[NewJob]) -> Result<()> {
     Ok(())
 }
 
-/// Validates completions, taking them over (prediction vectors are large: never copied); any
-/// bad item rejects the whole call.
-pub fn completions(items: Vec<pb::Completion>) -> Result<Vec<Completion>> {
+/// A completion refused by validation: (id, attempt, why).
+pub type Refused = (JobId, u32, String);
+
+/// Validates completions, taking them over (prediction vectors are large: never copied). Each
+/// item stands alone: the valid ones come back first, the refused ones second as (id, attempt,
+/// why). Only a request that is too large as a whole is refused as a whole.
+pub fn completions(items: Vec<pb::Completion>) -> Result<(Vec<Completion>, Vec<Refused>)> {
     let values: usize = items
         .iter()
         .filter_map(|c| c.predictions.as_ref())
@@ -361,37 +365,45 @@ pub fn completions(items: Vec<pb::Completion>) -> Result<Vec<Completion>> {
              {MAX_PREDICTION_VALUES_PER_REQUEST} per request; send fewer at once"
         )));
     }
-    items
-        .into_iter()
-        .map(|c| {
-            if c.result_json.len() > MAX_RESULT_BYTES {
-                return Err(Error::invalid(format!(
-                    "result of job {} is {} bytes, the limit is {MAX_RESULT_BYTES}",
-                    c.id,
-                    c.result_json.len()
-                )));
-            }
-            if !c.result_json.is_empty() {
-                serde_json::from_str::<serde::de::IgnoredAny>(&c.result_json).map_err(|e| {
-                    Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id))
-                })?;
-            }
-            if !c.progress_json.is_empty() {
-                progress(c.id, &c.progress_json)?;
-            }
-            let predictions = match c.predictions {
-                None => None,
-                Some(p) => Some(predictions(c.id, p)?),
-            };
-            Ok(Completion {
-                id: c.id,
-                attempt: c.attempt,
-                result: (!c.result_json.is_empty()).then_some(c.result_json),
-                predictions,
-                progress: (!c.progress_json.is_empty()).then_some(c.progress_json),
-            })
-        })
-        .collect()
+    let mut valid = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for c in items {
+        let (id, attempt) = (c.id, c.attempt);
+        match completion(c) {
+            Ok(c) => valid.push(c),
+            Err(e) => refused.push((id, attempt, e.to_string())),
+        }
+    }
+    Ok((valid, refused))
+}
+
+fn completion(c: pb::Completion) -> Result<Completion> {
+    if c.result_json.len() > MAX_RESULT_BYTES {
+        return Err(Error::invalid(format!(
+            "result of job {} is {} bytes, the limit is {MAX_RESULT_BYTES}",
+            c.id,
+            c.result_json.len()
+        )));
+    }
+    if !c.result_json.is_empty() {
+        serde_json::from_str::<serde::de::IgnoredAny>(&c.result_json).map_err(|e| {
+            Error::invalid(format!("result of job {} is not valid JSON ({e})", c.id))
+        })?;
+    }
+    if !c.progress_json.is_empty() {
+        progress(c.id, &c.progress_json)?;
+    }
+    let predictions = match c.predictions {
+        None => None,
+        Some(p) => Some(predictions(c.id, p)?),
+    };
+    Ok(Completion {
+        id: c.id,
+        attempt: c.attempt,
+        result: (!c.result_json.is_empty()).then_some(c.result_json),
+        predictions,
+        progress: (!c.progress_json.is_empty()).then_some(c.progress_json),
+    })
 }
 
 fn predictions(id: JobId, p: pb::Predictions) -> Result<Predictions> {
@@ -568,11 +580,18 @@ mod tests {
             progress_json: progress_json.into(),
             ..Default::default()
         };
-        let ok = completions(vec![with(r#"{"epoch":3}"#), with("")]).unwrap();
+        let (ok, refused) = completions(vec![with(r#"{"epoch":3}"#), with("")]).unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
         assert_eq!(ok[0].progress.as_deref(), Some(r#"{"epoch":3}"#));
         assert_eq!(ok[1].progress, None, "empty: keep the heartbeat's");
-        let e = completions(vec![with("{epoch")]).unwrap_err().to_string();
-        assert!(e.contains("progress of job 4 is not valid JSON"), "{e}");
+        // Per item: the bad one is refused with why, the good one passes.
+        let (ok, refused) = completions(vec![with("{epoch"), with("")]).unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!((refused[0].0, refused[0].1), (4, 1));
+        assert!(
+            refused[0].2.contains("progress of job 4 is not valid JSON"),
+            "{refused:?}"
+        );
     }
 
     #[test]
@@ -588,9 +607,15 @@ mod tests {
             }),
             ..Default::default()
         };
+        let (ok, refused) = completions(vec![c]).unwrap();
+        assert!(ok.is_empty());
         assert_eq!(
-            completions(vec![c]).unwrap_err().to_string(),
-            "out-of-fold prediction 1 of job 3 is NaN, expected a finite number"
+            refused,
+            [(
+                3,
+                1,
+                "out-of-fold prediction 1 of job 3 is NaN, expected a finite number".to_string()
+            )]
         );
     }
 }

@@ -336,3 +336,12 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         (n == name && all).then(|| v.parse().ok()).flatten()
     })
 }
+
+/// The one completion a Complete answer refused, as (kind, why); panics unless there is
+/// exactly one and nothing was accepted.
+pub fn refused_one(resp: pb::CompleteResponse) -> (pb::RefusalKind, String) {
+    assert_eq!(resp.accepted, 0, "{resp:?}");
+    assert_eq!(resp.rejected.len(), 1, "{resp:?}");
+    let r = &resp.rejected[0];
+    (r.kind(), r.reason.clone())
+}

@@ -6,7 +6,7 @@ use stackhive_coordinator::{run, CoordinatorConfig};
 use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
-use stackhive_tests::cluster::spec;
+use stackhive_tests::cluster::{refused_one, spec};
 use stackhive_tests::db::TestDb;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -209,18 +209,30 @@ async fn bad_input_is_refused_and_stores_nothing(db: TestDb) {
             }),
         }],
     };
+    // Refused per item (issue 11): the call answers, naming the completion and why.
     let e = w
         .complete(complete(vec![0.1, f32::INFINITY, 0.3]))
         .await
-        .unwrap_err();
+        .unwrap()
+        .into_inner();
     assert_eq!(
-        e.message(),
-        format!("out-of-fold prediction 1 of job {id} is inf, expected a finite number")
+        refused_one(e),
+        (
+            pb::RefusalKind::Invalid,
+            format!("out-of-fold prediction 1 of job {id} is inf, expected a finite number")
+        )
     );
-    let e = w.complete(complete(vec![0.1, 0.2])).await.unwrap_err();
+    let e = w
+        .complete(complete(vec![0.1, 0.2]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
-        e.message(),
-        format!("predictions for job {id} have 2 out-of-fold rows, the job expects 3")
+        refused_one(e),
+        (
+            pb::RefusalKind::Invalid,
+            format!("predictions for job {id} have 2 out-of-fold rows, the job expects 3")
+        )
     );
     let j = c
         .get_job(pb::GetJobRequest {

@@ -72,8 +72,10 @@ async fn killed_worker_job_is_retried_once_and_late_report_rejected() {
             }],
         })
         .await
-        .unwrap_err();
-    assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late:?}");
+        .unwrap()
+        .into_inner();
+    let (kind, why) = refused_one(late);
+    assert_eq!(kind, pb::RefusalKind::Stale, "{why}");
     let late_fail = w
         .fail(pb::FailRequest {
             worker_id: me.worker_id,

@@ -15,7 +15,7 @@ use stackhive_proto::v1::dataset_service_client::DatasetServiceClient;
 use stackhive_proto::v1::job_service_client::JobServiceClient;
 use stackhive_proto::v1::upload_dataset_request::Item;
 use stackhive_proto::v1::worker_service_client::WorkerServiceClient;
-use stackhive_tests::cluster::{bin, spec};
+use stackhive_tests::cluster::{bin, refused_one, spec};
 use stackhive_tests::db::TestDb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -490,13 +490,14 @@ async fn no_client_acts_as_another_worker_or_touches_its_artifacts() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // A real, registered worker reporting a job leased to another.
-    let e = workers(&c).complete(complete(&w2)).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(
-        e.message().contains("leased to another worker"),
-        "{}",
-        e.message()
-    );
+    let e = workers(&c)
+        .complete(complete(&w2))
+        .await
+        .unwrap()
+        .into_inner();
+    let (kind, why) = refused_one(e);
+    assert_eq!(kind, pb::RefusalKind::Stale);
+    assert!(why.contains("leased to another worker"), "{why}");
 
     let fail = |who: &(String, String)| pb::FailRequest {
         worker_id: who.0.clone(),
@@ -917,8 +918,11 @@ async fn oversized_and_malformed_input_is_refused_cleanly() {
             }],
         })
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        .unwrap()
+        .into_inner();
+    let (kind, why) = refused_one(e);
+    assert_eq!(kind, pb::RefusalKind::Invalid);
+    assert!(why.contains("the limit is"), "{why}");
     assert_eq!(
         get(&c, leased[0].id).await.state,
         pb::JobState::Running as i32

@@ -614,11 +614,16 @@ pub async fn predictions_are_checked_and_stored(s: Arc<dyn Store>) {
             test: vec![0.5, 0.6],
         }),
     };
-    let err = s.complete("w1", &[bad]).await.unwrap_err();
+    let out = s.complete("w1", &[bad]).await.unwrap();
     assert_eq!(
-        err.to_string(),
-        format!("predictions for job {id} have 3 out-of-fold rows, the job expects 4")
+        out.invalid,
+        [(
+            id,
+            1,
+            format!("predictions for job {id} have 3 out-of-fold rows, the job expects 4")
+        )]
     );
+    assert!(out.accepted.is_empty() && out.stale.is_empty());
     assert_eq!(state(&*s, id).await, JobState::Running, "nothing stored");
     assert_eq!(s.get_predictions(id).await.unwrap(), None);
     let p = Predictions {
@@ -1318,38 +1323,61 @@ pub async fn submit_lease_complete_round_trip(s: Arc<dyn Store>) {
     assert_eq!(listed, vec![ids[1], ids[2]]);
 }
 
-pub async fn wrong_prediction_sizes_store_nothing(s: Arc<dyn Store>) {
+/// Issue 11: `Complete` accepts and refuses per item. A batch holding a valid completion, a
+/// stale one and one whose predictions do not fit its job stores the valid one and names the
+/// other two with why; the refused job stays running for its worker to fail.
+pub async fn complete_answers_each_item(s: Arc<dyn Store>) {
     let mut model = named_job("model");
     model.expect_oof_rows = 4;
     let ids = s
-        .submit(batch(vec![named_job("other"), model]))
+        .submit(batch(vec![named_job("other"), model, named_job("late")]))
         .await
         .unwrap()
         .ids;
-    s.lease(&lease_q(2, 2, 60_000)).await.unwrap();
+    s.lease(&lease_q(3, 3, 60_000)).await.unwrap();
     let short = Predictions {
         oof_rows: vec![0, 1, 2],
         oof: vec![0.0; 3],
         test: vec![],
     };
-    let err = s
+    let out = s
         .complete(
             "w1",
-            &[done_p(ids[0], 1, None), done_p(ids[1], 1, Some(short))],
+            &[
+                done_p(ids[0], 1, None),
+                done_p(ids[1], 1, Some(short)),
+                done_p(ids[2], 7, None),
+            ],
         )
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(out.accepted, [ids[0]]);
     assert_eq!(
-        err.to_string(),
-        format!(
-            "predictions for job {} have 3 out-of-fold rows, the job expects 4",
-            ids[1]
-        )
+        out.invalid,
+        [(
+            ids[1],
+            1,
+            format!(
+                "predictions for job {} have 3 out-of-fold rows, the job expects 4",
+                ids[1]
+            )
+        )]
     );
-    // The whole call rolled back, the valid completion included.
-    for id in ids {
-        assert_eq!(s.get_job(id).await.unwrap().state, JobState::Running);
-    }
+    assert_eq!(
+        out.stale,
+        [(
+            ids[2],
+            7,
+            format!(
+                "job {} is at attempt 1, the report is for attempt 7",
+                ids[2]
+            )
+        )]
+    );
+    assert_eq!(s.get_job(ids[0]).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(s.get_job(ids[1]).await.unwrap().state, JobState::Running);
+    assert_eq!(s.get_predictions(ids[1]).await.unwrap(), None);
+    assert_eq!(s.get_job(ids[2]).await.unwrap().state, JobState::Running);
 }
 
 pub async fn dependencies_unblock_fail_and_revive(s: Arc<dyn Store>) {
@@ -1563,7 +1591,7 @@ macro_rules! suite {
             case!(tokens_are_stored_and_revoked);
             case!(claims_match_registered_kinds);
             case!(submit_lease_complete_round_trip);
-            case!(wrong_prediction_sizes_store_nothing);
+            case!(complete_answers_each_item);
             case!(dependencies_unblock_fail_and_revive);
             case!(expired_leases_requeue_then_fail_and_fence_old_attempts);
             case!(idempotent_submit_and_unknown_dependencies);

@@ -32,6 +32,9 @@ struct State {
     complete_calls: usize,
     deregistered: Vec<String>,
     progress: HashMap<i64, String>,
+    /// Jobs whose completions the fake refuses as invalid, as the coordinator refuses
+    /// predictions that do not fit their job.
+    refuse: HashSet<i64>,
 }
 
 #[derive(Clone)]
@@ -161,23 +164,28 @@ impl WorkerService for Fake {
         s.complete_calls += 1;
         let mut accepted = 0;
         let mut rejected = Vec::new();
+        // Per item, as the coordinator answers: accepted, stale or invalid.
         for c in req.completions {
-            if s.running.get(&c.id) == Some(&c.attempt) {
-                s.running.remove(&c.id);
-                s.completed.push((c.id, c.attempt, c.result_json));
-                accepted += 1;
+            let refusal = if s.running.get(&c.id) != Some(&c.attempt) {
+                Some((RefusalKind::Stale, "stale"))
+            } else if s.refuse.contains(&c.id) {
+                Some((RefusalKind::Invalid, "predictions do not fit the job"))
             } else {
-                rejected.push(Rejection {
+                None
+            };
+            match refusal {
+                None => {
+                    s.running.remove(&c.id);
+                    s.completed.push((c.id, c.attempt, c.result_json));
+                    accepted += 1;
+                }
+                Some((kind, reason)) => rejected.push(Rejection {
                     id: c.id,
                     attempt: c.attempt,
-                    reason: "stale".into(),
-                });
+                    reason: reason.into(),
+                    kind: kind as i32,
+                }),
             }
-        }
-        if accepted == 0 && !rejected.is_empty() {
-            return Err(Status::failed_precondition(
-                "stale report: every completion",
-            ));
         }
         Ok(Response::new(CompleteResponse { accepted, rejected }))
     }
@@ -325,6 +333,40 @@ async fn many_noop_jobs_complete_once_each_in_batches() {
         s.complete_calls
     );
     assert_eq!(s.deregistered, ["w1"]);
+}
+
+/// Issue 11: a batch with a refused item stores the rest; the refused job is reported failed
+/// for good with the coordinator's reason, and nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_completion_fails_its_job_and_the_rest_complete() {
+    let addr = free_addr().await;
+    let fake = Fake(Default::default());
+    let server = Server::start(fake.clone(), addr).await;
+    let ids = fake.submit("noop", "", 200);
+    let bad = [ids[7], ids[150]];
+    fake.state().refuse.extend(bad);
+    let worker = Worker::start(config(addr));
+
+    until("every job answered", || {
+        let s = fake.state();
+        s.completed.len() + s.failed.len() == ids.len()
+    })
+    .await;
+    worker.stop().await.expect("clean shutdown");
+    server.stop().await;
+    let s = fake.state();
+    let failed: HashSet<i64> = s.failed.iter().map(|f| f.id).collect();
+    assert_eq!(failed, bad.into_iter().collect());
+    for f in &s.failed {
+        assert!(!f.retryable && !f.handback, "{f:?}");
+        assert_eq!(
+            f.reason,
+            "coordinator refused the result: predictions do not fit the job"
+        );
+    }
+    let done: HashSet<i64> = s.completed.iter().map(|c| c.0).collect();
+    assert_eq!(done.len(), s.completed.len(), "a job was completed twice");
+    assert_eq!(done.len(), ids.len() - bad.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use stackhive_proto::v1::{LeasedJob, Predictions};
+use stackhive_proto::v1::LeasedJob;
 
 use crate::executor::{ExecutorRegistry, JobCtx, JobOutput, StopCause};
 
@@ -67,13 +67,7 @@ pub(crate) async fn execute(registry: &ExecutorRegistry, job: &LeasedJob, ctx: J
     match (slot.cause(), finished) {
         (Some(StopCause::LeaseLost), _) => Outcome::Dropped,
         // A job that finished while being stopped did finish: its result is the truth.
-        (_, Some(Ok(Ok(output)))) => match check_predictions(job, output.predictions.as_ref()) {
-            Ok(()) => Outcome::Succeeded(output),
-            Err(reason) => Outcome::Failed {
-                reason,
-                retryable: false,
-            },
-        },
+        (_, Some(Ok(Ok(output)))) => Outcome::Succeeded(output),
         (Some(StopCause::Cancelled), _) => Outcome::Failed {
             reason: "cancelled".into(),
             retryable: false,
@@ -117,35 +111,12 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-/// The coordinator refuses a whole Complete batch when one job's predictions have the wrong
-/// row count; checking here keeps one bad job from holding up the others' reports.
-fn check_predictions(job: &LeasedJob, p: Option<&Predictions>) -> Result<(), String> {
-    let (oof, rows, test) = p.map_or((0, 0, 0), |p| (p.oof.len(), p.oof_rows.len(), p.test.len()));
-    if oof != rows {
-        return Err(format!(
-            "predictions have {oof} out-of-fold values but {rows} row indices"
-        ));
-    }
-    let want_oof = job.expect_oof_rows as usize;
-    if want_oof != 0 && oof != want_oof {
-        return Err(format!(
-            "predictions have {oof} out-of-fold rows, the job expects {want_oof}"
-        ));
-    }
-    let want_test = job.expect_test_rows as usize;
-    if want_test != 0 && test != want_test {
-        return Err(format!(
-            "predictions have {test} test rows, the job expects {want_test}"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::executor::shell::tests::{process_gone, read_pid, shell_job, wait_gone};
     use crate::executor::{Executor, JobError};
+    use stackhive_proto::v1::Predictions;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -269,19 +240,8 @@ mod tests {
             ["noop", "panics", "predicts", "shell", "sleep"]
         );
 
-        let mut j = job("predicts", "");
-        j.expect_oof_rows = 3;
-        j.expect_test_rows = 1;
-        let ok = execute(&reg, &j, JobCtx::new(Vec::new())).await;
+        let ok = execute(&reg, &job("predicts", ""), JobCtx::new(Vec::new())).await;
         assert!(matches!(ok, Outcome::Succeeded(_)), "{ok:?}");
-        j.expect_oof_rows = 4;
-        assert_eq!(
-            execute(&reg, &j, JobCtx::new(Vec::new())).await,
-            Outcome::Failed {
-                reason: "predictions have 3 out-of-fold rows, the job expects 4".into(),
-                retryable: false
-            }
-        );
 
         let outcome = execute(&reg, &job("panics", ""), JobCtx::new(Vec::new())).await;
         assert_eq!(

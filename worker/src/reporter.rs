@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use prost::Message;
-use stackhive_proto::v1::{CompleteRequest, Completion, FailRequest};
+use stackhive_proto::v1::{CompleteRequest, Completion, FailRequest, RefusalKind};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -142,16 +142,17 @@ async fn completion_loop(
     }
 }
 
-/// Sends one batch until every item is accepted, rejected as stale, or refused for good.
-/// Returns how many items were left undelivered because `abort` fired.
+/// Sends one batch until the coordinator has answered for every item: accepted, stale
+/// (dropped: the job was re-run elsewhere) or invalid (the coordinator will never take it, so
+/// the job is reported failed with the reason rather than re-run until it crashes out). A
+/// request refused as a whole (too large for the coordinator) is sent again one item at a
+/// time. Returns how many items were left undelivered because `abort` fired.
 async fn deliver_completions(
     coord: &Coordinator,
     batch: Vec<Completion>,
     refused: &UnboundedSender<FailItem>,
     abort: &CancellationToken,
 ) -> usize {
-    // Sub-batches still to send: a batch the coordinator refuses as a whole is split until
-    // the item at fault is alone.
     let mut pending = vec![batch];
     let mut reregistered = false;
     while let Some(items) = pending.pop() {
@@ -169,65 +170,40 @@ async fn deliver_completions(
             _ = abort.cancelled() => Err(RpcError::Stopped),
         };
         let items = req.completions;
+        let undelivered = || items.len() + pending.iter().map(Vec::len).sum::<usize>();
         match sent {
             Ok(resp) => {
-                for r in &resp.rejected {
-                    tracing::info!(
-                        job_id = r.id,
-                        attempt = r.attempt,
-                        reason = %r.reason,
-                        "completion rejected as stale; dropped"
-                    );
-                }
                 tracing::debug!(
                     accepted = resp.accepted,
                     rejected = resp.rejected.len(),
                     "completions delivered"
                 );
+                for r in &resp.rejected {
+                    if r.kind() == RefusalKind::Stale {
+                        tracing::info!(job_id = r.id, attempt = r.attempt, reason = %r.reason,
+                            "completion rejected as stale; dropped");
+                    } else if !fail_refused(refused, r.id, r.attempt, &r.reason) {
+                        return 1;
+                    }
+                }
             }
-            Err(RpcError::Stopped) => {
-                return items.len() + pending.iter().map(Vec::len).sum::<usize>();
-            }
+            Err(RpcError::Stopped) => return undelivered(),
             Err(RpcError::Status(s)) => match s.code() {
-                Code::FailedPrecondition => tracing::info!(
-                    count = items.len(),
-                    first_job_id = items.first().map(|c| c.id),
-                    error = %s.message(),
-                    "completions rejected as stale; dropped"
-                ),
                 Code::NotFound if !reregistered => {
                     reregistered = true;
                     if coord.reregister(&worker_id, abort).await.is_err() {
-                        return items.len() + pending.iter().map(Vec::len).sum::<usize>();
+                        return undelivered();
                     }
                     pending.push(items);
                 }
                 Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
                     if items.len() > 1 =>
                 {
-                    let mut first = items;
-                    let second = first.split_off(first.len() / 2);
-                    pending.push(second);
-                    pending.push(first);
+                    pending.extend(items.into_iter().map(|c| vec![c]));
                 }
                 Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange => {
-                    // The coordinator will never take this result; fail the job with the
-                    // reason, rather than leave it to be re-run until it crashes out.
                     let c = &items[0];
-                    tracing::error!(
-                        job_id = c.id,
-                        attempt = c.attempt,
-                        error = %s.message(),
-                        "coordinator refused the result; reporting the job as failed"
-                    );
-                    let fail = FailItem {
-                        id: c.id,
-                        attempt: c.attempt,
-                        reason: format!("coordinator refused the result: {}", s.message()),
-                        retryable: false,
-                        handback: false,
-                    };
-                    if refused.send(fail).is_err() {
+                    if !fail_refused(refused, c.id, c.attempt, s.message()) {
                         return 1;
                     }
                 }
@@ -248,6 +224,21 @@ async fn deliver_completions(
         }
     }
     0
+}
+
+/// Queues a completion the coordinator refused for good as the job's failure; false when the
+/// failure reporter has stopped.
+fn fail_refused(refused: &UnboundedSender<FailItem>, id: i64, attempt: u32, why: &str) -> bool {
+    tracing::error!(job_id = id, attempt, error = %why,
+        "coordinator refused the result; reporting the job as failed");
+    let fail = FailItem {
+        id,
+        attempt,
+        reason: format!("coordinator refused the result: {why}"),
+        retryable: false,
+        handback: false,
+    };
+    refused.send(fail).is_ok()
 }
 
 async fn failure_loop(

@@ -203,8 +203,9 @@ impl WorkerService for WorkerApi {
         let r = req.into_inner();
         self.keys.verify(&r.worker_id, &r.worker_key).await?;
         let started = std::time::Instant::now();
-        let items = validate::completions(r.completions)?;
-        let out = self.store.complete(&r.worker_id, &items).await?;
+        let (items, refused) = validate::completions(r.completions)?;
+        let mut out = self.store.complete(&r.worker_id, &items).await?;
+        out.invalid.extend(refused);
         metrics::histogram!(m::COMPLETE_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(m::COMPLETED).increment(out.accepted.len() as u64);
         let accepted: std::collections::HashSet<JobId> = out.accepted.iter().copied().collect();
@@ -213,29 +214,25 @@ impl WorkerService for WorkerApi {
             .filter(|c| c.predictions.is_some() && accepted.contains(&c.id))
             .count();
         metrics::counter!(m::PREDICTIONS_STORED).increment(stored as u64);
-        if out.accepted.is_empty() && !out.stale.is_empty() {
-            let n = out.stale.len();
-            metrics::counter!(m::STALE_REPORTS).increment(n as u64 - 1);
-            let (_, _, why) = &out.stale[0];
-            let more = if n > 1 {
-                format!(" (and {} more)", n - 1)
-            } else {
-                String::new()
-            };
-            return Err(Error::Stale(format!("{why}{more}")).into());
-        }
         metrics::counter!(m::STALE_REPORTS).increment(out.stale.len() as u64);
+        let rejection = |kind: pb::RefusalKind| {
+            move |(id, attempt, reason): (JobId, u32, String)| pb::Rejection {
+                id,
+                attempt,
+                reason,
+                kind: kind as i32,
+            }
+        };
+        let rejected = (out.stale.into_iter().map(rejection(pb::RefusalKind::Stale)))
+            .chain(
+                out.invalid
+                    .into_iter()
+                    .map(rejection(pb::RefusalKind::Invalid)),
+            )
+            .collect();
         Ok(Response::new(pb::CompleteResponse {
             accepted: out.accepted.len() as u32,
-            rejected: out
-                .stale
-                .into_iter()
-                .map(|(id, attempt, reason)| pb::Rejection {
-                    id,
-                    attempt,
-                    reason,
-                })
-                .collect(),
+            rejected,
         }))
     }
 

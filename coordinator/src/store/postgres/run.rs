@@ -206,7 +206,7 @@ pub async fn complete(
         }
     }
 
-    let mut stale = Vec::new();
+    let (mut stale, mut invalid) = (Vec::new(), Vec::new());
     if accepted.len() < items.len() {
         let done: std::collections::HashSet<i64> = accepted.iter().copied().collect();
         let missing: Vec<&Completion> = items.iter().filter(|c| !done.contains(&c.id)).collect();
@@ -244,7 +244,12 @@ pub async fn complete(
                     match fence_breach(c.id, c.attempt, worker_id, now) {
                         Some(why) => stale.push((c.id, c.attempt, why)),
                         // The fence held, so the prediction sizes were wrong.
-                        None => return Err(prediction_mismatch(c, *oof, *test)),
+                        None => invalid.push((
+                            c.id,
+                            c.attempt,
+                            prediction_rows_breach(c, *oof, *test)
+                                .unwrap_or_else(|| format!("job {} was not updated", c.id)),
+                        )),
                     }
                 }
             }
@@ -311,25 +316,12 @@ pub async fn complete(
         }
     }
     tx.commit().await?;
-    Ok((CompleteOutcome { accepted, stale }, woke))
-}
-
-fn prediction_mismatch(c: &Completion, oof: u32, test: u32) -> Error {
-    let (got_oof, got_test) = c
-        .predictions
-        .as_ref()
-        .map_or((0, 0), |p| (p.oof.len(), p.test.len()));
-    if oof != 0 && got_oof != oof as usize {
-        Error::invalid(format!(
-            "predictions for job {} have {got_oof} out-of-fold rows, the job expects {oof}",
-            c.id
-        ))
-    } else {
-        Error::invalid(format!(
-            "predictions for job {} have {got_test} test rows, the job expects {test}",
-            c.id
-        ))
-    }
+    let out = CompleteOutcome {
+        accepted,
+        stale,
+        invalid,
+    };
+    Ok((out, woke))
 }
 
 pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOutcome> {

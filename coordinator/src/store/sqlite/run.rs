@@ -156,7 +156,7 @@ pub async fn complete(
     let mut tx = super::dialect::begin(pool).await?;
 
     // Read the fencing tokens first: the write lock is ours, so they cannot change before
-    // the update, and a bad prediction size is found before anything is written.
+    // the update. Each item is then accepted, stale or invalid on its own.
     let found = sqlx::query(
         "SELECT id, attempt, state, worker_id, expect_oof_rows, expect_test_rows, has_dependents
          FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
@@ -203,8 +203,11 @@ pub async fn complete(
             out.stale.push((c.id, c.attempt, why));
             continue;
         }
+        if let Some(why) = prediction_rows_breach(c, cur.expect_oof, cur.expect_test) {
+            out.invalid.push((c.id, c.attempt, why));
+            continue;
+        }
         seen.insert(c.id);
-        check_predictions(c, cur)?;
         accepted.push(c);
         if cur.has_dependents {
             parents.push(c.id);
@@ -257,35 +260,6 @@ pub async fn complete(
     };
     tx.commit().await?;
     Ok((out, unblocked))
-}
-
-/// `InvalidArgument` when a completion's predictions do not have the sizes its job declared
-/// (no predictions at all count as zero rows).
-fn check_predictions(c: &Completion, cur: &Current) -> Result<()> {
-    let (rows_n, oof_n, test_n) = c
-        .predictions
-        .as_ref()
-        .map_or((0, 0, 0), |p| (p.oof_rows.len(), p.oof.len(), p.test.len()));
-    let id = c.id;
-    if cur.expect_oof != 0 && oof_n != cur.expect_oof as usize {
-        return Err(Error::invalid(format!(
-            "predictions for job {id} have {oof_n} out-of-fold rows, the job expects {}",
-            cur.expect_oof
-        )));
-    }
-    if cur.expect_test != 0 && test_n != cur.expect_test as usize {
-        return Err(Error::invalid(format!(
-            "predictions for job {id} have {test_n} test rows, the job expects {}",
-            cur.expect_test
-        )));
-    }
-    if rows_n != oof_n {
-        return Err(Error::invalid(format!(
-            "predictions for job {id} have {rows_n} out-of-fold row indices for {oof_n} \
-             out-of-fold values, expected one index per value"
-        )));
-    }
-    Ok(())
 }
 
 /// Counts the success of `parents` against their dependents and queues those whose last
