@@ -18,6 +18,7 @@ use clap::Args;
 use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use sqlx::Row as _;
+use stackhive_coordinator::model::JobState;
 use stackhive_proto::v1 as pb;
 use tokio::process::{Child, Command};
 
@@ -288,7 +289,9 @@ async fn remaining(db: &str) -> anyhow::Result<Option<i64>> {
     let Ok(mut c) = sqlx::PgConnection::connect(db).await else {
         return Ok(None);
     };
-    let n = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE state IN (1, 2, 3)")
+    let unfinished = [JobState::Blocked, JobState::Queued, JobState::Running].map(JobState::code);
+    let n = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE state = ANY($1)")
+        .bind(&unfinished[..])
         .fetch_one(&mut c)
         .await
         .ok();
@@ -307,13 +310,13 @@ async fn verify(db: &str, counts: &mut Counts) -> anyhow::Result<()> {
         .fetch_all(&mut c)
         .await?;
     for r in rows {
-        let state: i16 = r.try_get("state")?;
+        let state = JobState::from_code(r.try_get::<i16, _>("state")?.into());
         let attempt = r.try_get::<i32, _>("attempt")? as u64;
         counts.jobs += 1;
         counts.attempts += attempt;
         counts.max_attempt = counts.max_attempt.max(attempt);
         match state {
-            4 => {
+            Some(JobState::Succeeded) => {
                 counts.succeeded += 1;
                 let result: Option<String> = r.try_get("result")?;
                 let printed = result
@@ -323,8 +326,8 @@ async fn verify(db: &str, counts: &mut Counts) -> anyhow::Result<()> {
                     counts.result_from_stale_attempt += 1;
                 }
             }
-            5 => counts.failed += 1,
-            6 => counts.cancelled += 1,
+            Some(JobState::Failed) => counts.failed += 1,
+            Some(JobState::Cancelled) => counts.cancelled += 1,
             _ => counts.not_terminal += 1,
         }
     }

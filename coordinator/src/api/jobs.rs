@@ -97,16 +97,25 @@ impl JobService for JobApi {
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let batch = validate::submit(req.get_ref(), self.max_batch)?;
-        // Initial weights named by dependency: look up the stored dependencies' names.
-        let mut existing = std::collections::HashMap::new();
-        let stored_deps = batch
+        // Initial weights named by dependency: look up the stored dependencies' names and
+        // kinds in one read. Both are fixed at submission, so reading them before the submit
+        // transaction cannot see them change; a dependency missing here is refused by that
+        // transaction ("dependency 42 does not exist"), and a failed read is the caller's
+        // error, never taken for a missing dependency.
+        let ids: Vec<JobId> = batch
             .jobs
             .iter()
             .filter(|j| validate::init_dependency(j).is_some())
-            .flat_map(|j| j.depends_on.iter().copied());
-        for id in stored_deps {
-            if let Ok(d) = self.store.get_job(id).await {
-                existing.insert(id, (d.spec.name, d.spec.kind));
+            .flat_map(|j| j.depends_on.iter().copied())
+            .collect();
+        let mut existing = std::collections::HashMap::new();
+        if !ids.is_empty() {
+            let filter = JobFilter {
+                ids,
+                ..Default::default()
+            };
+            for d in self.store.list_jobs(&filter).await? {
+                existing.insert(d.id, (d.spec.name, d.spec.kind));
             }
         }
         validate::weight_sources(&batch.jobs, &existing)?;

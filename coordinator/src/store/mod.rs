@@ -36,6 +36,19 @@ pub use tokens::TokenStore;
 pub(crate) use workers::not_registered;
 pub use workers::WorkerStore;
 
+/// The job states as `jobs.state` stores them, for SQL text (`format!("… WHERE state =
+/// {QUEUED}")`): a state is never written as a bare number in a statement.
+pub(crate) mod codes {
+    use crate::model::JobState;
+
+    pub const BLOCKED: i16 = JobState::Blocked as i16;
+    pub const QUEUED: i16 = JobState::Queued as i16;
+    pub const RUNNING: i16 = JobState::Running as i16;
+    pub const SUCCEEDED: i16 = JobState::Succeeded as i16;
+    pub const FAILED: i16 = JobState::Failed as i16;
+    pub const CANCELLED: i16 = JobState::Cancelled as i16;
+}
+
 /// Largest row of artifact bytes: reads stream one row at a time.
 pub const CHUNK_BYTES: usize = 1 << 20;
 

@@ -7,6 +7,7 @@ use super::rows;
 use super::run::{cascade, notify};
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::store::codes::*;
 
 pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) {
     qb.push(" WHERE true");
@@ -72,8 +73,8 @@ pub async fn cancel(pool: &PgPool, ids: &[JobId]) -> Result<CancelOutcome> {
     }
     out.cancelled.dedup();
     sqlx::query(
-        "UPDATE jobs SET state = 6, error = 'cancelled by request', finished_at = sh_now_ms(),
-            updated_at = sh_now_ms() WHERE id = ANY($1)",
+        &format!("UPDATE jobs SET state = {CANCELLED}, error = 'cancelled by request', finished_at = sh_now_ms(),
+            updated_at = sh_now_ms() WHERE id = ANY($1)"),
     )
     .bind(&out.cancelled)
     .execute(&mut *tx)
@@ -109,13 +110,13 @@ pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<(Vec
             )));
         }
     }
-    let rows: Vec<(JobId, bool)> = sqlx::query_as(
-        "UPDATE jobs SET state = CASE WHEN deps_pending = 0 THEN 2 ELSE 1 END,
+    let rows: Vec<(JobId, bool)> = sqlx::query_as(&format!(
+        "UPDATE jobs SET state = CASE WHEN deps_pending = 0 THEN {QUEUED} ELSE {BLOCKED} END,
             failures = 0, crashes = 0, error = NULL, cancel_requested = false, dep_failed = false,
             run_after = 0, finished_at = NULL, worker_id = NULL, result = NULL,
             sort_key = sh_now_ms() - priority::BIGINT * $2, updated_at = sh_now_ms()
-         WHERE id = ANY($1) RETURNING id, state = 2",
-    )
+         WHERE id = ANY($1) RETURNING id, state = {QUEUED}"
+    ))
     .bind(ids)
     .bind(policy.aging_ms_per_priority)
     .fetch_all(&mut *tx)
@@ -127,13 +128,13 @@ pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<(Vec
     let mut frontier = revived.clone();
     while !frontier.is_empty() {
         frontier = sqlx::query_scalar(
-            "UPDATE jobs c SET state = 1, dep_failed = false, error = NULL, finished_at = NULL,
+            &format!("UPDATE jobs c SET state = {BLOCKED}, dep_failed = false, error = NULL, finished_at = NULL,
                 updated_at = sh_now_ms()
-             WHERE c.dep_failed AND c.state IN (5, 6)
+             WHERE c.dep_failed AND c.state IN ({FAILED}, {CANCELLED})
                AND c.id IN (SELECT job_id FROM job_deps WHERE dep_id = ANY($1))
                AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.dep_id
-                               WHERE d.job_id = c.id AND p.state IN (5, 6))
-             RETURNING c.id",
+                               WHERE d.job_id = c.id AND p.state IN ({FAILED}, {CANCELLED}))
+             RETURNING c.id"),
         )
         .bind(&frontier)
         .fetch_all(&mut *tx)
@@ -203,14 +204,14 @@ pub async fn list_workers(
     policy: &Policy,
     include_dead: bool,
 ) -> Result<Vec<WorkerRecord>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT w.*, sh_now_ms() AS now, coalesce(r.n, 0) AS running,
             coalesce(r.slots, 0) AS busy_slots, coalesce(r.gpus, 0) AS busy_gpus
          FROM workers w
          LEFT JOIN (SELECT worker_id, count(*) AS n, sum(cpu_slots) AS slots, sum(gpus) AS gpus
-                    FROM jobs WHERE state = 3 GROUP BY worker_id) r ON r.worker_id = w.id
-         ORDER BY w.registered_at, w.id",
-    )
+                    FROM jobs WHERE state = {RUNNING} GROUP BY worker_id) r ON r.worker_id = w.id
+         ORDER BY w.registered_at, w.id"
+    ))
     .fetch_all(pool)
     .await?;
     let mut out = Vec::new();
@@ -253,20 +254,20 @@ pub async fn list_workers(
 }
 
 pub async fn purge(pool: &PgPool, before: Millis, limit: u32) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = sqlx::query_scalar(&format!(
         "WITH d AS (
             DELETE FROM jobs WHERE id IN (
                 SELECT j.id FROM jobs j
-                WHERE j.state >= 4 AND j.finished_at < $1
+                WHERE j.state >= {SUCCEEDED} AND j.finished_at < $1
                   AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.job_id
-                                  WHERE d.dep_id = j.id AND c.state < 4)
+                                  WHERE d.dep_id = j.id AND c.state < {SUCCEEDED})
                 ORDER BY j.id LIMIT $2)
             RETURNING id, experiment
         ), e AS (
             DELETE FROM experiment_jobs x USING d
             WHERE x.experiment = d.experiment AND x.job_id = d.id
-        ) SELECT count(*) FROM d",
-    )
+        ) SELECT count(*) FROM d"
+    ))
     .bind(before)
     .bind(limit as i64)
     .fetch_one(pool)

@@ -9,6 +9,7 @@ use super::rows::{self, LEASED_COLUMNS};
 use super::WORK_CHANNEL;
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::store::codes::*;
 use crate::store::{encode_f32s, encode_u32s};
 
 /// The filters are written so the planner estimates them well (`run_after = 0`, `has_tags`):
@@ -28,7 +29,7 @@ pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
             RETURNING kinds
         ), cand AS (
             SELECT id, cpu_slots, gpus, sort_key FROM jobs
-            WHERE state = 2 AND (run_after = 0 OR run_after <= sh_now_ms())
+            WHERE state = {QUEUED} AND (run_after = 0 OR run_after <= sh_now_ms())
               AND EXISTS (SELECT 1 FROM w WHERE jobs.kind = ANY(w.kinds))
               AND cpu_slots <= $1 AND gpus <= $2 AND (gpus = 0 OR gpu_mem_mb <= $3)
               AND (NOT has_tags OR tags <@ $4)
@@ -41,7 +42,7 @@ pub async fn lease(pool: &PgPool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> {
                 FROM cand WINDOW w AS (ORDER BY sort_key, id)
             ) c WHERE cs <= $1 AND gs <= $2
         ), claimed AS (
-            UPDATE jobs j SET state = 3, attempt = j.attempt + 1, worker_id = $6,
+            UPDATE jobs j SET state = {RUNNING}, attempt = j.attempt + 1, worker_id = $6,
                 started_at = sh_now_ms(), updated_at = sh_now_ms(),
                 lease_expires_at = sh_now_ms() + $7, progress = NULL, cancel_requested = false
             FROM fit WHERE j.id = fit.id
@@ -106,7 +107,7 @@ pub async fn heartbeat(
         touch_worker(pool, worker_id).await?;
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "WITH w AS (
             UPDATE workers SET last_seen = sh_now_ms() WHERE id = $4 AND NOT deregistered
             RETURNING id
@@ -116,10 +117,10 @@ pub async fn heartbeat(
             updated_at = CASE WHEN r.progress IS DISTINCT FROM j.progress AND r.progress IS NOT NULL
                          THEN sh_now_ms() ELSE j.updated_at END
          FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[]) AS r(id, attempt, progress)
-         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3 AND j.worker_id = $4
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = {RUNNING} AND j.worker_id = $4
            AND EXISTS (SELECT 1 FROM w)
-         RETURNING j.id, j.cancel_requested",
-    )
+         RETURNING j.id, j.cancel_requested"
+    ))
     .bind(&ids)
     .bind(&attempts)
     .bind(&progress)
@@ -175,17 +176,17 @@ pub async fn complete(
         .collect();
 
     let mut tx = pool.begin().await?;
-    let rows = sqlx::query(
-        "UPDATE jobs j SET state = 4, result = r.result, finished_at = sh_now_ms(),
+    let rows = sqlx::query(&format!(
+        "UPDATE jobs j SET state = {SUCCEEDED}, result = r.result, finished_at = sh_now_ms(),
             updated_at = sh_now_ms(), lease_expires_at = NULL,
             progress = COALESCE(r.progress, j.progress)
          FROM UNNEST($1::BIGINT[], $2::INT[], $3::TEXT[], $4::INT[], $5::INT[], $7::TEXT[])
             AS r(id, attempt, result, oof_n, test_n, progress)
-         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 3 AND j.worker_id = $6
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = {RUNNING} AND j.worker_id = $6
            AND (j.expect_oof_rows = 0 OR j.expect_oof_rows = r.oof_n)
            AND (j.expect_test_rows = 0 OR j.expect_test_rows = r.test_n)
-         RETURNING j.id, j.has_dependents",
-    )
+         RETURNING j.id, j.has_dependents"
+    ))
     .bind(&ids)
     .bind(&attempts)
     .bind(&results)
@@ -294,17 +295,17 @@ pub async fn complete(
     let mut woke = false;
     if !parents.is_empty() {
         let unblocked: i64 = sqlx::query_scalar(
-            "WITH dec AS (
+            &format!("WITH dec AS (
                 SELECT job_id, count(*)::INT AS n FROM job_deps WHERE dep_id = ANY($1) GROUP BY job_id
             ), upd AS (
                 UPDATE jobs j SET deps_pending = j.deps_pending - dec.n,
-                    state = CASE WHEN j.state = 1 AND j.deps_pending - dec.n = 0 THEN 2 ELSE j.state END,
-                    sort_key = CASE WHEN j.state = 1 AND j.deps_pending - dec.n = 0
+                    state = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0 THEN {QUEUED} ELSE j.state END,
+                    sort_key = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0
                                THEN sh_now_ms() - j.priority::BIGINT * $2 ELSE j.sort_key END,
                     updated_at = sh_now_ms()
                 FROM dec WHERE j.id = dec.job_id
                 RETURNING j.state
-            ) SELECT count(*) FILTER (WHERE state = 2) FROM upd",
+            ) SELECT count(*) FILTER (WHERE state = {QUEUED}) FROM upd"),
         )
         .bind(&parents)
         .bind(policy.aging_ms_per_priority)
@@ -399,16 +400,16 @@ pub async fn cascade(
     state: JobState,
     error: &str,
 ) -> Result<Vec<JobId>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
+    let ids: Vec<i64> = sqlx::query_scalar(&format!(
         "WITH RECURSIVE d(id) AS (
             SELECT job_id FROM job_deps WHERE dep_id = $1
             UNION SELECT jd.job_id FROM job_deps jd JOIN d ON jd.dep_id = d.id
         )
         UPDATE jobs j SET state = $2, error = $3, dep_failed = true,
             finished_at = sh_now_ms(), updated_at = sh_now_ms()
-        FROM d WHERE j.id = d.id AND j.state = 1
-        RETURNING j.id",
-    )
+        FROM d WHERE j.id = d.id AND j.state = {BLOCKED}
+        RETURNING j.id"
+    ))
     .bind(root)
     .bind(state.code())
     .bind(error)
@@ -427,10 +428,10 @@ pub async fn notify(conn: &mut PgConnection) -> Result<()> {
 
 pub async fn reap(pool: &PgPool) -> Result<ReapOutcome> {
     let mut tx = pool.begin().await?;
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "UPDATE jobs j SET crashes = j.crashes + 1,
-            state = CASE WHEN j.cancel_requested THEN 6
-                         WHEN j.crashes + 1 >= j.crash_limit THEN 5 ELSE 2 END,
+            state = CASE WHEN j.cancel_requested THEN {CANCELLED}
+                         WHEN j.crashes + 1 >= j.crash_limit THEN {FAILED} ELSE {QUEUED} END,
             error = CASE WHEN j.cancel_requested THEN 'cancelled by request (worker lost)'
                          WHEN j.crashes + 1 >= j.crash_limit
                          THEN 'worker lost ' || (j.crashes + 1) || ' times (crash limit '
@@ -441,10 +442,10 @@ pub async fn reap(pool: &PgPool) -> Result<ReapOutcome> {
                                THEN sh_now_ms() END,
             worker_id = NULL, lease_expires_at = NULL, updated_at = sh_now_ms()
          WHERE j.id IN (
-            SELECT id FROM jobs WHERE state = 3 AND lease_expires_at < sh_now_ms()
+            SELECT id FROM jobs WHERE state = {RUNNING} AND lease_expires_at < sh_now_ms()
             ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
-         RETURNING j.id, j.state, j.error",
-    )
+         RETURNING j.id, j.state, j.error"
+    ))
     .fetch_all(&mut *tx)
     .await?;
     let mut out = ReapOutcome::default();

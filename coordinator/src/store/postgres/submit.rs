@@ -8,6 +8,7 @@ use sqlx::{PgPool, Row};
 use super::WORK_CHANNEL;
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::store::codes::*;
 
 /// Separator for tags packed into one text per job (UNNEST flattens 2-D arrays).
 const TAG_SEP: char = '\u{1f}';
@@ -107,16 +108,16 @@ pub async fn submit(
     // Ids come from the identity default in row order: the rows are returned in the order they
     // were inserted, which is the order of the arrays. The check below proves it for this call
     // (one session's identity values only grow), so batch indices map to ids safely.
-    let ids: Vec<JobId> = sqlx::query_scalar(
+    let ids: Vec<JobId> = sqlx::query_scalar(&format!(
         "INSERT INTO jobs (kind, name, experiment, payload, priority, sort_key, state,
             cpu_slots, gpus, gpu_mem_mb, tags, max_attempts, crash_limit, timeout_s,
             expect_oof_rows, expect_test_rows, deps_pending, has_dependents,
             created_at, updated_at)
         SELECT kind, name, experiment, payload, priority,
             sh_now_ms() - priority::BIGINT * $17,
-            CASE WHEN pending = 0 THEN 2 ELSE 1 END,
+            CASE WHEN pending = 0 THEN {QUEUED} ELSE {BLOCKED} END,
             cpu_slots, gpus, gpu_mem_mb,
-            CASE WHEN tags = '' THEN '{}'::TEXT[] ELSE string_to_array(tags, $18) END,
+            CASE WHEN tags = '' THEN '{{}}'::TEXT[] ELSE string_to_array(tags, $18) END,
             max_attempts, crash_limit, timeout_s, oof, test, pending, has_deps,
             sh_now_ms(), sh_now_ms()
         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[],
@@ -124,8 +125,8 @@ pub async fn submit(
             $12::INT[], $13::INT[], $14::INT[], $15::INT[], $16::BOOLEAN[])
             AS t(kind, name, experiment, payload, priority, cpu_slots, gpus, gpu_mem_mb,
                  tags, max_attempts, crash_limit, timeout_s, oof, test, pending, has_deps)
-        RETURNING id",
-    )
+        RETURNING id"
+    ))
     .bind(&c.kind)
     .bind(&c.name)
     .bind(&c.experiment)

@@ -10,6 +10,7 @@ use super::rows::{self, json};
 use super::run::cascade;
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::store::codes::*;
 
 /// Appends the filter's conditions; `paged` adds `updated_after` and `after_id`.
 pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter, paged: bool) {
@@ -93,11 +94,11 @@ pub async fn cancel(pool: &SqlitePool, ids: &[JobId]) -> Result<CancelOutcome> {
         }
     }
     if !out.cancelled.is_empty() {
-        sqlx::query(
-            "UPDATE jobs SET state = 6, error = 'cancelled by request', dep_failed = 0,
+        sqlx::query(&format!(
+            "UPDATE jobs SET state = {CANCELLED}, error = 'cancelled by request', dep_failed = 0,
                 finished_at = ?2, updated_at = ?2
-             WHERE id IN (SELECT value FROM json_each(?1))",
-        )
+             WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
         .bind(json(&out.cancelled))
         .bind(now)
         .execute(&mut *tx)
@@ -122,16 +123,24 @@ pub async fn cancel(pool: &SqlitePool, ids: &[JobId]) -> Result<CancelOutcome> {
 /// (a purged or meanwhile-retried dependency must not leave a stale count), blocked while any
 /// dependency is unsucceeded, queued at the back of its priority otherwise. `x.n` is the
 /// recount; `?2` now, `?3` the aging per priority point.
-const REVIVE_SET: &str = "deps_pending = x.n,
-    state = CASE WHEN x.n = 0 THEN 2 ELSE 1 END,
+fn revive_set() -> String {
+    format!(
+        "deps_pending = x.n,
+    state = CASE WHEN x.n = 0 THEN {QUEUED} ELSE {BLOCKED} END,
     failures = 0, crashes = 0, error = NULL, result = NULL, progress = NULL,
     cancel_requested = 0, dep_failed = 0, worker_id = NULL, lease_expires_at = NULL,
     started_at = NULL, finished_at = NULL, run_after = ?2,
-    sort_key = ?2 - jobs.priority * ?3, updated_at = ?2";
+    sort_key = ?2 - jobs.priority * ?3, updated_at = ?2"
+    )
+}
 
 /// Counts the unsucceeded dependencies of `c.value` (a job id from `json_each`).
-const PENDING_COUNT: &str = "(SELECT count(*) FROM job_deps d JOIN jobs p ON p.id = d.dep_id
-    WHERE d.job_id = c.value AND p.state <> 4)";
+fn pending_count() -> String {
+    format!(
+        "(SELECT count(*) FROM job_deps d JOIN jobs p ON p.id = d.dep_id
+    WHERE d.job_id = c.value AND p.state <> {SUCCEEDED})"
+    )
+}
 
 /// Returns every revived id (ascending) and whether one of them is queued.
 pub async fn retry(
@@ -154,10 +163,12 @@ pub async fn retry(
     // Attempts are kept: the fencing token only ever grows, so a report from before the
     // failure can never match the new attempt.
     let direct = format!(
-        "UPDATE jobs SET {REVIVE_SET}
-         FROM (SELECT c.value AS xid, {PENDING_COUNT} AS n FROM json_each(?1) c) AS x
+        "UPDATE jobs SET {}
+         FROM (SELECT c.value AS xid, {} AS n FROM json_each(?1) c) AS x
          WHERE jobs.id = x.xid
-         RETURNING id, state"
+         RETURNING id, state",
+        revive_set(),
+        pending_count()
     );
     let mut revived = sqlx::query(&direct)
         .bind(json(&ids))
@@ -168,14 +179,16 @@ pub async fn retry(
     // Then, level by level, the dependents that went down only because of revived jobs: those
     // with no dependency still failed or cancelled.
     let level = format!(
-        "UPDATE jobs SET {REVIVE_SET}
-         FROM (SELECT c.value AS xid, {PENDING_COUNT} AS n FROM (
+        "UPDATE jobs SET {}
+         FROM (SELECT c.value AS xid, {} AS n FROM (
                 SELECT DISTINCT d.job_id AS value FROM job_deps d
                 WHERE d.dep_id IN (SELECT value FROM json_each(?1))) c) AS x
-         WHERE jobs.id = x.xid AND jobs.dep_failed = 1 AND jobs.state IN (5, 6)
+         WHERE jobs.id = x.xid AND jobs.dep_failed = 1 AND jobs.state IN ({FAILED}, {CANCELLED})
            AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.dep_id
-                           WHERE d.job_id = jobs.id AND p.state IN (5, 6))
-         RETURNING id, state"
+                           WHERE d.job_id = jobs.id AND p.state IN ({FAILED}, {CANCELLED}))
+         RETURNING id, state",
+        revive_set(),
+        pending_count()
     );
     let mut frontier: Vec<JobId> = ids_of(&revived)?;
     while !frontier.is_empty() {
@@ -265,14 +278,14 @@ pub async fn list_workers(
     include_dead: bool,
 ) -> Result<Vec<WorkerRecord>> {
     // One pass over the running rows (a partial index) instead of one count per worker.
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT w.*, coalesce(r.n, 0) AS running, coalesce(r.slots, 0) AS busy_slots,
             coalesce(r.gpus, 0) AS busy_gpus
          FROM workers w
          LEFT JOIN (SELECT worker_id, count(*) AS n, sum(cpu_slots) AS slots, sum(gpus) AS gpus
-                    FROM jobs WHERE state = 3 GROUP BY worker_id) r ON r.worker_id = w.id
-         ORDER BY w.registered_at, w.id",
-    )
+                    FROM jobs WHERE state = {RUNNING} GROUP BY worker_id) r ON r.worker_id = w.id
+         ORDER BY w.registered_at, w.id"
+    ))
     .fetch_all(pool)
     .await?;
     let now = now_ms();
@@ -288,15 +301,16 @@ pub async fn list_workers(
 
 pub async fn purge(pool: &SqlitePool, before: Millis, limit: u32) -> Result<u64> {
     let mut tx = super::dialect::begin(pool).await?;
-    // `state >= 4` spelled as in the partial index `jobs_finished`, so the planner uses it.
-    let n = sqlx::query(
+    // `state >= SUCCEEDED`, which formats to the partial index `jobs_finished`'s `state >= 4`,
+    // so the planner uses it.
+    let n = sqlx::query(&format!(
         "DELETE FROM jobs WHERE id IN (
             SELECT j.id FROM jobs j
-            WHERE j.state >= 4 AND j.finished_at < ?1
+            WHERE j.state >= {SUCCEEDED} AND j.finished_at < ?1
               AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.job_id
-                              WHERE d.dep_id = j.id AND c.state < 4)
-            ORDER BY j.id LIMIT ?2)",
-    )
+                              WHERE d.dep_id = j.id AND c.state < {SUCCEEDED})
+            ORDER BY j.id LIMIT ?2)"
+    ))
     .bind(before)
     .bind(i64::from(limit))
     .execute(&mut *tx)

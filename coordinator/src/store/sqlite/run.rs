@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use super::rows::{self, json, LEASED_COLUMNS};
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::store::codes::*;
 use crate::store::{encode_f32s, encode_u32s};
 
 /// Rows per predictions INSERT (5 bound parameters a row, far under the limit).
@@ -31,7 +32,7 @@ pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> 
     let sql = format!(
         "WITH cand AS (
             SELECT id, sort_key, cpu_slots, gpus FROM jobs
-            WHERE state = 2 AND run_after <= ?1
+            WHERE state = {QUEUED} AND run_after <= ?1
               AND cpu_slots <= ?2 AND gpus <= ?3 AND (gpus = 0 OR gpu_mem_mb <= ?4)
               AND kind IN (SELECT value FROM json_each(
                     (SELECT kinds FROM workers WHERE id = ?7)))
@@ -46,7 +47,7 @@ pub async fn lease(pool: &SqlitePool, q: &LeaseQuery) -> Result<Vec<LeasedJob>> 
                 FROM cand WINDOW w AS (ORDER BY sort_key, id ROWS UNBOUNDED PRECEDING)
             ) WHERE cs <= ?2 AND gs <= ?3
         )
-        UPDATE jobs SET state = 3, attempt = attempt + 1, worker_id = ?7, started_at = ?1,
+        UPDATE jobs SET state = {RUNNING}, attempt = attempt + 1, worker_id = ?7, started_at = ?1,
             updated_at = ?1, lease_expires_at = ?1 + ?8, progress = NULL, cancel_requested = 0
         WHERE id IN (SELECT id FROM fit)
         RETURNING {LEASED_COLUMNS}"
@@ -88,17 +89,17 @@ pub async fn heartbeat(
         Vec::new()
     } else {
         // A lease renewal alone is not a change worth showing to `watch`; new progress is.
-        sqlx::query(
+        sqlx::query(&format!(
             "UPDATE jobs SET lease_expires_at = ?2 + ?3,
                 progress = COALESCE(r.progress, jobs.progress),
                 updated_at = CASE WHEN r.progress IS NOT NULL AND r.progress IS NOT jobs.progress
                              THEN ?2 ELSE jobs.updated_at END
              FROM (SELECT value ->> 0 AS rid, value ->> 1 AS rattempt, value ->> 2 AS progress
                    FROM json_each(?1)) AS r
-             WHERE jobs.id = r.rid AND jobs.attempt = r.rattempt AND jobs.state = 3
+             WHERE jobs.id = r.rid AND jobs.attempt = r.rattempt AND jobs.state = {RUNNING}
                AND jobs.worker_id = ?4
-             RETURNING id, cancel_requested",
-        )
+             RETURNING id, cancel_requested"
+        ))
         .bind(json(&reports))
         .bind(now)
         .bind(ttl)
@@ -222,13 +223,13 @@ pub async fn complete(
         .iter()
         .map(|c| (c.id, c.result.as_deref(), c.progress.as_deref()))
         .collect();
-    sqlx::query(
-        "UPDATE jobs SET state = 4, result = r.result, finished_at = ?2, updated_at = ?2,
+    sqlx::query(&format!(
+        "UPDATE jobs SET state = {SUCCEEDED}, result = r.result, finished_at = ?2, updated_at = ?2,
             lease_expires_at = NULL, progress = COALESCE(r.progress, jobs.progress)
          FROM (SELECT value ->> 0 AS rid, value ->> 1 AS result, value ->> 2 AS progress
                FROM json_each(?1)) AS r
-         WHERE jobs.id = r.rid AND jobs.state = 3",
-    )
+         WHERE jobs.id = r.rid AND jobs.state = {RUNNING}"
+    ))
     .bind(json(&done))
     .bind(now)
     .execute(&mut *tx)
@@ -274,19 +275,19 @@ async fn unblock_dependents(
     // SET expressions all see the row as it was, so `deps_pending - dec.n` is the new count
     // in every CASE. The new sort_key is `policy.sort_key(now, priority)`.
     let rows = sqlx::query(
-        "WITH dec AS (
+        &format!("WITH dec AS (
             SELECT job_id, count(*) AS n FROM job_deps
             WHERE dep_id IN (SELECT value FROM json_each(?1)) GROUP BY job_id
         )
         UPDATE jobs SET deps_pending = jobs.deps_pending - dec.n,
-            state = CASE WHEN jobs.state = 1 AND jobs.deps_pending - dec.n <= 0 THEN 2
+            state = CASE WHEN jobs.state = {BLOCKED} AND jobs.deps_pending - dec.n <= 0 THEN {QUEUED}
                          ELSE jobs.state END,
-            sort_key = CASE WHEN jobs.state = 1 AND jobs.deps_pending - dec.n <= 0
+            sort_key = CASE WHEN jobs.state = {BLOCKED} AND jobs.deps_pending - dec.n <= 0
                             THEN ?2 - jobs.priority * ?3 ELSE jobs.sort_key END,
-            updated_at = CASE WHEN jobs.state = 1 AND jobs.deps_pending - dec.n <= 0
+            updated_at = CASE WHEN jobs.state = {BLOCKED} AND jobs.deps_pending - dec.n <= 0
                               THEN ?2 ELSE jobs.updated_at END
         FROM dec WHERE jobs.id = dec.job_id
-        RETURNING state",
+        RETURNING state"),
     )
     .bind(json(parents))
     .bind(now)
@@ -385,21 +386,21 @@ pub async fn cascade(
     if roots.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<JobId> = sqlx::query_scalar(
+    let ids: Vec<JobId> = sqlx::query_scalar(&format!(
         "WITH RECURSIVE r(id, msg) AS (
             SELECT value ->> 0, value ->> 1 FROM json_each(?1)
             UNION
             SELECT d.job_id, r.msg FROM r
             JOIN job_deps d ON d.dep_id = r.id
             JOIN jobs c ON c.id = d.job_id
-            WHERE c.state = 1
+            WHERE c.state = {BLOCKED}
         )
         UPDATE jobs SET state = ?2, error = x.msg, dep_failed = 1, finished_at = ?3,
             updated_at = ?3
         FROM (SELECT id AS xid, min(msg) AS msg FROM r GROUP BY id) AS x
-        WHERE jobs.id = x.xid AND jobs.state = 1
-        RETURNING id",
-    )
+        WHERE jobs.id = x.xid AND jobs.state = {BLOCKED}
+        RETURNING id"
+    ))
     .bind(json(roots))
     .bind(i64::from(state.code()))
     .bind(now)
@@ -412,10 +413,10 @@ pub async fn reap(pool: &SqlitePool) -> Result<ReapOutcome> {
     let now = now_ms();
     let mut tx = super::dialect::begin(pool).await?;
     // Messages match the PostgreSQL store's; every SET sees the row as it was.
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "UPDATE jobs SET crashes = crashes + 1,
-            state = CASE WHEN cancel_requested THEN 6
-                         WHEN crashes + 1 >= crash_limit THEN 5 ELSE 2 END,
+            state = CASE WHEN cancel_requested THEN {CANCELLED}
+                         WHEN crashes + 1 >= crash_limit THEN {FAILED} ELSE {QUEUED} END,
             error = CASE WHEN cancel_requested THEN 'cancelled by request (worker lost)'
                          WHEN crashes + 1 >= crash_limit
                          THEN 'worker lost ' || (crashes + 1) || ' times (crash limit '
@@ -426,10 +427,10 @@ pub async fn reap(pool: &SqlitePool) -> Result<ReapOutcome> {
                                THEN ?1 END,
             worker_id = NULL, lease_expires_at = NULL, updated_at = ?1
          WHERE id IN (
-            SELECT id FROM jobs WHERE state = 3 AND lease_expires_at <= ?1
+            SELECT id FROM jobs WHERE state = {RUNNING} AND lease_expires_at <= ?1
             ORDER BY lease_expires_at LIMIT ?2)
-         RETURNING id, state, error, has_dependents",
-    )
+         RETURNING id, state, error, has_dependents"
+    ))
     .bind(now)
     .bind(REAP_BATCH)
     .fetch_all(&mut *tx)
