@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::auth::tls::TlsFiles;
 use crate::error::{Error, Result};
 
-use crate::model::Policy;
+use crate::domain::model::Policy;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct CoordinatorConfig {

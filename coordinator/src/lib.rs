@@ -1,26 +1,23 @@
 //! stackhive coordinator: a stateless gRPC server over a job store. All state lives in the
 //! database (PostgreSQL for clusters, SQLite embedded), so several coordinators may serve one
 //! PostgreSQL. Entry point: [`server::run`].
+//!
+//! Rooms: `domain/` (jobs, kinds, validation), `store/` (the database), `services/` (what the
+//! coordinator does over the store), `api/` (the gRPC handlers), `auth/` (tokens, roles, TLS);
+//! beside them the configuration, errors, metrics and the server that wires them together.
 
 pub mod api;
-pub mod artifacts;
 pub mod auth;
 pub mod config;
-pub mod datasets;
+pub mod domain;
 pub mod error;
-pub mod features;
-pub mod folds;
-pub mod imports;
-pub mod kinds;
 pub mod metrics;
-pub mod model;
-pub mod reaper;
-pub mod restack;
 pub mod server;
+pub mod services;
 pub mod store;
-pub mod sweeps;
-pub mod validate;
 
 pub use config::CoordinatorConfig;
+/// The domain types, at the crate root for the crates that use them (the CLI, the tests).
+pub use domain::model;
 pub use error::{Error, Result};
 pub use server::run;

@@ -38,8 +38,8 @@ pub async fn sample(
     store: std::sync::Arc<dyn crate::store::Store>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use crate::model::JobFilter;
-    let states = |c: &crate::model::StateCounts| {
+    use crate::domain::model::JobFilter;
+    let states = |c: &crate::domain::model::StateCounts| {
         [
             ("blocked", c.blocked),
             ("queued", c.queued),
@@ -50,7 +50,7 @@ pub async fn sample(
         ]
     };
     loop {
-        for kind in crate::kinds::KNOWN_KINDS {
+        for kind in crate::domain::kinds::KNOWN_KINDS {
             let filter = JobFilter {
                 kind: Some(kind.to_string()),
                 ..Default::default()

@@ -22,8 +22,8 @@ use crate::auth::layer::AuthLayer;
 use crate::auth::workers::WorkerKeys;
 use crate::auth::Authenticator;
 use crate::config::CoordinatorConfig;
-use crate::datasets::DatasetFiles;
 use crate::error::{Error, Result};
+use crate::services::datasets::DatasetFiles;
 use crate::store::{self, Store};
 
 /// Serves until `shutdown` resolves, then stops long-polls and watches and drains requests.
@@ -54,7 +54,7 @@ pub async fn serve(
     }
     let files = DatasetFiles::new(config.data_dir.clone());
     warn_missing_datasets(&*store, &files, &config.data_dir).await;
-    let reaper = tokio::spawn(crate::reaper::run(
+    let reaper = tokio::spawn(crate::services::reaper::run(
         store.clone(),
         files.clone(),
         config.max_batch_jobs,

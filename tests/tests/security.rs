@@ -427,10 +427,13 @@ async fn poisoned_dataset_manifests_read_and_write_nothing() {
     )
     .await
     .unwrap();
-    let files = stackhive_coordinator::datasets::DatasetFiles::new(&data);
-    let removed =
-        stackhive_coordinator::reaper::purge_dataset_leftovers(&*store, &files, Duration::ZERO)
-            .await;
+    let files = stackhive_coordinator::services::datasets::DatasetFiles::new(&data);
+    let removed = stackhive_coordinator::services::reaper::purge_dataset_leftovers(
+        &*store,
+        &files,
+        Duration::ZERO,
+    )
+    .await;
     assert_eq!(removed, 2);
     let stored = listing(&data);
     assert!(

@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::artifacts::{self, Incoming};
 use crate::auth::workers::WorkerKeys;
+use crate::domain::model::ArtifactRecord;
 use crate::error::Error;
-use crate::model::ArtifactRecord;
+use crate::services::artifacts::{self, Incoming};
 use crate::store::{check_artifact_fence, Store};
 
 /// Chunks read from the store per query while serving an artifact.

@@ -2,7 +2,7 @@
 
 use stackhive_proto::v1 as pb;
 
-use crate::model::*;
+use crate::domain::model::*;
 
 pub fn state_to_pb(s: JobState) -> pb::JobState {
     match s {

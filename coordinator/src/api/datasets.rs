@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::datasets::{self, check_hash, DatasetFiles, SERVE_CHUNK};
+use crate::domain::model::*;
 use crate::error::Error;
-use crate::folds;
-use crate::model::*;
+use crate::services::datasets::{self, check_hash, DatasetFiles, SERVE_CHUNK};
+use crate::services::folds;
 use crate::store::Store;
 
 /// Largest dataset summary (the CLI's statistics) accepted in an upload header.

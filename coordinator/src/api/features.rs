@@ -1,4 +1,4 @@
-//! `FeatureService`: build a feature set from a definition (`crate::features`), register one
+//! `FeatureService`: build a feature set from a definition (`crate::services::features`), register one
 //! built elsewhere (a plain table), and get, list and fetch them. Matrices live in the store,
 //! so any coordinator serves any set.
 
@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::datasets::DatasetFiles;
+use crate::domain::model::{now_ms, FeatureSetRecord};
 use crate::error::Error;
-use crate::features::{self, Info};
-use crate::model::{now_ms, FeatureSetRecord};
+use crate::services::datasets::DatasetFiles;
+use crate::services::features::{self, Info};
 use crate::store::Store;
 
 /// Largest matrix accepted in an upload (it is checked whole, in memory).
@@ -68,7 +68,7 @@ fn check_definition(def: Option<pb::FeatureDefinition>) -> Result<pb::FeatureDef
         )));
     }
     for e in std::iter::once(&def.experiment).chain(&def.more_experiments) {
-        crate::validate::check_text("experiment", e).map_err(Error::invalid)?;
+        crate::domain::validate::check_text("experiment", e).map_err(Error::invalid)?;
     }
     Ok(def)
 }

@@ -15,11 +15,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::domain::model::*;
+use crate::domain::validate;
 use crate::error::Error;
 use crate::metrics as m;
-use crate::model::*;
 use crate::store::Store;
-use crate::validate;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -29,7 +29,7 @@ const MIN_WATCH_INTERVAL_MS: u32 = 200;
 
 pub struct JobApi {
     store: Arc<dyn Store>,
-    files: crate::datasets::DatasetFiles,
+    files: crate::services::datasets::DatasetFiles,
     max_batch: u32,
     max_watches: u32,
     watches: Arc<tokio::sync::Semaphore>,
@@ -40,7 +40,7 @@ pub struct JobApi {
 impl JobApi {
     pub fn new(
         store: Arc<dyn Store>,
-        files: crate::datasets::DatasetFiles,
+        files: crate::services::datasets::DatasetFiles,
         max_batch: u32,
         max_watches: u32,
         policy: Policy,
@@ -329,7 +329,7 @@ impl JobService for JobApi {
         req: Request<pb::ImportPredictionsRequest>,
     ) -> Result<Response<pb::ImportPredictionsResponse>, Status> {
         let (job_id, oof_rows, test_rows) =
-            crate::imports::import(&self.store, &self.files, req.into_inner()).await?;
+            crate::services::imports::import(&self.store, &self.files, req.into_inner()).await?;
         metrics::counter!(m::PREDICTIONS_STORED).increment(1);
         Ok(Response::new(pb::ImportPredictionsResponse {
             job_id,

@@ -1,4 +1,4 @@
-//! gRPC handlers. They stay thin: validate (`crate::validate`), call the store, convert. State
+//! gRPC handlers. They stay thin: validate (`crate::domain::validate`), call the store, convert. State
 //! and SQL live in `crate::store`; error codes come from `impl From<Error> for Status`.
 
 pub mod artifacts;

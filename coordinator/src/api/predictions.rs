@@ -14,10 +14,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::convert;
+use crate::domain::model::{JobFilter, JobId, JobState};
+use crate::domain::validate;
 use crate::error::Error;
-use crate::model::{JobFilter, JobId, JobState};
 use crate::store::Store;
-use crate::validate;
 
 /// Jobs read per round.
 const BATCH: usize = 256;

@@ -1,4 +1,4 @@
-//! `SweepService`: create, inspect and control sweeps (`crate::sweeps`); the coordinators'
+//! `SweepService`: create, inspect and control sweeps (`crate::services::sweeps`); the coordinators'
 //! upkeep does the feeding.
 
 use std::sync::Arc;
@@ -7,9 +7,9 @@ use stackhive_proto::v1 as pb;
 use stackhive_proto::v1::sweep_service_server::SweepService;
 use tonic::{Request, Response, Status};
 
-use crate::model::JobFilter;
+use crate::domain::model::JobFilter;
+use crate::services::sweeps;
 use crate::store::Store;
-use crate::sweeps;
 
 pub struct SweepApi {
     store: Arc<dyn Store>,
@@ -20,7 +20,10 @@ impl SweepApi {
         Self { store }
     }
 
-    async fn with_counts(&self, s: &crate::model::SweepRecord) -> Result<pb::Sweep, Status> {
+    async fn with_counts(
+        &self,
+        s: &crate::domain::model::SweepRecord,
+    ) -> Result<pb::Sweep, Status> {
         let counts = self
             .store
             .count_states(&JobFilter {

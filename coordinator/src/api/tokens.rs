@@ -8,8 +8,8 @@ use stackhive_proto::v1::token_service_server::TokenService;
 use tonic::{Request, Response, Status};
 
 use crate::auth::secrets;
+use crate::domain::model::{now_ms, Role, TokenRecord};
 use crate::error::{Error, Result};
-use crate::model::{now_ms, Role, TokenRecord};
 use crate::store::Store;
 
 pub struct TokenApi {

@@ -13,11 +13,11 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::auth::secrets;
 use crate::auth::workers::WorkerKeys;
+use crate::domain::model::*;
+use crate::domain::validate;
 use crate::error::Error;
 use crate::metrics as m;
-use crate::model::*;
 use crate::store::Store;
-use crate::validate;
 
 const MAX_LEASE_BATCH: u32 = 10_000;
 const MAX_WAIT: Duration = Duration::from_secs(60);

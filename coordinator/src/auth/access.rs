@@ -2,7 +2,7 @@
 //! (proto/stackhive/v1/auth.proto describes the roles to users). Must not: let an unknown
 //! method through without a valid token.
 
-use crate::model::Role;
+use crate::domain::model::Role;
 
 /// What a call needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

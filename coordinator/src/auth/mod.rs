@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::domain::model::Role;
 use crate::error::{Error, Result};
-use crate::model::Role;
 use crate::store::Store;
 
 pub mod access;

@@ -5,8 +5,8 @@
 //! completion racing the commit waits for it and a stale attempt can never name its upload.
 //! Every chunk is its own short transaction: nothing holds a connection for a whole upload.
 
+use crate::domain::model::*;
 use crate::error::Result;
-use crate::model::*;
 
 /// Job artifacts (checkpoints, resume states) as chunked uploads, fenced like reports.
 #[async_trait::async_trait]
@@ -65,7 +65,7 @@ macro_rules! for_backend {
         use sqlx::Row as _;
 
         use crate::error::{Error, Result};
-        use crate::model::*;
+        use crate::domain::model::*;
         use crate::store::$backend::dialect::{self, Pool, Row, NOW};
         use crate::store::{check_artifact_bytes, check_artifact_fence, CHUNK_BYTES};
 

@@ -2,8 +2,8 @@
 //! often; none of this is on the job path. A dataset's content row is stored once per hash and
 //! may carry several names; a name belongs to one content.
 
+use crate::domain::model::*;
 use crate::error::Result;
-use crate::model::*;
 
 /// Registered datasets and their stored folds.
 #[async_trait::async_trait]
@@ -36,7 +36,7 @@ macro_rules! for_backend {
         use sqlx::Row as _;
 
         use crate::error::{Error, Result};
-        use crate::model::*;
+        use crate::domain::model::*;
         use crate::store::$backend::dialect::{self, Pool, Row, DATASET_NAMES, NOW};
 
         fn dataset_columns() -> String {

@@ -5,8 +5,8 @@
 //! Must not: replace a stored set (an id names its content forever), or give a name to a
 //! second set.
 
+use crate::domain::model::*;
 use crate::error::Result;
-use crate::model::*;
 
 /// Level-2 feature sets and their matrices.
 #[async_trait::async_trait]
@@ -51,8 +51,8 @@ macro_rules! for_backend {
         use sqlx::Row;
 
         use super::{name_taken, CHUNK};
+        use crate::domain::model::FeatureSetRecord;
         use crate::error::{Error, Result};
-        use crate::model::FeatureSetRecord;
 
         type Conn = <$db as sqlx::Database>::Connection;
 

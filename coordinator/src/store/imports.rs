@@ -6,7 +6,7 @@
 macro_rules! for_backend {
     ($db:ty, $membership:expr) => {
         use crate::error::Result;
-        use crate::model::{JobId, JobState, Millis, Predictions};
+        use crate::domain::model::{JobId, JobState, Millis, Predictions};
         use crate::store::{encode_f32s, encode_u32s};
 
         type Conn = <$db as sqlx::Database>::Connection;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::domain::model::*;
 use crate::error::Result;
-use crate::model::*;
 
 /// Jobs and their leases: the queue, its rules and its reports (`store::jobs`).
 #[async_trait::async_trait]

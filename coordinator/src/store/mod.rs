@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 
 mod artifacts;
 mod codec;
@@ -39,7 +39,7 @@ pub use workers::WorkerStore;
 /// The job states as `jobs.state` stores them, for SQL text (`format!("… WHERE state =
 /// {QUEUED}")`): a state is never written as a bare number in a statement.
 pub(crate) mod codes {
-    use crate::model::JobState;
+    use crate::domain::model::JobState;
 
     pub const BLOCKED: i16 = JobState::Blocked as i16;
     pub const QUEUED: i16 = JobState::Queued as i16;

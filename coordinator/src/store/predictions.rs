@@ -3,8 +3,8 @@
 //! per job in their own table (out of line, so the queue's tables and indexes never carry them);
 //! this reads `CHUNK` jobs per statement.
 
+use crate::domain::model::*;
 use crate::error::Result;
-use crate::model::*;
 
 /// Stored predictions: one job's, many jobs' at once, and imported ones.
 #[async_trait::async_trait]
@@ -34,8 +34,8 @@ macro_rules! for_backend {
     ($db:ty) => {
         use sqlx::{QueryBuilder, Row};
 
+        use crate::domain::model::{JobId, Predictions};
         use crate::error::Result;
-        use crate::model::{JobId, Predictions};
         use crate::store::{decode_f32s, decode_u32s};
 
         /// The stored predictions of those of `ids` that have some, in ascending id order.

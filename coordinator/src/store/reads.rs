@@ -6,8 +6,8 @@ macro_rules! for_backend {
     ($backend:ident) => {
         use sqlx::{QueryBuilder, Row as _};
 
+        use crate::domain::model::*;
         use crate::error::{Error, Result};
-        use crate::model::*;
         use crate::store::$backend::admin::push_filter;
         use crate::store::$backend::dialect::Pool;
         use crate::store::$backend::rows::{self, JOB_COLUMNS};

@@ -38,8 +38,8 @@ macro_rules! sql_store {
             use async_trait::async_trait;
             use tokio::sync::Notify;
 
+            use crate::domain::model::*;
             use crate::error::Result;
-            use crate::model::*;
             use crate::store::sql::retry_conflicts;
             use crate::store::$backend::{admin, dialect, run, submit};
             use crate::store::{

@@ -2,8 +2,8 @@
 //! sweep is a compare-and-set on `submitted`, so two coordinators feeding the same sweep never
 //! both advance it.
 
+use crate::domain::model::*;
 use crate::error::Result;
-use crate::model::*;
 
 /// Sweeps of level-2 models.
 #[async_trait::async_trait]
@@ -28,7 +28,7 @@ macro_rules! for_backend {
         use sqlx::Row;
 
         use crate::error::{Error, Result};
-        use crate::model::{Millis, SweepRecord};
+        use crate::domain::model::{Millis, SweepRecord};
 
         type Conn = <$db as sqlx::Database>::Connection;
 

@@ -4,7 +4,7 @@
 //! differs (PostgreSQL's NOTIFY on revocation). Must not: store or log a token's secret; only
 //! its hash reaches the database.
 
-use crate::model::*;
+use crate::domain::model::*;
 
 /// Access tokens.
 #[async_trait::async_trait]
@@ -29,8 +29,8 @@ pub trait TokenStore: Send + Sync {
     fn token_epoch(&self) -> Option<u64>;
 }
 
+use crate::domain::model::Role;
 use crate::error::{Error, Result};
-use crate::model::Role;
 
 const SELECT: &str = "SELECT id, name, role, secret_hash, created_at, revoked_at FROM tokens";
 
@@ -45,7 +45,7 @@ macro_rules! for_backend {
 
         use super::{role, SELECT};
         use crate::error::{Error, Result};
-        use crate::model::{Millis, TokenRecord};
+        use crate::domain::model::{Millis, TokenRecord};
 
         fn record(r: &$row) -> Result<TokenRecord> {
             Ok(TokenRecord {

@@ -2,8 +2,8 @@
 //! (`sql.rs`); the statements that read alike on both are here, written once, and the rest
 //! (arrays or JSON for kinds and tags) is each backend's `admin`.
 
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 
 /// Registered workers.
 #[async_trait::async_trait]

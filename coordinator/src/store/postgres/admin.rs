@@ -5,8 +5,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::rows;
 use super::run::{cascade, notify};
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 use crate::store::codes::*;
 
 pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) {

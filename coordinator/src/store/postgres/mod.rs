@@ -14,8 +14,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 
 pub(crate) mod admin;
 pub(crate) mod dialect;

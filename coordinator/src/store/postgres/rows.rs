@@ -3,8 +3,8 @@
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 
 /// Select list for a full `Job`, over `jobs j`.
 pub const JOB_COLUMNS: &str = "j.id, j.kind, j.name, j.experiment, j.payload, j.priority, \

@@ -7,8 +7,8 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::rows::{self, LEASED_COLUMNS};
 use super::WORK_CHANNEL;
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 use crate::store::codes::*;
 use crate::store::{encode_f32s, encode_u32s};
 

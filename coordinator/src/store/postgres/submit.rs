@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Row};
 
 use super::WORK_CHANNEL;
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 use crate::store::codes::*;
 
 /// Separator for tags packed into one text per job (UNNEST flattens 2-D arrays).

@@ -8,8 +8,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::rows::{self, json};
 use super::run::cascade;
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 use crate::store::codes::*;
 
 /// Appends the filter's conditions; `paged` adds `updated_after` and `after_id`.

@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 };
 use tokio::sync::Notify;
 
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 
 pub(crate) mod admin;
 pub(crate) mod dialect;

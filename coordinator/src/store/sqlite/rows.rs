@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 
 /// Select list for a full `Job`, over `jobs j`. The dependency list and prediction sizes are
 /// correlated subqueries: `length()` of a BLOB reads only its header, not the arrays.

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::rows::{self, json, LEASED_COLUMNS};
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 use crate::store::codes::*;
 use crate::store::{encode_f32s, encode_u32s};
 

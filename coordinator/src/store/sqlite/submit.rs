@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::rows::{self, json};
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
 
 /// Rows per INSERT: 21 bound parameters a row × 1,500 = 31,500, under SQLite's limit of 32,766 bound parameters.
 const JOB_CHUNK: usize = 1_500;

@@ -21,9 +21,9 @@ use stackhive_data::align::{align, Part};
 use stackhive_data::features::{Extras, Level1};
 use stackhive_proto::v1 as pb;
 
-use crate::datasets::DatasetFiles;
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
+use crate::services::datasets::DatasetFiles;
 use crate::store::Store;
 
 /// Models whose predictions are read together (a few statements each).
@@ -77,7 +77,7 @@ pub async fn resolve(
     def: &pb::FeatureDefinition,
 ) -> Result<Resolution> {
     let dataset = store.get_dataset(&def.dataset).await?;
-    let (scheme, k, seed) = crate::folds::spec(&def.scheme, def.k, def.seed)?;
+    let (scheme, k, seed) = crate::services::folds::spec(&def.scheme, def.k, def.seed)?;
     let folds = match store.get_folds(&dataset.hash, &scheme, k, seed).await? {
         Some(f) => f,
         None => {
@@ -87,7 +87,7 @@ pub async fn resolve(
                     dataset.hash
                 )));
             }
-            let computed = crate::folds::compute(
+            let computed = crate::services::folds::compute(
                 files.path_of(&dataset.hash),
                 &dataset.hash,
                 (scheme.clone(), k, seed),
@@ -138,7 +138,7 @@ pub async fn build(
         models,
     } = resolve(store, files, def).await?;
     let restack = if def.restack {
-        crate::restack::bases(store, &models).await?
+        crate::services::restack::bases(store, &models).await?
     } else {
         Vec::new()
     };
@@ -175,8 +175,8 @@ pub async fn build(
     let mut bases = Vec::with_capacity(restack.len());
     for id in &restack {
         bases.push((
-            crate::restack::prefix(id),
-            crate::restack::matrix(store, id).await?,
+            crate::services::restack::prefix(id),
+            crate::services::restack::matrix(store, id).await?,
         ));
     }
     let mut level1 = Vec::with_capacity(models.len());

@@ -578,7 +578,7 @@ pub struct FeatureSetRecord {
     pub names: Vec<String>,
     /// The resolved definition, JSON.
     pub definition: String,
-    /// Rows, columns, folds and models, JSON (`crate::features::Info`).
+    /// Rows, columns, folds and models, JSON (`crate::services::features::Info`).
     pub info: String,
     pub size: u64,
     /// BLAKE3 of the matrix bytes.

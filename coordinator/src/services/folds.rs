@@ -8,8 +8,8 @@ use stackhive_data::folds::{self as f, FoldSpec, Scheme};
 use stackhive_data::validate::{load_and_validate, ImageCheck, ValidateOptions};
 use stackhive_proto::v1 as pb;
 
+use crate::domain::model::FoldsRecord;
 use crate::error::{Error, Result};
-use crate::model::FoldsRecord;
 
 pub const DEFAULT_K: u32 = 5;
 pub const DEFAULT_SEED: u64 = 42;

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::domain::model::{ArtifactRecord, JobId};
 use crate::error::{Error, Result};
-use crate::model::{ArtifactRecord, JobId};
 use crate::store::Store;
 
 /// Largest artifact accepted (a B7 checkpoint is ~260 MB, its resume state ~800 MB).

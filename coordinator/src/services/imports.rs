@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use stackhive_proto::v1 as pb;
 
-use crate::datasets::DatasetFiles;
+use crate::domain::model::{JobId, Predictions};
 use crate::error::{Error, Result};
-use crate::model::{JobId, Predictions};
+use crate::services::datasets::DatasetFiles;
 use crate::store::Store;
 
 /// Checks and stores an import; returns the new job's id and row counts.
@@ -20,8 +20,8 @@ pub async fn import(
     r: pb::ImportPredictionsRequest,
 ) -> Result<(JobId, u32, u32)> {
     let bad = |m: String| Err(Error::invalid(m));
-    crate::validate::check_text("name", &r.name).map_err(Error::invalid)?;
-    crate::validate::check_text("experiment", &r.experiment).map_err(Error::invalid)?;
+    crate::domain::validate::check_text("name", &r.name).map_err(Error::invalid)?;
+    crate::domain::validate::check_text("experiment", &r.experiment).map_err(Error::invalid)?;
     if r.experiment.is_empty() {
         return bad("an import needs an experiment to belong to".into());
     }

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::artifacts::STALE_UPLOAD_MS;
-use crate::datasets::DatasetFiles;
+use crate::domain::model::now_ms;
 use crate::metrics as m;
-use crate::model::now_ms;
+use crate::services::artifacts::STALE_UPLOAD_MS;
+use crate::services::datasets::DatasetFiles;
 use crate::store::Store;
 
 /// Dataset files untouched this long with no registration are leftovers. Long enough that an
@@ -45,7 +45,7 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "reaping expired leases failed"),
         }
-        if let Err(e) = crate::sweeps::feed(&store, &files, max_batch).await {
+        if let Err(e) = crate::services::sweeps::feed(&store, &files, max_batch).await {
             tracing::warn!(error = %e, "feeding sweeps failed");
         }
         let purge_now = last_purge.elapsed() > Duration::from_secs(60);

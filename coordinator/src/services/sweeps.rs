@@ -17,9 +17,9 @@ use rand_chacha::ChaCha8Rng;
 use stackhive_proto::v1 as pb;
 use stackhive_spec::stack::{self, ModelType};
 
-use crate::datasets::DatasetFiles;
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::model::*;
+use crate::services::datasets::DatasetFiles;
 use crate::store::Store;
 
 /// Unfinished jobs of a sweep kept in the queue.
@@ -110,7 +110,7 @@ async fn feed_one(
         if level1.blocked + level1.queued + level1.running > 0 {
             return Ok(());
         }
-        match crate::features::build(store, files, &def, None).await {
+        match crate::services::features::build(store, files, &def, None).await {
             Ok(set) => s.features = set.id,
             Err(e) => {
                 s.state = "failed".into();
@@ -142,7 +142,7 @@ async fn feed_one(
         idempotency_key: format!("sweep-{}-{}-{}", s.id, s.submitted, take),
         jobs: specs,
     };
-    let batch = crate::validate::submit(&req, max_batch)?;
+    let batch = crate::domain::validate::submit(&req, max_batch)?;
     store.submit(batch).await?;
     s.submitted += take;
     if store.update_sweep(&s, expect).await? {
@@ -192,7 +192,7 @@ fn definition(json: &str) -> Result<pb::FeatureDefinition> {
 
 /// Checks and stores a new sweep.
 pub async fn create(store: &Arc<dyn Store>, r: pb::CreateSweepRequest) -> Result<SweepRecord> {
-    crate::validate::check_text("experiment", &r.experiment).map_err(Error::invalid)?;
+    crate::domain::validate::check_text("experiment", &r.experiment).map_err(Error::invalid)?;
     if r.experiment.is_empty() {
         return Err(Error::invalid("a sweep needs an experiment for its jobs"));
     }
@@ -213,10 +213,10 @@ pub async fn create(store: &Arc<dyn Store>, r: pb::CreateSweepRequest) -> Result
         }
         r.models.clone()
     };
-    if r.cpu_slots > crate::validate::MAX_CPU_SLOTS {
+    if r.cpu_slots > crate::domain::validate::MAX_CPU_SLOTS {
         return Err(Error::invalid(format!(
             "cpu_slots must be at most {}, found {}",
-            crate::validate::MAX_CPU_SLOTS,
+            crate::domain::validate::MAX_CPU_SLOTS,
             r.cpu_slots
         )));
     }
@@ -244,8 +244,8 @@ pub async fn create(store: &Arc<dyn Store>, r: pb::CreateSweepRequest) -> Result
         seed: r.seed,
         cpu_slots: r.cpu_slots.max(1),
         priority: r.priority.clamp(
-            *crate::validate::PRIORITY_RANGE.start(),
-            *crate::validate::PRIORITY_RANGE.end(),
+            *crate::domain::validate::PRIORITY_RANGE.start(),
+            *crate::domain::validate::PRIORITY_RANGE.end(),
         ),
         state: "running".into(),
         error: String::new(),

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use stackhive_data::matrix::FeatureMatrix;
 
+use crate::domain::model::Job;
 use crate::error::{Error, Result};
-use crate::model::Job;
 use crate::store::Store;
 
 /// Ids of the feature sets the `stack` jobs among `models` trained on, sorted.

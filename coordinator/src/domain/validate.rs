@@ -6,9 +6,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use stackhive_proto::v1 as pb;
 
+use crate::domain::kinds;
+use crate::domain::model::*;
 use crate::error::{Error, Result};
-use crate::kinds;
-use crate::model::*;
 
 pub use stackhive_proto::limits::*;
 
