@@ -355,7 +355,8 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// Queue order key: smaller runs first.
+    /// Queue order key: smaller runs first. Statements that compute it in the database use its
+    /// SQL twin, `store::sort_key_sql`.
     pub fn sort_key(&self, enqueued_at: Millis, priority: i32) -> i64 {
         enqueued_at - priority as i64 * self.aging_ms_per_priority
     }

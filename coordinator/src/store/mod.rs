@@ -49,6 +49,13 @@ pub(crate) mod codes {
     pub const CANCELLED: i16 = JobState::Cancelled as i16;
 }
 
+/// `Policy::sort_key` as SQL, for the statements that order a job in the database: the queue
+/// order key of a job entering the queue at `enqueued_at` with `priority` (SQL expressions),
+/// `aging` the placeholder bound to `policy.aging_ms_per_priority`. Smaller runs first.
+pub(crate) fn sort_key_sql(enqueued_at: &str, priority: &str, aging: &str) -> String {
+    format!("({enqueued_at} - CAST({priority} AS BIGINT) * {aging})")
+}
+
 /// Largest row of artifact bytes: reads stream one row at a time.
 pub const CHUNK_BYTES: usize = 1 << 20;
 

@@ -8,6 +8,7 @@ use super::run::{cascade, notify};
 use crate::domain::model::*;
 use crate::error::{Error, Result};
 use crate::store::codes::*;
+use crate::store::sort_key_sql;
 
 pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &JobFilter, paged: bool) {
     qb.push(" WHERE true");
@@ -114,8 +115,9 @@ pub async fn retry(pool: &PgPool, policy: &Policy, ids: &[JobId]) -> Result<(Vec
         "UPDATE jobs SET state = CASE WHEN deps_pending = 0 THEN {QUEUED} ELSE {BLOCKED} END,
             failures = 0, crashes = 0, error = NULL, cancel_requested = false, dep_failed = false,
             run_after = 0, finished_at = NULL, worker_id = NULL, result = NULL,
-            sort_key = sh_now_ms() - priority::BIGINT * $2, updated_at = sh_now_ms()
-         WHERE id = ANY($1) RETURNING id, state = {QUEUED}"
+            sort_key = {}, updated_at = sh_now_ms()
+         WHERE id = ANY($1) RETURNING id, state = {QUEUED}",
+        sort_key_sql("sh_now_ms()", "priority", "$2")
     ))
     .bind(ids)
     .bind(policy.aging_ms_per_priority)

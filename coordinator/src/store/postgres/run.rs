@@ -10,6 +10,7 @@ use super::WORK_CHANNEL;
 use crate::domain::model::*;
 use crate::error::{Error, Result};
 use crate::store::codes::*;
+use crate::store::sort_key_sql;
 use crate::store::{encode_f32s, encode_u32s};
 
 /// The filters are written so the planner estimates them well (`run_after = 0`, `has_tags`):
@@ -301,12 +302,13 @@ pub async fn complete(
                 UPDATE jobs j SET deps_pending = j.deps_pending - dec.n,
                     state = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0 THEN {QUEUED} ELSE j.state END,
                     sort_key = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0
-                               THEN sh_now_ms() - j.priority::BIGINT * $2 ELSE j.sort_key END,
+                               THEN {} ELSE j.sort_key END,
                     updated_at = sh_now_ms()
                 FROM dec WHERE j.id = dec.job_id
                 RETURNING j.state
-            ) SELECT count(*) FILTER (WHERE state = {QUEUED}) FROM upd"),
-        )
+            ) SELECT count(*) FILTER (WHERE state = {QUEUED}) FROM upd",
+            sort_key_sql("sh_now_ms()", "j.priority", "$2")
+        ))
         .bind(&parents)
         .bind(policy.aging_ms_per_priority)
         .fetch_one(&mut *tx)
@@ -346,14 +348,15 @@ pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOut
     let after = policy.after_failure(f, failures, max_attempts, cancel);
     let (next, run_after_delay, failures, reason) =
         (after.state, after.backoff_ms, after.failures, after.error);
-    let row = sqlx::query(
+    let row = sqlx::query(&format!(
         "UPDATE jobs SET state = $2, failures = $3, error = $4, worker_id = NULL,
             lease_expires_at = NULL, updated_at = sh_now_ms(),
             run_after = CASE WHEN $5 > 0 THEN sh_now_ms() + $5 ELSE run_after END,
-            sort_key = CASE WHEN $5 > 0 THEN sh_now_ms() + $5 - $6::BIGINT * $7 ELSE sort_key END,
-            finished_at = CASE WHEN $2 IN (5, 6) THEN sh_now_ms() END
+            sort_key = CASE WHEN $5 > 0 THEN {} ELSE sort_key END,
+            finished_at = CASE WHEN $2 IN ({FAILED}, {CANCELLED}) THEN sh_now_ms() END
          WHERE id = $1 RETURNING run_after",
-    )
+        sort_key_sql("sh_now_ms() + $5", "$6", "$7")
+    ))
     .bind(f.id)
     .bind(next.code())
     .bind(failures as i32)

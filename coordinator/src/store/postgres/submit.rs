@@ -9,6 +9,7 @@ use super::WORK_CHANNEL;
 use crate::domain::model::*;
 use crate::error::{Error, Result};
 use crate::store::codes::*;
+use crate::store::sort_key_sql;
 
 /// Separator for tags packed into one text per job (UNNEST flattens 2-D arrays).
 const TAG_SEP: char = '\u{1f}';
@@ -114,7 +115,7 @@ pub async fn submit(
             expect_oof_rows, expect_test_rows, deps_pending, has_dependents,
             created_at, updated_at)
         SELECT kind, name, experiment, payload, priority,
-            sh_now_ms() - priority::BIGINT * $17,
+            {},
             CASE WHEN pending = 0 THEN {QUEUED} ELSE {BLOCKED} END,
             cpu_slots, gpus, gpu_mem_mb,
             CASE WHEN tags = '' THEN '{{}}'::TEXT[] ELSE string_to_array(tags, $18) END,
@@ -125,7 +126,8 @@ pub async fn submit(
             $12::INT[], $13::INT[], $14::INT[], $15::INT[], $16::BOOLEAN[])
             AS t(kind, name, experiment, payload, priority, cpu_slots, gpus, gpu_mem_mb,
                  tags, max_attempts, crash_limit, timeout_s, oof, test, pending, has_deps)
-        RETURNING id"
+        RETURNING id",
+        sort_key_sql("sh_now_ms()", "priority", "$17")
     ))
     .bind(&c.kind)
     .bind(&c.name)

@@ -11,6 +11,7 @@ use super::run::cascade;
 use crate::domain::model::*;
 use crate::error::{Error, Result};
 use crate::store::codes::*;
+use crate::store::sort_key_sql;
 
 /// Appends the filter's conditions; `paged` adds `updated_after` and `after_id`.
 pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter, paged: bool) {
@@ -130,7 +131,8 @@ fn revive_set() -> String {
     failures = 0, crashes = 0, error = NULL, result = NULL, progress = NULL,
     cancel_requested = 0, dep_failed = 0, worker_id = NULL, lease_expires_at = NULL,
     started_at = NULL, finished_at = NULL, run_after = ?2,
-    sort_key = ?2 - jobs.priority * ?3, updated_at = ?2"
+    sort_key = {}, updated_at = ?2",
+        sort_key_sql("?2", "jobs.priority", "?3")
     )
 }
 

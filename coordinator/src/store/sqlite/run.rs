@@ -10,6 +10,7 @@ use super::rows::{self, json, LEASED_COLUMNS};
 use crate::domain::model::*;
 use crate::error::{Error, Result};
 use crate::store::codes::*;
+use crate::store::sort_key_sql;
 use crate::store::{encode_f32s, encode_u32s};
 
 /// Rows per predictions INSERT (5 bound parameters a row, far under the limit).
@@ -283,11 +284,13 @@ async fn unblock_dependents(
             state = CASE WHEN jobs.state = {BLOCKED} AND jobs.deps_pending - dec.n <= 0 THEN {QUEUED}
                          ELSE jobs.state END,
             sort_key = CASE WHEN jobs.state = {BLOCKED} AND jobs.deps_pending - dec.n <= 0
-                            THEN ?2 - jobs.priority * ?3 ELSE jobs.sort_key END,
+                            THEN {} ELSE jobs.sort_key END,
             updated_at = CASE WHEN jobs.state = {BLOCKED} AND jobs.deps_pending - dec.n <= 0
                               THEN ?2 ELSE jobs.updated_at END
         FROM dec WHERE jobs.id = dec.job_id
-        RETURNING state"),
+        RETURNING state",
+        sort_key_sql("?2", "jobs.priority", "?3")
+        ),
     )
     .bind(json(parents))
     .bind(now)
