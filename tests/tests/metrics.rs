@@ -59,13 +59,19 @@ async fn coordinator_and_worker_metrics_count_what_happened() {
         "the sampled gauges",
         Duration::from_secs(20),
         || async move {
+            // Sampled every few seconds: wait for a sample taken after every job finished.
             let t = scrape_metrics(cm);
-            let sampled = metric(
+            let noop = metric(
                 &t,
                 "stackhive_jobs",
                 &[("kind", "noop"), ("state", "succeeded")],
             );
-            (sampled == Some(10.0)).then_some(t)
+            let shell = metric(
+                &t,
+                "stackhive_jobs",
+                &[("kind", "shell"), ("state", "failed")],
+            );
+            (noop == Some(10.0) && shell == Some(1.0)).then_some(t)
         },
     )
     .await;
@@ -81,10 +87,6 @@ async fn coordinator_and_worker_metrics_count_what_happened() {
     assert_eq!(at("stackhive_job_failures_total", &[]), 2.0);
     assert!(at("stackhive_complete_seconds_count", &[]) >= 1.0);
     assert!(at("stackhive_lease_query_seconds_count", &[]) >= 1.0);
-    assert_eq!(
-        at("stackhive_jobs", &[("kind", "shell"), ("state", "failed")]),
-        1.0
-    );
     assert_eq!(at("stackhive_workers_alive", &[]), 1.0);
     assert!(at("stackhive_db_connections", &[("use", "open")]) >= 1.0);
 
