@@ -12,4 +12,4 @@ ensure_level2
 log "building stackhive (release)"
 cargo build --release --quiet -p stackhive-cli -p stackhive-worker -p stackhive-trainer -p stackhive-stacker
 export RUST_LOG="${RUST_LOG:-warn}"
-exec ./target/release/stackhive demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/stackhive" demo "$@"
