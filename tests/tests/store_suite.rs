@@ -1380,6 +1380,56 @@ pub async fn complete_answers_each_item(s: Arc<dyn Store>) {
     assert_eq!(s.get_job(ids[2]).await.unwrap().state, JobState::Running);
 }
 
+/// Issue 11: a job completed twice in one batch is judged in order, as if its reports came one
+/// after another: after an accepted copy the next is stale; after a stale or invalid copy a
+/// valid one is accepted. Each job's predictions are stored once.
+pub async fn repeated_completions_in_a_batch_are_judged_in_order(s: Arc<dyn Store>) {
+    let mut fits = named_job("fits");
+    fits.expect_oof_rows = 2;
+    let ids = s
+        .submit(batch(vec![named_job("a"), named_job("b"), fits]))
+        .await
+        .unwrap()
+        .ids;
+    s.lease(&lease_q(3, 3, 60_000)).await.unwrap();
+    let rows = |n: usize| Predictions {
+        oof_rows: (0..n as u32).collect(),
+        oof: vec![0.5; n],
+        test: vec![],
+    };
+    let out = s
+        .complete(
+            "w1",
+            &[
+                done_p(ids[0], 1, None),
+                done_p(ids[0], 1, None),
+                done_p(ids[1], 7, None),
+                done_p(ids[1], 1, None),
+                done_p(ids[2], 1, Some(rows(3))),
+                done_p(ids[2], 1, Some(rows(2))),
+            ],
+        )
+        .await
+        .unwrap();
+    let accepted: HashSet<JobId> = out.accepted.iter().copied().collect();
+    assert_eq!(accepted, ids.iter().copied().collect(), "{out:?}");
+    assert_eq!(out.accepted.len(), 3, "{out:?}");
+    let stale: Vec<(JobId, u32)> = out.stale.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(stale.len(), 2, "{out:?}");
+    assert!(
+        stale.contains(&(ids[0], 1)) && stale.contains(&(ids[1], 7)),
+        "{out:?}"
+    );
+    let again = out.stale.iter().find(|r| r.0 == ids[0]).unwrap();
+    assert!(again.2.contains("succeeded"), "{again:?}");
+    assert_eq!(out.invalid.len(), 1, "{out:?}");
+    assert_eq!((out.invalid[0].0, out.invalid[0].1), (ids[2], 1));
+    assert_eq!(s.get_predictions(ids[2]).await.unwrap(), Some(rows(2)));
+    for id in ids {
+        assert_eq!(s.get_job(id).await.unwrap().state, JobState::Succeeded);
+    }
+}
+
 pub async fn dependencies_unblock_fail_and_revive(s: Arc<dyn Store>) {
     let mut child = named_job("child");
     child.depends_on_batch = vec![0, 1];
@@ -1592,6 +1642,7 @@ macro_rules! suite {
             case!(claims_match_registered_kinds);
             case!(submit_lease_complete_round_trip);
             case!(complete_answers_each_item);
+            case!(repeated_completions_in_a_batch_are_judged_in_order);
             case!(dependencies_unblock_fail_and_revive);
             case!(expired_leases_requeue_then_fail_and_fence_old_attempts);
             case!(idempotent_submit_and_unknown_dependencies);

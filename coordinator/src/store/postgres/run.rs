@@ -153,7 +153,10 @@ pub async fn heartbeat(
         .collect())
 }
 
-/// Returns the outcome and whether some dependent became claimable.
+/// Returns the outcome and whether some dependent became claimable. The batch is stored in
+/// rounds: round k holds the k-th completion of each job, so a job completed twice in one
+/// batch is judged in order, as if its reports came one after another (the first that holds
+/// finishes it; a later one is stale).
 pub async fn complete(
     pool: &PgPool,
     policy: &Policy,
@@ -163,6 +166,67 @@ pub async fn complete(
     if items.is_empty() {
         return Ok((CompleteOutcome::default(), false));
     }
+    let mut tx = pool.begin().await?;
+    let mut out = CompleteOutcome::default();
+    let mut parents = Vec::new();
+    for round in rounds(items) {
+        let (o, p) = complete_round(&mut tx, worker_id, &round).await?;
+        out.accepted.extend(o.accepted);
+        out.stale.extend(o.stale);
+        out.invalid.extend(o.invalid);
+        parents.extend(p);
+    }
+    let mut woke = false;
+    if !parents.is_empty() {
+        let unblocked: i64 = sqlx::query_scalar(
+            &format!("WITH dec AS (
+                SELECT job_id, count(*)::INT AS n FROM job_deps WHERE dep_id = ANY($1) GROUP BY job_id
+            ), upd AS (
+                UPDATE jobs j SET deps_pending = j.deps_pending - dec.n,
+                    state = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0 THEN {QUEUED} ELSE j.state END,
+                    sort_key = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0
+                               THEN {} ELSE j.sort_key END,
+                    updated_at = sh_now_ms()
+                FROM dec WHERE j.id = dec.job_id
+                RETURNING j.state
+            ) SELECT count(*) FILTER (WHERE state = {QUEUED}) FROM upd",
+            sort_key_sql("sh_now_ms()", "j.priority", "$2")
+        ))
+        .bind(&parents)
+        .bind(policy.aging_ms_per_priority)
+        .fetch_one(&mut *tx)
+        .await?;
+        if unblocked > 0 {
+            notify(&mut tx).await?;
+            woke = true;
+        }
+    }
+    tx.commit().await?;
+    Ok((out, woke))
+}
+
+/// The k-th completion of each job in the batch, per round k.
+fn rounds(items: &[Completion]) -> Vec<Vec<&Completion>> {
+    let mut seen: HashMap<JobId, usize> = HashMap::with_capacity(items.len());
+    let mut rounds: Vec<Vec<&Completion>> = Vec::new();
+    for c in items {
+        let k = seen.entry(c.id).or_insert(0);
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(c);
+        *k += 1;
+    }
+    rounds
+}
+
+/// Stores the completions of one round (each job at most once); returns what became of each
+/// and the accepted jobs that have dependents.
+async fn complete_round(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    worker_id: &str,
+    items: &[&Completion],
+) -> Result<(CompleteOutcome, Vec<JobId>)> {
     let ids: Vec<i64> = items.iter().map(|c| c.id).collect();
     let attempts: Vec<i32> = items.iter().map(|c| c.attempt as i32).collect();
     let results: Vec<Option<String>> = items.iter().map(|c| c.result.clone()).collect();
@@ -176,7 +240,6 @@ pub async fn complete(
         .map(|c| c.predictions.as_ref().map_or(0, |p| p.test.len() as i32))
         .collect();
 
-    let mut tx = pool.begin().await?;
     let rows = sqlx::query(&format!(
         "UPDATE jobs j SET state = {SUCCEEDED}, result = r.result, finished_at = sh_now_ms(),
             updated_at = sh_now_ms(), lease_expires_at = NULL,
@@ -195,7 +258,7 @@ pub async fn complete(
     .bind(&test_n)
     .bind(worker_id)
     .bind(&progress)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
 
     let mut accepted = Vec::with_capacity(rows.len());
@@ -211,14 +274,18 @@ pub async fn complete(
     let (mut stale, mut invalid) = (Vec::new(), Vec::new());
     if accepted.len() < items.len() {
         let done: std::collections::HashSet<i64> = accepted.iter().copied().collect();
-        let missing: Vec<&Completion> = items.iter().filter(|c| !done.contains(&c.id)).collect();
+        let missing: Vec<&Completion> = items
+            .iter()
+            .copied()
+            .filter(|c| !done.contains(&c.id))
+            .collect();
         let missing_ids: Vec<i64> = missing.iter().map(|c| c.id).collect();
         let found = sqlx::query(
             "SELECT id, attempt, state, worker_id, expect_oof_rows, expect_test_rows
              FROM jobs WHERE id = ANY($1)",
         )
         .bind(&missing_ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         let mut by_id = HashMap::new();
         for r in found {
@@ -262,6 +329,7 @@ pub async fn complete(
     let accepted_set: std::collections::HashSet<i64> = accepted.iter().copied().collect();
     let with_preds: Vec<&Completion> = items
         .iter()
+        .copied()
         .filter(|c| c.predictions.is_some() && accepted_set.contains(&c.id))
         .collect();
     if !with_preds.is_empty() {
@@ -289,42 +357,16 @@ pub async fn complete(
         .bind(&rows_b)
         .bind(&oof_b)
         .bind(&test_b)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
 
-    let mut woke = false;
-    if !parents.is_empty() {
-        let unblocked: i64 = sqlx::query_scalar(
-            &format!("WITH dec AS (
-                SELECT job_id, count(*)::INT AS n FROM job_deps WHERE dep_id = ANY($1) GROUP BY job_id
-            ), upd AS (
-                UPDATE jobs j SET deps_pending = j.deps_pending - dec.n,
-                    state = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0 THEN {QUEUED} ELSE j.state END,
-                    sort_key = CASE WHEN j.state = {BLOCKED} AND j.deps_pending - dec.n = 0
-                               THEN {} ELSE j.sort_key END,
-                    updated_at = sh_now_ms()
-                FROM dec WHERE j.id = dec.job_id
-                RETURNING j.state
-            ) SELECT count(*) FILTER (WHERE state = {QUEUED}) FROM upd",
-            sort_key_sql("sh_now_ms()", "j.priority", "$2")
-        ))
-        .bind(&parents)
-        .bind(policy.aging_ms_per_priority)
-        .fetch_one(&mut *tx)
-        .await?;
-        if unblocked > 0 {
-            notify(&mut tx).await?;
-            woke = true;
-        }
-    }
-    tx.commit().await?;
     let out = CompleteOutcome {
         accepted,
         stale,
         invalid,
     };
-    Ok((out, woke))
+    Ok((out, parents))
 }
 
 pub async fn fail(pool: &PgPool, policy: &Policy, f: &Failure) -> Result<FailOutcome> {
