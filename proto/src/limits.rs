@@ -30,8 +30,19 @@ pub const MAX_DEPS_PER_BATCH: usize = 250_000;
 pub const MAX_PROGRESS_BYTES: usize = 16 * 1024;
 /// A job's result document (JSON).
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
-/// A failure reason; longer ones are cut.
+/// A failure reason; longer ones are cut (`cut_to`).
 pub const MAX_REASON_BYTES: usize = 8 * 1024;
+
+/// Cuts `s` to at most `max` bytes, on a character boundary.
+pub fn cut_to(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
 /// Out-of-fold or test predictions of one completion, each. A completion that expects no row
 /// count is still bounded.
 pub const MAX_PREDICTION_ROWS: usize = 5_000_000;
@@ -98,5 +109,15 @@ mod tests {
         assert!(check_text("name", &"x".repeat(MAX_TEXT + 1))
             .unwrap_err()
             .ends_with("found 257 bytes"));
+    }
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        let mut s = "ééé".to_string();
+        cut_to(&mut s, 3);
+        assert_eq!(s, "é");
+        let mut s = "short".to_string();
+        cut_to(&mut s, 100);
+        assert_eq!(s, "short");
     }
 }

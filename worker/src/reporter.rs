@@ -283,7 +283,7 @@ async fn deliver_failure(
     mut f: FailItem,
     abort: CancellationToken,
 ) -> bool {
-    truncate(&mut f.reason, MAX_REASON_BYTES);
+    stackhive_proto::limits::cut_to(&mut f.reason, MAX_REASON_BYTES);
     let mut reregistered = false;
     loop {
         if abort.is_cancelled() {
@@ -352,31 +352,5 @@ async fn deliver_failure(
                 }
             },
         }
-    }
-}
-
-/// Cuts `s` to at most `max` bytes, on a character boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_are_cut_on_a_character_boundary() {
-        let mut s = "ééé".to_string();
-        truncate(&mut s, 3);
-        assert_eq!(s, "é");
-        let mut s = "short".to_string();
-        truncate(&mut s, 100);
-        assert_eq!(s, "short");
     }
 }

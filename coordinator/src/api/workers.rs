@@ -243,13 +243,7 @@ impl WorkerService for WorkerApi {
         let r = req.into_inner();
         self.keys.verify(&r.worker_id, &r.worker_key).await?;
         let mut reason = r.reason;
-        if reason.len() > validate::MAX_REASON_BYTES {
-            let mut cut = validate::MAX_REASON_BYTES;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
+        stackhive_proto::limits::cut_to(&mut reason, validate::MAX_REASON_BYTES);
         let f = Failure {
             worker_id: r.worker_id,
             id: r.id,
