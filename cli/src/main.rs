@@ -1,6 +1,6 @@
-//! The `stackhive` binary: parse the command line, set up logging and tracing, run the command
-//! in its span (a client command's calls form one trace), and turn an error into `error: …` on stderr with exit code 1 (clap exits with
-//! 2 on usage errors).
+//! The `stackhive` binary: parse the command line, set up logging and tracing, run the command in
+//! its span (a client command's calls form one trace), and turn an error into `error: …` on stderr
+//! with exit code 1 (clap exits with 2 on usage errors).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

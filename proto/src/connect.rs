@@ -1,9 +1,10 @@
 //! How a client reaches a coordinator: the endpoint (plaintext `http://` or TLS `https://`,
-//! trusting a given CA or the system's, with a client certificate for mutual TLS) and the
-//! bearer token sent with every call. An address may list several coordinators of one
-//! cluster, comma-separated: calls go to one at a time and move on when it is unreachable
-//! (`failover`). The CLI, the worker and the tests all connect through here, so a flag means
-//! the same everywhere; every call also carries the caller's trace context (`telemetry`). Must not: print or log the token.
+//! trusting a given CA or the system's, with a client certificate for mutual TLS) and the bearer
+//! token sent with every call. An address may list several coordinators of one cluster,
+//! comma-separated: calls go to one at a time and move on when it is unreachable (`failover`). The
+//! CLI, the worker and the tests all connect through here, so a flag means the same everywhere;
+//! every call also carries the caller's trace context (`telemetry`). Must not: print or log the
+//! token.
 
 use std::path::PathBuf;
 use std::time::Duration;

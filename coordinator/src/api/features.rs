@@ -1,5 +1,5 @@
-//! `FeatureService`: build a feature set from a definition (`crate::services::features`), register one
-//! built elsewhere (a plain table), and get, list and fetch them. Matrices live in the store,
+//! `FeatureService`: build a feature set from a definition (`crate::services::features`), register
+//! one built elsewhere (a plain table), and get, list and fetch them. Matrices live in the store,
 //! so any coordinator serves any set.
 
 use std::sync::Arc;

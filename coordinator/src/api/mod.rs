@@ -1,5 +1,5 @@
-//! gRPC handlers. They stay thin: validate (`crate::domain::validate`), call the store, convert. State
-//! and SQL live in `crate::store`; error codes come from `impl From<Error> for Status`.
+//! gRPC handlers. They stay thin: validate (`crate::domain::validate`), call the store, convert.
+//! State and SQL live in `crate::store`; error codes come from `impl From<Error> for Status`.
 
 pub mod artifacts;
 mod convert;

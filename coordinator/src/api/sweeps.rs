@@ -1,5 +1,5 @@
-//! `SweepService`: create, inspect and control sweeps (`crate::services::sweeps`); the coordinators'
-//! upkeep does the feeding.
+//! `SweepService`: create, inspect and control sweeps (`crate::services::sweeps`); the
+//! coordinators' upkeep does the feeding.
 
 use std::sync::Arc;
 

@@ -1,10 +1,9 @@
-//! Receiving an artifact into the store: the name, size and hash announced by the upload's
-//! header are checked first; the bytes are hashed as they arrive and written, 8 MiB per
-//! transaction, as the 1 MiB chunks of a fresh upload; only when size and BLAKE3 match does
-//! `finish` name the upload as the job's artifact (the store fences that by the running
-//! attempt and its worker). An upload dropped before `finish` is discarded, and one whose coordinator died is
-//! purged by the reaper, so a reader never sees half an artifact and a broken upload leaves
-//! nothing behind.
+//! Receiving an artifact into the store: the name, size and hash announced by the upload's header
+//! are checked first; the bytes are hashed as they arrive and written, 8 MiB per transaction, as
+//! the 1 MiB chunks of a fresh upload; only when size and BLAKE3 match does `finish` name the
+//! upload as the job's artifact (the store fences that by the running attempt and its worker). An
+//! upload dropped before `finish` is discarded, and one whose coordinator died is purged by the
+//! reaper, so a reader never sees half an artifact and a broken upload leaves nothing behind.
 
 use std::sync::Arc;
 

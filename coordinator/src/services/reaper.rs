@@ -1,8 +1,8 @@
-//! Background upkeep of one coordinator: returns expired leases to the queue (or fails jobs
-//! past their crash limit), removes artifact uploads abandoned mid-way and dataset files that
-//! no registration owns (staging folders of killed uploads, content left by a crash between
-//! placing and registering), feeds running sweeps a window of jobs, and applies retention. Every coordinator runs it; the store makes
-//! concurrent runs safe (`SKIP LOCKED` on PostgreSQL).
+//! Background upkeep of one coordinator: returns expired leases to the queue (or fails jobs past
+//! their crash limit), removes artifact uploads abandoned mid-way and dataset files that no
+//! registration owns (staging folders of killed uploads, content left by a crash between placing
+//! and registering), feeds running sweeps a window of jobs, and applies retention. Every
+//! coordinator runs it; the store makes concurrent runs safe (`SKIP LOCKED` on PostgreSQL).
 
 use std::sync::Arc;
 use std::time::Duration;

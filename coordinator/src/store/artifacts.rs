@@ -19,17 +19,18 @@ pub trait ArtifactStore: Send + Sync {
     /// one short transaction, and marks the upload as still in use.
     async fn put_artifact_chunk(&self, upload: &str, start: u64, data: &[u8]) -> Result<()>;
 
-    /// In one transaction: checks that `rec.job_id` is running at `rec.attempt` leased to
-    /// `worker` (`Stale` otherwise) and that the upload's chunks add up to `rec.size` bytes, then names upload
-    /// `rec.upload_id` as the job's artifact `rec.name` in place of the upload that held that
-    /// name before. That upload's bytes are removed after the commit, outside the fenced
+    /// In one transaction: checks that `rec.job_id` is running at `rec.attempt` leased to `worker`
+    /// (`Stale` otherwise) and that the upload's chunks add up to `rec.size` bytes, then names
+    /// upload `rec.upload_id` as the job's artifact `rec.name` in place of the upload that held
+    /// that name before. That upload's bytes are removed after the commit, outside the fenced
     /// transaction (the reaper's purge catches them if that fails). Returns the stored record.
     async fn commit_artifact(&self, rec: &ArtifactRecord, worker: &str) -> Result<ArtifactRecord>;
 
     /// Removes an upload that will not be committed, with its chunks.
     async fn discard_artifact_upload(&self, upload: &str) -> Result<()>;
 
-    /// The job's artifacts by name (empty when it has none, `NotFound` when the job does not exist).
+    /// The job's artifacts by name (empty when it has none, `NotFound` when the job does not
+    /// exist).
     async fn list_artifacts(&self, job: JobId) -> Result<Vec<ArtifactRecord>>;
 
     /// `NotFound` when the job has no artifact of that name.

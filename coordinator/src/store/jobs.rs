@@ -43,8 +43,8 @@ pub trait JobStore: Send + Sync {
 
     /// Failed or cancelled jobs go back to `Queued` (or `Blocked` while dependencies are
     /// unfinished) with their failure and crash counts reset, and so do the transitive dependents
-    /// that were failed or cancelled because of them. Returns every re-queued or re-blocked id.
-    /// A job in another state is `FailedPrecondition`, unknown ids `NotFound`; nothing changes then.
+    /// that were failed or cancelled because of them. Returns every re-queued or re-blocked id. A
+    /// job in another state is `FailedPrecondition`, unknown ids `NotFound`; nothing changes then.
     async fn retry(&self, ids: &[JobId]) -> Result<Vec<JobId>>;
 
     /// `NotFound` "worker … is not registered" unless `q.worker_id` is registered and not
@@ -83,7 +83,8 @@ pub trait JobStore: Send + Sync {
     /// - `cancel_requested`: `Cancelled`.
     /// - retryable with `failures + 1 < max_attempts`: `Queued` with `failures + 1` and
     ///   `run_after = now + policy.backoff_ms(failures + 1)`.
-    /// - otherwise `Failed` with the reason; blocked dependents fail too ("dependency 7 failed: …").
+    /// - otherwise `Failed` with the reason; blocked dependents fail too ("dependency 7 failed:
+    ///   …").
     async fn fail(&self, f: &Failure) -> Result<FailOutcome>;
 
     /// Running jobs whose lease expired: `crashes + 1`; `Cancelled` if cancel was requested,
