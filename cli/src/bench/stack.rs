@@ -231,16 +231,23 @@ pub async fn run(json: bool, args: &StackBenchArgs) -> anyhow::Result<()> {
             None => None,
         };
         if !json {
-            println!("sweep, model by model (OOF AUC this side / Python):");
+            println!("sweep, model by model (OOF AUC and seconds, this side and Python):");
             for (i, j) in jobs.iter().enumerate() {
                 let other = py.as_ref().map_or(String::new(), |(v, _)| {
                     format!(
-                        " / {:.4} (diff {:+.4})",
+                        "   python {:.4} in {:>6.1} s   (AUC diff {:+.4})",
                         v[i].oof_auc,
-                        r[i].1 - v[i].oof_auc
+                        v[i].seconds,
+                        r[i].1 - v[i].oof_auc,
                     )
                 });
-                println!("  {:>2} {:<17} {:.4}{other}", i, j.model.name(), r[i].1);
+                println!(
+                    "  {:>2} {:<17} {:.4} in {:>6.1} s{other}",
+                    i,
+                    j.model.name(),
+                    r[i].1,
+                    r[i].0
+                );
             }
         }
         let mean = |v: &mut dyn Iterator<Item = f64>| {
