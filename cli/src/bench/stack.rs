@@ -36,6 +36,10 @@ pub struct StackBenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
 
+    /// Skip the model types one by one (only the sweep).
+    #[arg(long)]
+    pub sweep_only: bool,
+
     /// Models in the random sweep (0 skips it).
     #[arg(long, env = "STACKHIVE_BENCH_SWEEP", default_value_t = 30)]
     pub sweep: usize,
@@ -164,7 +168,9 @@ pub async fn run(json: bool, args: &StackBenchArgs) -> anyhow::Result<()> {
     let stacker = Arc::new(Stacker::new(stacker_binary(args.stacker.as_ref())?));
     std::fs::create_dir_all(&args.work)?;
     let work = args.work.canonicalize()?;
-    let types: Vec<ModelType> = if args.models.is_empty() {
+    let types: Vec<ModelType> = if args.sweep_only {
+        Vec::new()
+    } else if args.models.is_empty() {
         ModelType::ALL.to_vec()
     } else {
         args.models

@@ -9,7 +9,7 @@ use stackhive_spec::stack::Params;
 use tch::{nn, Kind, Tensor};
 
 use super::mlp::Mlp;
-use super::{rng, train, Inputs, Net, Schedule};
+use super::{rng, train, Forward, Inputs, Net, Schedule};
 use crate::error::StackError;
 use crate::models::{Fit, FoldPrediction};
 use crate::prep::Prepared;
@@ -20,7 +20,7 @@ struct EntityNet {
 }
 
 impl Net for EntityNet {
-    fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> (Tensor, Option<Tensor>) {
+    fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> Forward {
         let mut parts = vec![x.dense.shallow_clone()];
         if let Some(codes) = &x.codes {
             for (c, table) in self.tables.iter().enumerate() {
@@ -33,10 +33,10 @@ impl Net for EntityNet {
                 ));
             }
         }
-        (
+        Ok((
             self.mlp.forward_dense(&Tensor::cat(&parts, 1), train, rng),
             None,
-        )
+        ))
     }
 }
 

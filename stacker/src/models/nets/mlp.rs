@@ -5,7 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use stackhive_spec::stack::Params;
 use tch::nn;
 
-use super::{dropout, matrix, rng, train, Inputs, Linear, Net, Schedule};
+use super::{dropout, matrix, rng, train, Forward, Inputs, Linear, Net, Schedule};
 use crate::error::StackError;
 use crate::models::{Fit, FoldPrediction};
 
@@ -48,13 +48,8 @@ impl Mlp {
 }
 
 impl Net for Mlp {
-    fn forward(
-        &self,
-        x: &Inputs,
-        train: bool,
-        rng: &mut ChaCha8Rng,
-    ) -> (tch::Tensor, Option<tch::Tensor>) {
-        (self.forward_dense(&x.dense, train, rng), None)
+    fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> Forward {
+        Ok((self.forward_dense(&x.dense, train, rng), None))
     }
 }
 

@@ -37,9 +37,12 @@ impl Inputs {
     }
 }
 
-/// A net: logits for a batch, and any extra loss term (TabNet's sparsity).
+/// What a net's forward pass gives: logits for a batch, and any extra loss term (TabNet's
+/// sparsity).
+pub type Forward = Result<(Tensor, Option<Tensor>), StackError>;
+
 pub trait Net {
-    fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> (Tensor, Option<Tensor>);
+    fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> Forward;
 }
 
 /// How a net is trained.
@@ -162,7 +165,7 @@ pub fn train(
                 continue;
             }
             let idx = Tensor::from_slice(chunk);
-            let (logits, extra) = net.forward(&x.rows(&idx), true, rng);
+            let (logits, extra) = net.forward(&x.rows(&idx), true, rng)?;
             let mut loss = logits.binary_cross_entropy_with_logits::<Tensor>(
                 &target.index_select(0, &idx),
                 None,
@@ -195,7 +198,7 @@ pub fn train(
             while at < rows {
                 let hi = (at + 4096).min(rows);
                 let idx = Tensor::arange_start(at, hi, (Kind::Int64, tch::Device::Cpu));
-                let (logits, _) = net.forward(&inputs.rows(&idx), false, rng);
+                let (logits, _) = net.forward(&inputs.rows(&idx), false, rng)?;
                 let p = logits.sigmoid();
                 out.extend(
                     Vec::<f32>::try_from(&p).map_err(|e| StackError::Library(e.to_string()))?,
