@@ -11,6 +11,7 @@
 //! gives the loss and the gradient together (linfa computed them apart and read the rows
 //! column-wise for the gradient, six times slower than scikit-learn here).
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use argmin::core::{CostFunction, Executor, Gradient, State};
@@ -27,31 +28,32 @@ const GRADIENT_TOLERANCE: f64 = 1e-4;
 /// Gradients L-BFGS remembers (scikit-learn's scipy default).
 const MEMORY: usize = 10;
 
-/// Row-major rows `d` wide (kept in f32, as the matrix holds them; all arithmetic is f64),
-/// with 0/1 targets.
-struct Rows {
-    x: Vec<f32>,
+/// Row-major rows `d` wide (f32, as the matrix holds them, borrowed from it for a fold's
+/// own rows; all arithmetic is f64), with 0/1 targets.
+struct Rows<'a> {
+    x: Cow<'a, [f32]>,
     d: usize,
     y: Vec<f64>,
 }
 
-impl Rows {
-    fn new(values: &[f32], d: usize, y: &[f32]) -> Rows {
+impl<'a> Rows<'a> {
+    fn new(values: &'a [f32], d: usize, y: &[f32]) -> Rows<'a> {
         Rows {
-            x: values.to_vec(),
+            x: Cow::Borrowed(values),
             d,
             y: y.iter().map(|&v| v as f64).collect(),
         }
     }
 
-    fn select(&self, rows: &[usize]) -> Rows {
+    /// A copy of some of the rows (an inner fold's).
+    fn select(&self, rows: &[usize]) -> Rows<'static> {
         let d = self.d;
         let mut x = Vec::with_capacity(rows.len() * d);
         for &i in rows {
             x.extend_from_slice(&self.x[i * d..(i + 1) * d]);
         }
         Rows {
-            x,
+            x: Cow::Owned(x),
             d,
             y: rows.iter().map(|&i| self.y[i]).collect(),
         }
@@ -59,14 +61,6 @@ impl Rows {
 
     fn len(&self) -> usize {
         self.y.len()
-    }
-
-    /// `x·w + b` of each row, for `theta = [w…, b]`.
-    fn scores<'a>(&'a self, theta: &'a [f64]) -> impl Iterator<Item = f64> + 'a {
-        let (w, b) = theta.split_at(self.d);
-        self.x
-            .chunks_exact(self.d.max(1))
-            .map(move |row| b[0] + dot(row, w))
     }
 }
 
@@ -120,9 +114,11 @@ struct Fitted {
 }
 
 impl Fitted {
-    fn prob(&self, rows: &Rows) -> Vec<f32> {
-        rows.scores(&self.theta)
-            .map(|z| (1.0 / (1.0 + (-z).exp())) as f32)
+    /// P(target = 1) of each row of `x` (row-major, as wide as the weights).
+    fn prob(&self, x: &[f32]) -> Vec<f32> {
+        let (w, b) = self.theta.split_at(self.theta.len() - 1);
+        x.chunks_exact(w.len().max(1))
+            .map(|row| (1.0 / (1.0 + (-(b[0] + dot(row, w))).exp())) as f32)
             .collect()
     }
 }
@@ -130,7 +126,7 @@ impl Fitted {
 /// The penalised mean log-loss of `rows` at strength `c`; the last point's loss and gradient
 /// are kept, since the line search asks for both at one point and L-BFGS again after it.
 struct Objective<'a> {
-    rows: &'a Rows,
+    rows: &'a Rows<'a>,
     /// `1 / (C·n)`: the penalty's weight on the mean loss.
     penalty: f64,
     last: Mutex<Option<Point>>,
@@ -187,7 +183,7 @@ impl Gradient for Objective<'_> {
 }
 
 /// Fits at strength `c`, starting from `warm` (zeros when not given).
-fn fit_one(rows: &Rows, c: f64, warm: Option<&Fitted>) -> Result<Fitted, StackError> {
+fn fit_one(rows: &Rows<'_>, c: f64, warm: Option<&Fitted>) -> Result<Fitted, StackError> {
     let fail = |e: argmin::core::Error| {
         StackError::Diverged(format!("logistic regression at C = {c}: {e}"))
     };
@@ -219,7 +215,7 @@ fn fit_one(rows: &Rows, c: f64, warm: Option<&Fitted>) -> Result<Fitted, StackEr
 
 /// Each strength's mean log-loss on inner fold `g` and its fit, along the path with warm starts.
 fn path(
-    rows: &Rows,
+    rows: &Rows<'_>,
     inner_fold: &[usize],
     g: usize,
     cs: &[f64],
@@ -230,7 +226,7 @@ fn path(
     let mut out: Vec<(f64, Fitted)> = Vec::with_capacity(cs.len());
     for &c in cs {
         let m = fit_one(&fit, c, out.last().map(|(_, m)| m))?;
-        out.push((log_loss(&m.prob(&eval), &eval.y), m));
+        out.push((log_loss(&m.prob(&eval.x), &eval.y), m));
     }
     Ok(out)
 }
@@ -305,13 +301,9 @@ pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
         }
     }
     let model = fit_one(&rows, cs[best], Some(&Fitted { theta: start }))?;
-    let score = |values: &[f32]| {
-        let n = values.len() / d.cols.max(1);
-        model.prob(&Rows::new(values, d.cols, &vec![0.0; n]))
-    };
     Ok(FoldPrediction {
-        valid: score(&d.valid),
-        test: score(&d.test),
+        valid: model.prob(&d.valid),
+        test: model.prob(&d.test),
     })
 }
 
@@ -321,7 +313,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// 4,000 rows of 4 features with labels from a known logistic model.
-    fn problem() -> (Rows, [f64; 5]) {
+    fn problem() -> (Rows<'static>, [f64; 5]) {
         let truth = [1.5, -1.0, 0.5, 0.0, -0.3]; // weights, then the intercept
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -333,10 +325,15 @@ mod tests {
                     .zip(&truth)
                     .map(|(&v, w)| v as f64 * w)
                     .sum::<f64>();
-            y.push((rng.random::<f64>() < 1.0 / (1.0 + (-z).exp())) as u8 as f32);
+            y.push((rng.random::<f64>() < 1.0 / (1.0 + (-z).exp())) as u8 as f64);
             x.extend(row);
         }
-        (Rows::new(&x, 4, &y), truth)
+        let rows = Rows {
+            x: Cow::Owned(x),
+            d: 4,
+            y,
+        };
+        (rows, truth)
     }
 
     #[test]

@@ -170,11 +170,12 @@ fn sparsemax(z: &Tensor) -> Result<Tensor, StackError> {
     let values = Vec::<f32>::try_from(z.detach().contiguous().view([-1]))
         .map_err(|e| StackError::Library(e.to_string()))?;
     let mut support = vec![0f32; values.len()];
+    let mut scratch = Vec::with_capacity(d.max(1) as usize);
     for (row, out) in values
         .chunks_exact(d.max(1) as usize)
         .zip(support.chunks_exact_mut(d.max(1) as usize))
     {
-        let tau = simplex_threshold(row);
+        let tau = simplex_threshold(row, &mut scratch);
         for (o, &v) in out.iter_mut().zip(row) {
             *o = (v > tau) as u8 as f32;
         }
@@ -187,8 +188,10 @@ fn sparsemax(z: &Tensor) -> Result<Tensor, StackError> {
 
 /// The τ with Σ max(vᵢ - τ, 0) = 1 (Michelot 1986): start from every element, drop those not
 /// above the current τ, until none drops. τ only grows, so elements once dropped stay out.
-fn simplex_threshold(v: &[f32]) -> f32 {
-    let mut kept: Vec<f32> = v.to_vec();
+/// `kept` is scratch space, reused across rows.
+fn simplex_threshold(v: &[f32], kept: &mut Vec<f32>) -> f32 {
+    kept.clear();
+    kept.extend_from_slice(v);
     loop {
         let tau = (kept.iter().map(|&x| x as f64).sum::<f64>() - 1.0) / kept.len() as f64;
         let before = kept.len();
