@@ -50,19 +50,25 @@ pub async fn sample(
         ]
     };
     loop {
+        // Jobs are read before workers and published after them, so a scrape that sees the jobs
+        // a worker finished also sees that worker (it registered before it took them).
+        let mut jobs = Vec::new();
         for kind in crate::domain::kinds::KNOWN_KINDS {
             let filter = JobFilter {
                 kind: Some(kind.to_string()),
                 ..Default::default()
             };
             if let Ok(c) = store.count_states(&filter).await {
-                for (state, n) in states(&c) {
-                    metrics::gauge!(JOBS, "state" => state, "kind" => *kind).set(n as f64);
-                }
+                jobs.push((*kind, c));
             }
         }
         if let Ok(w) = store.list_workers(false).await {
             metrics::gauge!(WORKERS_ALIVE).set(w.len() as f64);
+        }
+        for (kind, c) in &jobs {
+            for (state, n) in states(c) {
+                metrics::gauge!(JOBS, "state" => state, "kind" => *kind).set(n as f64);
+            }
         }
         let (size, idle) = store.pool_use();
         metrics::gauge!(DB_CONNECTIONS, "use" => "open").set(f64::from(size));
