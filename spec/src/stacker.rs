@@ -13,7 +13,8 @@ use crate::stack::StackJob;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StackerRequest {
     /// Train `job` on the matrix at `matrix` (a verified local copy of feature set
-    /// `matrix_id`) with up to `threads` threads.
+    /// `matrix_id`) on `threads` of the stacker's cores (that many folds at once), plus any
+    /// idle core it lends the job.
     Run {
         id: u64,
         matrix: PathBuf,

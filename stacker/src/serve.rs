@@ -1,7 +1,8 @@
 //! `stackhive-stacker serve`: the long-lived process a worker sends `stack` jobs to
-//! (`stackhive_spec::stacker`). Each request runs on a thread of its own, so a worker with N
-//! slots trains N models at once; matrices are read once and kept (the last `KEEP` feature
-//! sets), with everything the jobs of a set share (`Prepared`).
+//! (`stackhive_spec::stacker`). Each request runs on a thread of its own, its folds side by
+//! side on as many of the process's cores (`--cores`, the worker's slots) as the request names,
+//! with idle cores lent to jobs whose folds are waiting (`cores`). Matrices are read once and
+//! kept (the last `KEEP` feature sets), with everything the jobs of a set share (`Prepared`).
 //!
 //! Must not: write anything but reply lines to stdout (a log line there would break the
 //! protocol: libraries' logs are routed to stderr or dropped).
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use stackhive_data::matrix::FeatureMatrix;
 use stackhive_spec::stacker::{StackFailure, StackResult, StackerReply, StackerRequest};
 
+use crate::cores::{Cores, LEND_AFTER};
 use crate::error::StackError;
 use crate::kfold::run_until;
 use crate::prep::Prepared;
@@ -63,12 +65,13 @@ fn reply(out: &Mutex<std::io::Stdout>, r: &StackerReply) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-/// Serves requests from stdin until it closes.
-pub fn serve() {
+/// Serves requests from stdin until it closes, with `cores` cores for its jobs.
+pub fn serve(cores: usize) {
     // Jobs run side by side: each net gets one intra-op thread (OpenMP inside LightGBM and
     // XGBoost is sized per job instead).
     tch::set_num_threads(1);
     let state = Arc::new(State::default());
+    let cores = Arc::new(Cores::new(cores, LEND_AFTER));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let stdin = std::io::stdin();
     let mut running: HashMap<u64, std::thread::JoinHandle<()>> = HashMap::new();
@@ -93,7 +96,7 @@ pub fn serve() {
                 job,
                 threads,
             }) => {
-                let (state, out) = (state.clone(), out.clone());
+                let (state, out, cores) = (state.clone(), out.clone(), cores.clone());
                 let handle = std::thread::spawn(move || {
                     let cancelled = || {
                         state
@@ -105,7 +108,7 @@ pub fn serve() {
                     let outcome = state
                         .prepared(&matrix_id, &matrix)
                         .and_then(|prep| {
-                            let o = run_until(&job, &prep, threads.max(1), &cancelled)?;
+                            let o = run_until(&job, &prep, &cores, threads.max(1), &cancelled)?;
                             Ok(StackResult {
                                 oof_rows: prep.matrix.source_rows.clone(),
                                 oof: o.oof,

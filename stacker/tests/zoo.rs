@@ -1,11 +1,14 @@
 //! The zoo on generated problems (issue 12, tests): every model type learns a logistic signal
 //! well above a constant predictor, its out-of-fold predictions come only from models that did
-//! not see those rows, and a diverging model fails its job instead of reporting NaN.
+//! not see those rows, a diverging model fails its job instead of reporting NaN, and folds run
+//! on lent cores give the same predictions.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stackhive_data::matrix::{Column, FeatureMatrix};
 use stackhive_spec::stack::{ModelType, StackSpec};
+use stackhive_stacker::cores::Cores;
+use stackhive_stacker::kfold::run_until;
 use stackhive_stacker::{run, Prepared};
 
 /// `n` train and `n / 4` test rows, 8 numeric features and a 4-level categorical one, labels
@@ -139,5 +142,27 @@ fn out_of_fold_predictions_never_saw_their_rows() {
             (0.43..0.57).contains(&auc),
             "{model}: OOF AUC {auc:.3} on noise labels"
         );
+    }
+}
+
+/// A job's folds run side by side on the cores it holds and on cores lent to it, and where
+/// they ran changes nothing: the same out-of-fold and test predictions as one fold at a time.
+#[test]
+fn lent_cores_run_folds_without_changing_the_result() {
+    let (m, _) = logistic_problem(4_000, 5);
+    let prep = Prepared::new(m).unwrap();
+    let jobs = [
+        job(ModelType::Logreg, serde_json::json!({"cs": 20, "inner_folds": 5})),
+        job(ModelType::Knn, serde_json::json!({"k": 25})),
+    ];
+    for j in &jobs {
+        let alone = run(j, &prep, 1).unwrap();
+        // Two cores, the job holding one: the other, idle, is lent to it at once.
+        let cores = Cores::new(2, std::time::Duration::ZERO);
+        let shared = run_until(j, &prep, &cores, 1, &|| false).unwrap();
+        assert!(cores.lent() >= 1, "{}: no core was lent", j.model);
+        assert_eq!(alone.oof, shared.oof, "{}", j.model);
+        assert_eq!(alone.test, shared.test, "{}", j.model);
+        assert_eq!(alone.fold_aucs, shared.fold_aucs, "{}", j.model);
     }
 }

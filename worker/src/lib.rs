@@ -105,7 +105,7 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
         Some(binary) => {
             let exec = executor::StackExecutor::new(
                 feature_cache.clone(),
-                Arc::new(stacker::Stacker::new(binary)),
+                Arc::new(stacker::Stacker::new(binary, settings.slots as usize)),
                 channel.clone(),
             );
             registry.register("stack", exec);

@@ -27,6 +27,8 @@ struct Running {
 
 pub struct Stacker {
     binary: PathBuf,
+    /// The cores its jobs share (the worker's slots).
+    cores: usize,
     next_id: AtomicU64,
     process: Mutex<Option<Running>>,
 }
@@ -39,9 +41,11 @@ fn failure(message: String) -> StackFailure {
 }
 
 impl Stacker {
-    pub fn new(binary: PathBuf) -> Self {
+    /// A stacker whose jobs share `cores` cores (the worker's slots: it never runs more threads).
+    pub fn new(binary: PathBuf, cores: usize) -> Self {
         Self {
             binary,
+            cores,
             next_id: AtomicU64::new(1),
             process: Mutex::new(None),
         }
@@ -50,6 +54,8 @@ impl Stacker {
     fn start(&self) -> Result<Running, StackFailure> {
         let mut child = Command::new(&self.binary)
             .arg("serve")
+            .arg("--cores")
+            .arg(self.cores.max(1).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

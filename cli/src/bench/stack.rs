@@ -165,7 +165,10 @@ fn per_hour(models: usize, seconds: f64) -> f64 {
 }
 
 pub async fn run(json: bool, args: &StackBenchArgs) -> anyhow::Result<()> {
-    let stacker = Arc::new(Stacker::new(stacker_binary(args.stacker.as_ref())?));
+    let stacker = Arc::new(Stacker::new(
+        stacker_binary(args.stacker.as_ref())?,
+        args.threads,
+    ));
     std::fs::create_dir_all(&args.work)?;
     let work = args.work.canonicalize()?;
     let types: Vec<ModelType> = if args.sweep_only {
