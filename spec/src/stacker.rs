@@ -24,6 +24,8 @@ pub enum StackerRequest {
     },
     /// Stop request `id` at its next fold (its answer then says so).
     Cancel { id: u64 },
+    /// The worker's jobs of other kinds now hold `cores` of its slots: never lend those.
+    Reserve { cores: usize },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

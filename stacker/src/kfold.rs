@@ -73,15 +73,13 @@ pub fn run_until(
     if let Some(e) = fits.failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    if cancelled() {
-        return Err(StackError::Cancelled);
-    }
     let m = &prep.matrix;
     let mut oof = vec![f32::NAN; m.train_rows()];
     let mut test = vec![0f64; m.test_rows()];
     let mut fold_aucs = Vec::with_capacity(k);
     let done = fits.done.into_inner().unwrap_or_else(|e| e.into_inner());
     for (fold, p) in done.into_iter().enumerate() {
+        // A fold was left unstarted only because the job was cancelled.
         let p = p.ok_or(StackError::Cancelled)?;
         let rows = &prep.folds[fold];
         for (&i, &v) in rows.valid.iter().zip(&p.valid) {

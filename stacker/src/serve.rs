@@ -89,6 +89,7 @@ pub fn serve(cores: usize) {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id);
             }
+            Ok(StackerRequest::Reserve { cores: n }) => cores.reserve(n),
             Ok(StackerRequest::Run {
                 id,
                 matrix,

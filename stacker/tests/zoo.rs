@@ -156,11 +156,15 @@ fn lent_cores_run_folds_without_changing_the_result() {
         job(ModelType::Knn, serde_json::json!({"k": 25})),
     ];
     for j in &jobs {
-        let alone = run(j, &prep, 1).unwrap();
-        // Two cores, the job holding one: the other, idle, is lent to it at once.
+        // Two cores, the job holding one: the other, idle, is lent to it at once. (First, while
+        // KNN's neighbours are still to compute: once cached, its folds take no time at all.)
         let cores = Cores::new(2, std::time::Duration::ZERO);
         let shared = run_until(j, &prep, &cores, 1, &|| false).unwrap();
-        assert!(cores.lent() >= 1, "{}: no core was lent", j.model);
+        // Logistic regression's folds take long enough here that the loan must happen.
+        if j.model == ModelType::Logreg {
+            assert!(cores.lent() >= 1, "{}: no core was lent", j.model);
+        }
+        let alone = run(j, &prep, 1).unwrap();
         assert_eq!(alone.oof, shared.oof, "{}", j.model);
         assert_eq!(alone.test, shared.test, "{}", j.model);
         assert_eq!(alone.fold_aucs, shared.fold_aucs, "{}", j.model);

@@ -338,6 +338,8 @@ async fn run_job(shared: Arc<Shared>, job: LeasedJob, slot: Arc<JobSlot>, slots:
         slot: &slot,
         slots,
     };
+    // While it runs, the stacker does not lend the cores of a job of another kind.
+    let _reserved = shared.registry.reserving(&job.kind).map(|r| r.hold(slots));
     let started = Instant::now();
     tracing::info!(job_id = job.id, attempt = job.attempt, kind = %job.kind, gpus = ?slot.gpus, "started");
     let held = (i64::from(slots), slot.gpus.len() as i64);

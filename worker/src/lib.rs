@@ -105,7 +105,11 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
         Some(binary) => {
             let exec = executor::StackExecutor::new(
                 feature_cache.clone(),
-                Arc::new(stacker::Stacker::new(binary, settings.slots as usize)),
+                Arc::new(stacker::Stacker::new(
+                    binary,
+                    settings.slots as usize,
+                    registry.reserved().clone(),
+                )),
                 channel.clone(),
             );
             registry.register("stack", exec);

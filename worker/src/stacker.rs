@@ -2,7 +2,9 @@
 //! fed requests on its stdin and read on its stdout (`stackhive_spec::stacker`), kept for every
 //! later job so the jobs of a feature set share its matrix and what is built from it. If it
 //! dies, the jobs it was running fail with a retryable error and the next job starts a new one.
-//! It dies with the worker (parent-death signal, and the handle kills it when dropped).
+//! It dies with the worker (parent-death signal, and the handle kills it when dropped). Its cores
+//! are the worker's slots; it is told, as it changes, how many of them the worker's jobs of
+//! other kinds hold ([`Reserved`]), so it never lends those to a `stack` job.
 //!
 //! Must not: block a job on another job's answer (answers are matched to requests by id).
 
@@ -15,20 +17,60 @@ use std::sync::Arc;
 use stackhive_spec::stacker::{StackFailure, StackerReply, StackerRequest};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{oneshot, watch, Mutex};
 
 type Waiting = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<StackerReply>>>>;
 
 struct Running {
     child: Child,
-    stdin: ChildStdin,
+    /// Shared with the task that forwards [`Reserved`] changes.
+    stdin: Arc<Mutex<ChildStdin>>,
     waiting: Waiting,
+}
+
+/// The CPU slots the worker's jobs of kinds other than `stack` hold, counted by the daemon.
+#[derive(Clone, Debug)]
+pub struct Reserved(Arc<watch::Sender<u32>>);
+
+impl Default for Reserved {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl Reserved {
+    /// Counts `slots` as reserved until the guard is dropped.
+    pub fn hold(&self, slots: u32) -> ReservedHold {
+        self.0.send_modify(|n| *n += slots);
+        ReservedHold {
+            reserved: self.clone(),
+            slots,
+        }
+    }
+}
+
+/// Slots counted in [`Reserved`] while it lives.
+pub struct ReservedHold {
+    reserved: Reserved,
+    slots: u32,
+}
+
+impl Drop for ReservedHold {
+    fn drop(&mut self) {
+        let slots = self.slots;
+        self.reserved.0.send_modify(|n| *n = n.saturating_sub(slots));
+    }
+}
+
+fn line(request: &StackerRequest) -> String {
+    serde_json::to_string(request).expect("requests serialise") + "\n"
 }
 
 pub struct Stacker {
     binary: PathBuf,
     /// The cores its jobs share (the worker's slots).
     cores: usize,
+    reserved: Reserved,
     next_id: AtomicU64,
     process: Mutex<Option<Running>>,
 }
@@ -41,11 +83,13 @@ fn failure(message: String) -> StackFailure {
 }
 
 impl Stacker {
-    /// A stacker whose jobs share `cores` cores (the worker's slots: it never runs more threads).
-    pub fn new(binary: PathBuf, cores: usize) -> Self {
+    /// A stacker whose jobs share `cores` cores (the worker's slots: it never runs more threads),
+    /// less those `reserved` for the worker's other jobs.
+    pub fn new(binary: PathBuf, cores: usize, reserved: Reserved) -> Self {
         Self {
             binary,
             cores,
+            reserved,
             next_id: AtomicU64::new(1),
             process: Mutex::new(None),
         }
@@ -62,7 +106,20 @@ impl Stacker {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| failure(format!("cannot start {}: {e}", self.binary.display())))?;
-        let stdin = child.stdin.take().expect("piped");
+        let stdin = Arc::new(Mutex::new(child.stdin.take().expect("piped")));
+        // Tells the new process what is reserved now, then each change, until it is gone.
+        let (to, mut reserved) = (stdin.clone(), self.reserved.0.subscribe());
+        tokio::spawn(async move {
+            loop {
+                let cores = *reserved.borrow_and_update() as usize;
+                let request = line(&StackerRequest::Reserve { cores });
+                if to.lock().await.write_all(request.as_bytes()).await.is_err()
+                    || reserved.changed().await.is_err()
+                {
+                    break;
+                }
+            }
+        });
         let stdout = child.stdout.take().expect("piped");
         let waiting: Waiting = Arc::default();
         let readers = waiting.clone();
@@ -118,8 +175,9 @@ impl Stacker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, tx);
-            let line = serde_json::to_string(&make(id)).expect("requests serialise") + "\n";
-            if let Err(e) = r.stdin.write_all(line.as_bytes()).await {
+            let request = line(&make(id));
+            let written = r.stdin.lock().await.write_all(request.as_bytes()).await;
+            if let Err(e) = written {
                 r.waiting
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -136,10 +194,8 @@ impl Stacker {
         {
             let mut guard = self.process.lock().await;
             if let Some(r) = guard.as_mut() {
-                let line = serde_json::to_string(&StackerRequest::Cancel { id })
-                    .expect("requests serialise")
-                    + "\n";
-                let _ = r.stdin.write_all(line.as_bytes()).await;
+                let request = line(&StackerRequest::Cancel { id });
+                let _ = r.stdin.lock().await.write_all(request.as_bytes()).await;
             }
         }
         Self::answer(rx.await)
@@ -154,5 +210,31 @@ impl Stacker {
                 "the stacker process ended while running the job".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the stacker is told: the slots other kinds hold, as the daemon's guards come and
+    /// go, in the form `stackhive-stacker serve` reads.
+    #[test]
+    fn reserved_slots_follow_the_guards_and_reach_the_stacker_as_requests() {
+        let reserved = Reserved::default();
+        let rx = reserved.0.subscribe();
+        let a = reserved.hold(3);
+        let b = reserved.clone().hold(2);
+        assert_eq!(*rx.borrow(), 5);
+        drop(a);
+        assert_eq!(*rx.borrow(), 2);
+        drop(b);
+        assert_eq!(*rx.borrow(), 0);
+        let sent = line(&StackerRequest::Reserve { cores: 2 });
+        assert_eq!(sent, "{\"type\":\"reserve\",\"cores\":2}\n");
+        assert!(matches!(
+            serde_json::from_str::<StackerRequest>(sent.trim()).unwrap(),
+            StackerRequest::Reserve { cores: 2 }
+        ));
     }
 }

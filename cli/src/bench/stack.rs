@@ -168,6 +168,7 @@ pub async fn run(json: bool, args: &StackBenchArgs) -> anyhow::Result<()> {
     let stacker = Arc::new(Stacker::new(
         stacker_binary(args.stacker.as_ref())?,
         args.threads,
+        Default::default(),
     ));
     std::fs::create_dir_all(&args.work)?;
     let work = args.work.canonicalize()?;

@@ -268,10 +268,12 @@ fn visible_devices(gpus: &[u32], parent: Option<&str>) -> String {
     devices.join(",")
 }
 
-/// Executors by kind name.
+/// Executors by kind name, and the slots jobs of kinds other than `stack` hold (the stacker
+/// must not lend those to its folds).
 #[derive(Clone, Default)]
 pub struct ExecutorRegistry {
     executors: HashMap<String, Arc<dyn Executor>>,
+    reserved: crate::stacker::Reserved,
 }
 
 impl std::fmt::Debug for ExecutorRegistry {
@@ -310,6 +312,16 @@ impl ExecutorRegistry {
 
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Executor>> {
         self.executors.get(kind)
+    }
+
+    /// What the daemon counts a job of `kind` in while it holds `slots`: `None` for `stack`,
+    /// whose cores the stacker counts itself.
+    pub(crate) fn reserving(&self, kind: &str) -> Option<&crate::stacker::Reserved> {
+        (kind != "stack").then_some(&self.reserved)
+    }
+
+    pub(crate) fn reserved(&self) -> &crate::stacker::Reserved {
+        &self.reserved
     }
 
     /// Registered kind names, sorted; the worker advertises them when it registers.
