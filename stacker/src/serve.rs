@@ -67,8 +67,7 @@ fn reply(out: &Mutex<std::io::Stdout>, r: &StackerReply) {
 
 /// Serves requests from stdin until it closes, with `cores` cores for its jobs.
 pub fn serve(cores: usize) {
-    // Jobs run side by side: each net gets one intra-op thread (OpenMP inside LightGBM and
-    // XGBoost is sized per job instead).
+    // Folds run side by side, one thread each: a net's intra-op threads too.
     tch::set_num_threads(1);
     let state = Arc::new(State::default());
     let cores = Arc::new(Cores::new(cores, LEND_AFTER));

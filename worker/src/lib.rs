@@ -112,7 +112,7 @@ pub fn builtin_registry(config: &WorkerConfig) -> Result<ExecutorRegistry, Worke
                 )),
                 channel.clone(),
             );
-            registry.register("stack", exec);
+            registry.register(stacker::KIND, exec);
         }
         None => tracing::info!(
             "no stackhive-stacker next to this program and no --stacker: not offering stack"

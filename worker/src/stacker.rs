@@ -19,6 +19,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{oneshot, watch, Mutex};
 
+/// The job kind the stacker runs.
+pub const KIND: &str = "stack";
+
 type Waiting = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<StackerReply>>>>;
 
 struct Running {

@@ -317,7 +317,7 @@ impl ExecutorRegistry {
     /// What the daemon counts a job of `kind` in while it holds `slots`: `None` for `stack`,
     /// whose cores the stacker counts itself.
     pub(crate) fn reserving(&self, kind: &str) -> Option<&crate::stacker::Reserved> {
-        (kind != "stack").then_some(&self.reserved)
+        (kind != crate::stacker::KIND).then_some(&self.reserved)
     }
 
     pub(crate) fn reserved(&self) -> &crate::stacker::Reserved {
