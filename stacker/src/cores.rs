@@ -178,13 +178,21 @@ mod tests {
         let cores = Cores::new(2, Duration::ZERO);
         let own = cores.take(5, &|| false).unwrap();
         assert_eq!(own.len(), 2, "a job asking for more than all gets all");
-        assert!(cores.borrow(Duration::from_millis(50)).is_none(), "nothing free to lend");
+        assert!(
+            cores.borrow(Duration::from_millis(50)).is_none(),
+            "nothing free to lend"
+        );
         drop(own);
         let a = cores.take(1, &|| false).unwrap();
-        let lent = cores.borrow(Duration::from_millis(50)).expect("the free core is lent");
+        let lent = cores
+            .borrow(Duration::from_millis(50))
+            .expect("the free core is lent");
         // The worker hands over a job for the slot whose core is lent: it waits, gives up
         // when cancelled, and gets the core when the loan ends.
-        assert!(matches!(cores.take(1, &|| true), Err(StackError::Cancelled)));
+        assert!(matches!(
+            cores.take(1, &|| true),
+            Err(StackError::Cancelled)
+        ));
         std::thread::scope(|s| {
             let waiter = s.spawn(|| cores.take(1, &|| false).map(|c| c.len()));
             std::thread::sleep(Duration::from_millis(30));
@@ -202,7 +210,9 @@ mod tests {
         // Just taken, under 300 ms ago: not yet.
         assert!(cores.borrow(Duration::ZERO).is_none());
         let started = Instant::now();
-        let lent = cores.borrow(Duration::from_secs(5)).expect("lent once quiet long enough");
+        let lent = cores
+            .borrow(Duration::from_secs(5))
+            .expect("lent once quiet long enough");
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(cores.lent(), 1);
         drop(lent);
@@ -219,7 +229,9 @@ mod tests {
         cores.reserve(2);
         assert!(cores.borrow(Duration::from_millis(50)).is_none());
         cores.reserve(1);
-        let lent = cores.borrow(Duration::from_millis(50)).expect("one free core");
+        let lent = cores
+            .borrow(Duration::from_millis(50))
+            .expect("one free core");
         assert!(cores.borrow(Duration::from_millis(50)).is_none());
         drop(lent);
     }

@@ -152,7 +152,10 @@ fn lent_cores_run_folds_without_changing_the_result() {
     let (m, _) = logistic_problem(4_000, 5);
     let prep = Prepared::new(m).unwrap();
     let jobs = [
-        job(ModelType::Logreg, serde_json::json!({"cs": 20, "inner_folds": 5})),
+        job(
+            ModelType::Logreg,
+            serde_json::json!({"cs": 20, "inner_folds": 5}),
+        ),
         job(ModelType::Knn, serde_json::json!({"k": 25})),
     ];
     for j in &jobs {

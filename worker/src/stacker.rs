@@ -61,7 +61,9 @@ pub struct ReservedHold {
 impl Drop for ReservedHold {
     fn drop(&mut self) {
         let slots = self.slots;
-        self.reserved.0.send_modify(|n| *n = n.saturating_sub(slots));
+        self.reserved
+            .0
+            .send_modify(|n| *n = n.saturating_sub(slots));
     }
 }
 
