@@ -82,10 +82,6 @@ impl Cores {
         }
     }
 
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
     /// How many times a core was lent so far.
     pub fn lent(&self) -> usize {
         self.lent.load(Ordering::Relaxed)

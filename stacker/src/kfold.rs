@@ -19,7 +19,7 @@ use stackhive_spec::stack::StackJob;
 use crate::cores::{Core, Cores, LEND_AFTER};
 use crate::error::StackError;
 use crate::models::{self, Fit, FoldPrediction};
-use crate::prep::Prepared;
+use crate::prep::{lock, Prepared};
 
 /// What a finished `stack` job reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -174,8 +174,4 @@ impl Folds<'_> {
         }
         Ok(p)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
