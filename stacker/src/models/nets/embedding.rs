@@ -33,10 +33,7 @@ impl Net for EntityNet {
                 ));
             }
         }
-        Ok((
-            self.mlp.forward_dense(&Tensor::cat(&parts, 1), train, rng),
-            None,
-        ))
+        Ok(self.mlp.forward_dense(&Tensor::cat(&parts, 1), train, rng))
     }
 }
 
@@ -145,7 +142,6 @@ pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
         batch: p.usize("batch"),
         lr: p.f64("lr"),
         weight_decay: 0.0,
-        clip_norm: None,
     };
     let mut out = train(
         &vs,

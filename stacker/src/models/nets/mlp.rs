@@ -49,7 +49,7 @@ impl Mlp {
 
 impl Net for Mlp {
     fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> Forward {
-        Ok((self.forward_dense(&x.dense, train, rng), None))
+        Ok(self.forward_dense(&x.dense, train, rng))
     }
 }
 
@@ -75,7 +75,6 @@ pub fn fit(p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
         batch: p.usize("batch"),
         lr: p.f64("lr"),
         weight_decay: p.f64("weight_decay"),
-        clip_norm: None,
     };
     let mut out = train(
         &vs,

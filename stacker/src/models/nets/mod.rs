@@ -1,8 +1,10 @@
-//! The level-2 nets on tch: a fully connected net, an entity-embedding net and TabNet, sharing
-//! one training loop (Adam on binary cross-entropy with logits, shuffled minibatches) and one
-//! source of randomness per job. Weights are initialised, batches shuffled and dropout masks
-//! drawn from the job's own ChaCha generator, never from torch's process-wide one: the stacker
-//! trains several jobs at once, and each must give the same result for the same seed.
+//! The level-2 nets on tch: a fully connected net and an entity-embedding net, sharing one
+//! training loop on autograd (Adam on binary cross-entropy with logits, shuffled minibatches),
+//! and TabNet, whose passes are written by hand (`tabnet`) but which shuffles, initialises and
+//! fails the same way. Each job has one source of randomness: weights are initialised, batches
+//! shuffled and dropout masks drawn from the job's own ChaCha generator, never from torch's
+//! process-wide one: the stacker trains several jobs at once, and each must give the same
+//! result for the same seed.
 //!
 //! Must not: train on a fold's validation rows (inputs come from `prep`'s fold split), or
 //! report a prediction after a non-finite loss (the job fails as diverged).
@@ -37,9 +39,8 @@ impl Inputs {
     }
 }
 
-/// What a net's forward pass gives: logits for a batch, and any extra loss term (TabNet's
-/// sparsity).
-pub type Forward = Result<(Tensor, Option<Tensor>), StackError>;
+/// What a net's forward pass gives: logits for a batch.
+pub type Forward = Result<Tensor, StackError>;
 
 pub trait Net {
     fn forward(&self, x: &Inputs, train: bool, rng: &mut ChaCha8Rng) -> Forward;
@@ -51,8 +52,6 @@ pub struct Schedule {
     pub batch: usize,
     pub lr: f64,
     pub weight_decay: f64,
-    /// Largest gradient norm of a step (pytorch-tabnet clips at 1); `None`: no clipping.
-    pub clip_norm: Option<f64>,
 }
 
 /// A fully connected layer, initialised from the job's generator.
@@ -75,35 +74,34 @@ impl Linear {
         Linear { w, b }
     }
 
-    /// Without a bias, weights drawn as `torch.nn.init.xavier_normal_` with `gain` draws them
-    /// (normal, sd = gain·√(2 / (fan_in + fan_out))): pytorch-tabnet's initialisation, whose
-    /// larger weights set the effective step size of Adam at its learning rates.
-    pub fn xavier(
-        p: nn::Path<'_>,
-        fan_in: i64,
-        fan_out: i64,
-        gain: f64,
-        rng: &mut ChaCha8Rng,
-    ) -> Linear {
-        let sd = gain * (2.0 / (fan_in + fan_out) as f64).sqrt();
-        let v: Vec<f32> = (0..fan_in * fan_out)
-            .map(|_| (sd * rng.sample::<f64, _>(rand_distr::StandardNormal)) as f32)
-            .collect();
-        let w = p.var_copy("weight", &Tensor::from_slice(&v).view([fan_out, fan_in]));
-        Linear { w, b: None }
-    }
-
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.w, self.b.as_ref())
     }
+}
 
-    /// The same layer (the same parameters, trained together) for another place in a net.
-    pub fn share(&self) -> Linear {
-        Linear {
-            w: self.w.shallow_clone(),
-            b: self.b.as_ref().map(Tensor::shallow_clone),
-        }
+/// A `[fan_out, fan_in]` weight matrix, row-major, drawn as `torch.nn.init.xavier_normal_`
+/// with `gain` draws it: normal, sd = gain·√(2 / (fan_in + fan_out)). pytorch-tabnet's
+/// initialisation, whose larger weights set the effective step size of Adam at its rates.
+pub fn xavier_values(fan_in: usize, fan_out: usize, gain: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let sd = gain * (2.0 / (fan_in + fan_out) as f64).sqrt();
+    (0..fan_in * fan_out)
+        .map(|_| (sd * rng.sample::<f64, _>(rand_distr::StandardNormal)) as f32)
+        .collect()
+}
+
+/// Shuffles an epoch's row order in place (Fisher–Yates with the job's generator).
+pub fn shuffle(order: &mut [i64], rng: &mut ChaCha8Rng) {
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
     }
+}
+
+/// The error of a training loss that is no longer finite.
+pub fn diverged(loss: f64, epoch: usize) -> StackError {
+    StackError::Diverged(format!(
+        "the training loss is {loss} in epoch {}; the net diverged (try a lower lr)",
+        epoch + 1
+    ))
 }
 
 /// Inverted dropout with a mask from the job's generator.
@@ -155,37 +153,25 @@ pub fn train(
     let n = x.len() as usize;
     let mut order: Vec<i64> = (0..n as i64).collect();
     for epoch in 0..s.epochs {
-        // Fisher–Yates with the job's generator.
-        for i in (1..n).rev() {
-            order.swap(i, rng.random_range(0..=i));
-        }
+        shuffle(&mut order, rng);
         for chunk in order.chunks(s.batch.max(2)) {
             // A batch of one cannot be normalised; it is left out.
             if chunk.len() < 2 {
                 continue;
             }
             let idx = Tensor::from_slice(chunk);
-            let (logits, extra) = net.forward(&x.rows(&idx), true, rng)?;
-            let mut loss = logits.binary_cross_entropy_with_logits::<Tensor>(
+            let logits = net.forward(&x.rows(&idx), true, rng)?;
+            let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
                 &target.index_select(0, &idx),
                 None,
                 None,
                 Reduction::Mean,
             );
-            if let Some(extra) = extra {
-                loss += extra;
-            }
             let value = loss.double_value(&[]);
             if !value.is_finite() {
-                return Err(StackError::Diverged(format!(
-                    "the training loss is {value} in epoch {}; the net diverged (try a lower lr)",
-                    epoch + 1
-                )));
+                return Err(diverged(value, epoch));
             }
-            match s.clip_norm {
-                Some(max) => opt.backward_step_clip_norm(&loss, max),
-                None => opt.backward_step(&loss),
-            }
+            opt.backward_step(&loss);
         }
     }
     let _guard = tch::no_grad_guard();
@@ -198,7 +184,7 @@ pub fn train(
             while at < rows {
                 let hi = (at + 4096).min(rows);
                 let idx = Tensor::arange_start(at, hi, (Kind::Int64, tch::Device::Cpu));
-                let (logits, _) = net.forward(&inputs.rows(&idx), false, rng)?;
+                let logits = net.forward(&inputs.rows(&idx), false, rng)?;
                 let p = logits.sigmoid();
                 out.extend(
                     Vec::<f32>::try_from(&p).map_err(|e| StackError::Library(e.to_string()))?,
