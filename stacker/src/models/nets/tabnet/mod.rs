@@ -71,8 +71,6 @@ struct Glu {
     w: usize,
     fan_in: usize,
     out: usize,
-    /// Offset of the batch norm's `[γ…, β…]`.
-    norm: usize,
     bn: BatchNorm,
     residual: bool,
 }
@@ -92,8 +90,7 @@ impl Glu {
             w,
             fan_in,
             out,
-            norm: alloc.norm(2 * out),
-            bn: BatchNorm::new(2 * out, MOMENTUM, Some(VIRTUAL_BATCH)),
+            bn: BatchNorm::new(alloc.norm(2 * out), 2 * out, MOMENTUM, Some(VIRTUAL_BATCH)),
             residual,
         }
     }
@@ -110,18 +107,14 @@ impl Glu {
         c.sig.resize(rows * o, 0.0);
         c.out.resize(rows * o, 0.0);
         gemm(x, false, self.weights(p), true, z, false);
-        let ss = &p[self.norm..self.norm + 4 * o];
         // The gate's half of the batch norm's output goes straight into `sig`.
-        if train {
-            self.bn.train(z, rows, ss, &mut c.bn, &mut c.sig, o);
-        } else {
-            self.bn.eval(z, rows, ss, &mut c.bn, &mut c.sig, o);
-        }
+        self.bn.forward(p, train, z, rows, &mut c.bn, &mut c.sig, o);
         sigmoid(&mut c.sig, rows * o);
         let residual = self.residual.then(|| {
             assert_eq!(x.stride, o, "a residual input is contiguous");
             (x.data, SQRT_HALF)
         });
+        let ss = self.bn.scale_shift(p);
         glu(c.bn.zhat(), ss, &c.sig, o, residual, &mut c.out);
     }
 
@@ -146,19 +139,9 @@ impl Glu {
             1.0
         };
         dy.resize(rows * 2 * o, 0.0);
-        let norm = self.norm..self.norm + 4 * o;
-        let zhat = c.bn.zhat();
-        glu_backward(
-            &dout[..rows * o],
-            scale,
-            zhat,
-            &p[norm.clone()],
-            &c.sig,
-            o,
-            dy,
-        );
-        self.bn
-            .backward(dy, rows, &p[norm.clone()], &c.bn, &mut g[norm], true);
+        let ss = self.bn.scale_shift(p);
+        glu_backward(&dout[..rows * o], scale, c.bn.zhat(), ss, &c.sig, o, dy);
+        self.bn.backward(p, g, dy, rows, &c.bn, true);
         let dz = View::new(dy, rows, 2 * o);
         let dw = &mut g[self.w..self.w + 2 * o * self.fan_in];
         gemm(dz, true, x, false, dw, true);
@@ -246,7 +229,6 @@ struct Step {
     transformer: Transformer,
     /// Offset of the attention's `[inputs, n_d]` weights.
     att: usize,
-    att_norm: usize,
     att_bn: BatchNorm,
 }
 
@@ -294,7 +276,6 @@ struct TabNet {
     n_d: usize,
     gamma: f32,
     lambda_sparse: f32,
-    input_norm: usize,
     input_bn: BatchNorm,
     first: Transformer,
     steps: Vec<Step>,
@@ -345,8 +326,7 @@ impl TabNet {
                 Step {
                     transformer: t,
                     att,
-                    att_norm: a.norm(inputs),
-                    att_bn: BatchNorm::new(inputs, MOMENTUM, Some(VIRTUAL_BATCH)),
+                    att_bn: BatchNorm::new(a.norm(inputs), inputs, MOMENTUM, Some(VIRTUAL_BATCH)),
                 }
             })
             .collect();
@@ -357,8 +337,7 @@ impl TabNet {
             gamma: gamma as f32,
             lambda_sparse: lambda_sparse as f32,
             // pytorch-tabnet: a plain batch norm of the inputs, momentum 0.01.
-            input_norm: a.norm(inputs),
-            input_bn: BatchNorm::new(inputs, 0.01, None),
+            input_bn: BatchNorm::new(a.norm(inputs), inputs, 0.01, None),
             first,
             steps,
             out,
@@ -375,14 +354,8 @@ impl TabNet {
         let p = &self.params;
         t.rows = rows;
         t.x.resize(rows * n_in, 0.0);
-        let ss = &p[self.input_norm..self.input_norm + 2 * n_in];
-        if train {
-            self.input_bn
-                .train(x, rows, ss, &mut t.input_bn, &mut t.x, 0);
-        } else {
-            self.input_bn
-                .eval(x, rows, ss, &mut t.input_bn, &mut t.x, 0);
-        }
+        self.input_bn
+            .forward(p, train, x, rows, &mut t.input_bn, &mut t.x, 0);
         self.first.forward(
             p,
             View::new(&t.x, rows, n_in),
@@ -409,14 +382,8 @@ impl TabNet {
                 &mut t.z,
                 false,
             );
-            let ss = &p[step.att_norm..step.att_norm + 2 * n_in];
-            if train {
-                step.att_bn
-                    .train(&t.z, rows, ss, &mut c.bn, &mut c.logits, 0);
-            } else {
-                step.att_bn
-                    .eval(&t.z, rows, ss, &mut c.bn, &mut c.logits, 0);
-            }
+            step.att_bn
+                .forward(p, train, &t.z, rows, &mut c.bn, &mut c.logits, 0);
             match previous {
                 None => {
                     c.prior.clear();
@@ -561,15 +528,8 @@ impl TabNet {
                 *g *= q;
             }
             std::mem::swap(&mut t.dprior, &mut t.dprior_before);
-            let norm = step.att_norm..step.att_norm + 2 * n_in;
-            step.att_bn.backward(
-                &mut t.dmasked,
-                rows,
-                &p[norm.clone()],
-                &c.bn,
-                &mut t.grad[norm],
-                true,
-            );
+            step.att_bn
+                .backward(p, &mut t.grad, &mut t.dmasked, rows, &c.bn, true);
             let dz = View::new(&t.dmasked, rows, n_in);
             let h = before.last().map_or(t.first.out(), |c| c.t.out());
             let a = View::new(h, rows, width).columns(d, d);
@@ -605,15 +565,8 @@ impl TabNet {
             &mut t.dy,
             &mut t.dx,
         );
-        let norm = self.input_norm..self.input_norm + 2 * n_in;
-        self.input_bn.backward(
-            &mut t.dx,
-            rows,
-            &p[norm.clone()],
-            &t.input_bn,
-            &mut t.grad[norm],
-            false,
-        );
+        self.input_bn
+            .backward(p, &mut t.grad, &mut t.dx, rows, &t.input_bn, false);
         loss
     }
 

@@ -103,6 +103,8 @@ const BN_EPS: f32 = 1e-5;
 /// prediction) follow every virtual batch in turn, as a batch norm called once per virtual
 /// batch would update them. Its scale and shift live in the net's parameter buffer.
 pub struct BatchNorm {
+    /// Offset of `[γ…, β…]` in the parameters.
+    pub at: usize,
     pub dim: usize,
     momentum: f32,
     /// Rows per virtual batch while training; `None`: the whole batch.
@@ -127,14 +129,58 @@ impl BnCache {
 }
 
 impl BatchNorm {
-    pub fn new(dim: usize, momentum: f32, virtual_batch: Option<usize>) -> BatchNorm {
+    pub fn new(at: usize, dim: usize, momentum: f32, virtual_batch: Option<usize>) -> BatchNorm {
         BatchNorm {
+            at,
             dim,
             momentum,
             virtual_batch,
             running_mean: vec![0.0; dim],
             running_var: vec![1.0; dim],
         }
+    }
+
+    /// `[γ…, β…]` in the parameters `p`.
+    pub fn scale_shift<'a>(&self, p: &'a [f32]) -> &'a [f32] {
+        &p[self.at..self.at + 2 * self.dim]
+    }
+
+    /// `ẑ` of `rows` rows of `z` into the cache, and the output `y = γ·ẑ + β` of the columns
+    /// from `from` on into `y` (rows of `dim - from`: a GLU wants only its gate's). Training
+    /// normalises each virtual batch by its own statistics and updates the running ones;
+    /// prediction normalises by the running ones.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &mut self,
+        p: &[f32],
+        train: bool,
+        z: &[f32],
+        rows: usize,
+        cache: &mut BnCache,
+        y: &mut [f32],
+        from: usize,
+    ) {
+        let ss = self.scale_shift(p);
+        if train {
+            self.train(z, rows, ss, cache, y, from);
+        } else {
+            self.eval(z, rows, ss, cache, y, from);
+        }
+    }
+
+    /// The gradient of a training pass, given the output's in `dy`: `[dγ…, dβ…]` added to the
+    /// gradient `g`, and, when `input` is wanted, the input's written over `dy`.
+    pub fn backward(
+        &self,
+        p: &[f32],
+        g: &mut [f32],
+        dy: &mut [f32],
+        rows: usize,
+        cache: &BnCache,
+        input: bool,
+    ) {
+        let span = self.at..self.at + 2 * self.dim;
+        self.backward_pass(dy, rows, &p[span.clone()], cache, &mut g[span], input);
     }
 
     /// Rows per virtual batch, as pytorch-tabnet splits a batch: `x.chunk(⌈rows / v⌉)`, so
@@ -146,10 +192,7 @@ impl BatchNorm {
         }
     }
 
-    /// Training: `ẑ`, normalised by each virtual batch's own mean and variance, into the
-    /// cache, and the output `y = γ·ẑ + β` of the columns from `from` on into `y` (rows of
-    /// `dim - from`: a GLU wants only its gate's). `scale_shift` is `[γ…, β…]`.
-    pub fn train(
+    fn train(
         &mut self,
         z: &[f32],
         rows: usize,
@@ -195,8 +238,7 @@ impl BatchNorm {
         }
     }
 
-    /// Prediction: as `train`, normalised by the running statistics.
-    pub fn eval(
+    fn eval(
         &self,
         z: &[f32],
         rows: usize,
@@ -224,9 +266,7 @@ impl BatchNorm {
         );
     }
 
-    /// The gradient of a training pass, given the output's in `dy`: `[dγ…, dβ…]` added to
-    /// `d_scale_shift`, and, when `input` is wanted, the input's written over `dy`.
-    pub fn backward(
+    fn backward_pass(
         &self,
         dy: &mut [f32],
         rows: usize,

@@ -57,7 +57,7 @@ fn autograd_loss(net: &TabNet, x: &[f32], y: &[f32]) -> (f64, Vec<f32>) {
     let glu = |x: &Tensor, l: &Glu| {
         let o = l.out as i64;
         let z = x.matmul(&weights(l.w, 2 * o, l.fan_in as i64).tr());
-        let h = bn(&z, l.norm, 2 * o, true).glu(1);
+        let h = bn(&z, l.bn.at, 2 * o, true).glu(1);
         if l.residual {
             (h + x) * scale
         } else {
@@ -67,14 +67,14 @@ fn autograd_loss(net: &TabNet, x: &[f32], y: &[f32]) -> (f64, Vec<f32>) {
     let transformer =
         |x: &Tensor, t: &Transformer| t.layers.iter().fold(x.shallow_clone(), |h, l| glu(&h, l));
     let xt = Tensor::from_slice(x).view([rows, n_in]).to_kind(kind);
-    let x0 = bn(&xt, net.input_norm, n_in, false);
+    let x0 = bn(&xt, net.input_bn.at, n_in, false);
     let mut prior = Tensor::ones_like(&x0);
     let mut attention = transformer(&x0, &net.first).narrow(1, d, d);
     let mut decision = Tensor::zeros([rows, d], (kind, tch::Device::Cpu));
     let mut entropy = Tensor::zeros([], (kind, tch::Device::Cpu));
     for step in &net.steps {
         let z = attention.matmul(&weights(step.att, n_in, d).tr());
-        let mask = sparsemax_by_sorting(&(bn(&z, step.att_norm, n_in, true) * &prior));
+        let mask = sparsemax_by_sorting(&(bn(&z, step.att_bn.at, n_in, true) * &prior));
         entropy += (-&mask * (&mask + EPS as f64).log())
             .sum_dim_intlist([1i64].as_slice(), false, kind)
             .mean(kind);
@@ -156,12 +156,13 @@ fn hand_written_gradients_match_autograd() {
 fn running_statistics_follow_each_virtual_batch() {
     let (rows, dim) = (300usize, 6usize);
     let (z, _) = batch(rows, dim, 9);
-    let mut bn = BatchNorm::new(dim, MOMENTUM, Some(VIRTUAL_BATCH));
+    let mut bn = BatchNorm::new(0, dim, MOMENTUM, Some(VIRTUAL_BATCH));
     let ss: Vec<f32> = [vec![1.0; dim], vec![0.0; dim]].concat();
-    bn.train(
+    bn.forward(
+        &ss,
+        true,
         &z,
         rows,
-        &ss,
         &mut BnCache::default(),
         &mut vec![0.0; rows * dim],
         0,
