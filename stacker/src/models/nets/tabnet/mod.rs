@@ -246,7 +246,8 @@ struct StepCache {
 }
 
 /// Everything a batch's forward pass keeps for its backward pass, and the backward pass's
-/// scratch space; kept from batch to batch so no step allocates.
+/// scratch space; kept from batch to batch so no step allocates its activations or
+/// gradients again (only vectors of one row's size are made per step).
 #[derive(Default)]
 struct Tape {
     rows: usize,
@@ -345,9 +346,9 @@ impl TabNet {
         }
     }
 
-    /// The logits of `rows` rows of `x` into `t.logits`, and the masks' entropy (summed over
-    /// steps, averaged over rows) into `t.entropy`; in training mode, batch norms use the
-    /// batch's statistics and update their running ones.
+    /// The logits of `rows` rows of `x` into `t.logits`; in training mode also the masks'
+    /// entropy (summed over steps, averaged over rows) into `t.entropy`, and batch norms use
+    /// the batch's statistics and update their running ones.
     fn forward(&mut self, x: &[f32], rows: usize, train: bool, t: &mut Tape) {
         let (n_in, d) = (self.inputs, self.n_d);
         let width = 2 * d;
@@ -401,13 +402,16 @@ impl TabNet {
                 *m = l * q;
             }
             sparsemax(&mut c.mask, n_in);
-            let ent: f64 = c
-                .mask
-                .iter()
-                .filter(|&&m| m > 0.0)
-                .map(|&m| -(m as f64) * ((m + EPS) as f64).ln())
-                .sum();
-            t.entropy += ent / rows as f64;
+            // Only the training loss has the sparsity term.
+            if train {
+                let ent: f64 = c
+                    .mask
+                    .iter()
+                    .filter(|&&m| m > 0.0)
+                    .map(|&m| -(m as f64) * ((m + EPS) as f64).ln())
+                    .sum();
+                t.entropy += ent / rows as f64;
+            }
             c.masked.resize(rows * n_in, 0.0);
             for ((o, &m), &v) in c.masked.iter_mut().zip(&c.mask).zip(&t.x) {
                 *o = m * v;
