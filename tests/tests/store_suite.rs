@@ -437,6 +437,9 @@ pub async fn retries_back_off_then_fail(s: Arc<dyn Store>) {
         }],
     )
     .await[0];
+    // When the last failure was reported: the backoff runs from there, so the lease calls
+    // made since (slow on a loaded machine) count towards it.
+    let mut failed_at = std::time::Instant::now();
     for attempt in 1..=3u32 {
         let mut got = s.lease(&q(cpu(1), 1)).await.unwrap();
         let waited = std::time::Instant::now();
@@ -451,7 +454,7 @@ pub async fn retries_back_off_then_fail(s: Arc<dyn Store>) {
         if attempt > 1 {
             // base 100 ms doubling, equal jitter: at least half the step must have passed
             assert!(
-                waited.elapsed() >= Duration::from_millis(40),
+                failed_at.elapsed() >= Duration::from_millis(40),
                 "retry {attempt} came too soon"
             );
         }
@@ -464,6 +467,7 @@ pub async fn retries_back_off_then_fail(s: Arc<dyn Store>) {
             retryable: true,
             handback: false,
         };
+        failed_at = std::time::Instant::now();
         let out = s.fail(&f).await.unwrap();
         if attempt < 3 {
             assert_eq!(out.state, JobState::Queued);
