@@ -67,7 +67,8 @@ fn reply(out: &Mutex<std::io::Stdout>, r: &StackerReply) {
 
 /// Serves requests from stdin until it closes, with `cores` cores for its jobs.
 pub fn serve(cores: usize) {
-    // Folds run side by side, one thread each: a net's intra-op threads too.
+    // Folds run side by side, one thread each: a net's intra-op threads too (the process's
+    // setting; `models::nets::fit` also sets each fold's thread, whose settings are its own).
     tch::set_num_threads(1);
     let state = Arc::new(State::default());
     let cores = Arc::new(Cores::new(cores, LEND_AFTER));

@@ -41,8 +41,8 @@ pub fn fit(model: ModelType, params: &Params, f: &Fit<'_>) -> Result<FoldPredict
         ModelType::Catboost => catboost::fit(params, f),
         ModelType::Knn => knn::fit(params, f),
         ModelType::Logreg => logreg::fit(params, f),
-        ModelType::Mlp => nets::mlp::fit(params, f),
-        ModelType::EntityEmbedding => nets::embedding::fit(params, f),
-        ModelType::Tabnet => nets::tabnet::fit(params, f),
+        ModelType::Mlp | ModelType::EntityEmbedding | ModelType::Tabnet => {
+            nets::fit(model, params, f)
+        }
     }
 }

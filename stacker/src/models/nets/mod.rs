@@ -15,10 +15,29 @@ pub mod tabnet;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use stackhive_spec::stack::{ModelType, Params};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::error::StackError;
+use crate::models::{Fit, FoldPrediction};
+
+/// Trains a net on one fold, with libtorch limited to the fold's threads first. libtorch's
+/// thread settings (OpenMP's, and MKL's under `at::set_num_threads`) belong to the thread
+/// that sets them, and a fold runs on a thread of its own. The autograd nets' first operators
+/// happen to apply the process's setting (`serve` sets one thread) to their thread, but
+/// TabNet's first call is a matrix product, which MKL then spread over every core: two folds
+/// side by side kept four threads spinning on two cores, and a small TabNet took 70 s in the
+/// bench's sweep instead of 13.
+pub fn fit(model: ModelType, p: &Params, f: &Fit<'_>) -> Result<FoldPrediction, StackError> {
+    tch::set_num_threads(f.threads.max(1) as i32);
+    match model {
+        ModelType::Mlp => mlp::fit(p, f),
+        ModelType::EntityEmbedding => embedding::fit(p, f),
+        ModelType::Tabnet => tabnet::fit(p, f),
+        other => unreachable!("{other} is not a net"),
+    }
+}
 
 /// The inputs of a batch: dense features, and categorical codes for nets that embed them.
 pub struct Inputs {
