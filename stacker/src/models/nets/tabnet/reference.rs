@@ -96,6 +96,12 @@ fn autograd_loss(net: &TabNet, x: &[f32], y: &[f32]) -> (f64, Vec<f32>) {
     (loss.double_value(&[]), grad)
 }
 
+/// The largest absolute difference between `a` and `b`, element by element.
+fn largest_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+}
+
 fn batch(rows: usize, inputs: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut r = rng(seed);
     let x: Vec<f32> = (0..rows * inputs)
@@ -134,11 +140,7 @@ fn hand_written_gradients_match_autograd() {
             "{inputs} inputs, n_d {n_d}: loss {ours} by hand, {theirs} by autograd"
         );
         let scale = grad.iter().fold(0f32, |m, g| m.max(g.abs()));
-        let gap = tape
-            .grad
-            .iter()
-            .zip(&grad)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let gap = largest_gap(&tape.grad, &grad);
         // Rounding alone: against this double-precision truth, libtorch's own single-precision
         // autograd is off by up to 0.8e-4 of the largest gradient here, these passes by up to
         // 1.3e-4 (the large `lambda_sparse` case, through log(mask) of tiny masks). A wrong
@@ -201,10 +203,7 @@ fn sparsemax_matches_the_sorting_formula_in_value_and_gradient() {
         let mut ours = Vec::<f32>::try_from(z.detach().view([-1])).unwrap();
         sparsemax(&mut ours, 40);
         let values = Vec::<f32>::try_from(theirs.detach().view([-1])).unwrap();
-        let value_gap = ours
-            .iter()
-            .zip(&values)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let value_gap = largest_gap(&ours, &values);
         assert!(
             value_gap < 1e-5,
             "scale {scale}: values differ by {value_gap}"
@@ -221,10 +220,7 @@ fn sparsemax_matches_the_sorting_formula_in_value_and_gradient() {
         let mut grad = Vec::<f32>::try_from(weights.view([-1])).unwrap();
         sparsemax_backward(&mut grad, &ours, 40);
         let expected = Vec::<f32>::try_from(g[0].view([-1])).unwrap();
-        let grad_gap = grad
-            .iter()
-            .zip(&expected)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let grad_gap = largest_gap(&grad, &expected);
         assert!(
             grad_gap < 1e-4,
             "scale {scale}: gradients differ by {grad_gap}"
