@@ -10,9 +10,9 @@
 //! instead, the same learning rate overshot and the bench's OOF AUC fell from 0.87 to 0.73.
 //!
 //! The forward and backward passes are written out by hand (`ops`), not traced by autograd:
-//! the matrix products still run in libtorch's MKL, but a batch norm, its GLU and their
-//! gradients are two fused loops each instead of a dozen operators with their allocations,
-//! which were most of TabNet's time. `reference` (tests only) is the same net on autograd;
+//! the matrix products still run in libtorch's MKL, but a batch norm and its GLU are one pass
+//! over each virtual batch forward and one backward instead of a dozen operators with their
+//! allocations, which were most of TabNet's time. `reference` (tests only) is the same net on autograd;
 //! the two must agree on the loss and every gradient.
 
 mod ops;
@@ -25,10 +25,7 @@ use stackhive_spec::stack::Params;
 use super::{diverged, rng, shuffle, xavier_values};
 use crate::error::StackError;
 use crate::models::{Fit, FoldPrediction};
-use ops::{
-    add_scaled, gemm, glu, glu_backward, sigmoid, sparsemax, sparsemax_backward, Adam, BatchNorm,
-    BnCache, View,
-};
+use ops::{add_scaled, gemm, sparsemax, sparsemax_backward, Adam, BatchNorm, BnCache, View};
 
 const VIRTUAL_BATCH: usize = 128;
 const MOMENTUM: f32 = 0.02;
@@ -107,15 +104,13 @@ impl Glu {
         c.sig.resize(rows * o, 0.0);
         c.out.resize(rows * o, 0.0);
         gemm(x, false, self.weights(p), true, z, false);
-        // The gate's half of the batch norm's output goes straight into `sig`.
-        self.bn.forward(p, train, z, rows, &mut c.bn, &mut c.sig, o);
-        sigmoid(&mut c.sig, rows * o);
         let residual = self.residual.then(|| {
             assert_eq!(x.stride, o, "a residual input is contiguous");
             (x.data, SQRT_HALF)
         });
-        let ss = self.bn.scale_shift(p);
-        glu(c.bn.zhat(), ss, &c.sig, o, residual, &mut c.out);
+        self.bn.forward_glu(
+            p, train, z, rows, &mut c.bn, &mut c.sig, &mut c.out, residual,
+        );
     }
 
     /// Given the output's gradient `dout`: the parameters' gradients added to `g`, the
@@ -139,9 +134,8 @@ impl Glu {
             1.0
         };
         dy.resize(rows * 2 * o, 0.0);
-        let ss = self.bn.scale_shift(p);
-        glu_backward(&dout[..rows * o], scale, c.bn.zhat(), ss, &c.sig, o, dy);
-        self.bn.backward(p, g, dy, rows, &c.bn, true);
+        self.bn
+            .backward_glu(p, g, &dout[..rows * o], scale, rows, &c.bn, &c.sig, dy);
         let dz = View::new(dy, rows, 2 * o);
         let dw = &mut g[self.w..self.w + 2 * o * self.fan_in];
         gemm(dz, true, x, false, dw, true);
@@ -240,6 +234,9 @@ struct StepCache {
     /// The prior this step's mask was scaled by.
     prior: Vec<f32>,
     mask: Vec<f32>,
+    /// `ln(mask + ε)` on the mask's support, zero off it (training only): the entropy's
+    /// gradient needs it again.
+    ln_mask: Vec<f32>,
     /// `mask · x`: the transformer's input.
     masked: Vec<f32>,
     t: TransformerCache,
@@ -404,12 +401,12 @@ impl TabNet {
             sparsemax(&mut c.mask, n_in);
             // Only the training loss has the sparsity term.
             if train {
-                let ent: f64 = c
-                    .mask
-                    .iter()
-                    .filter(|&&m| m > 0.0)
-                    .map(|&m| -(m as f64) * ((m + EPS) as f64).ln())
-                    .sum();
+                c.ln_mask.resize(rows * n_in, 0.0);
+                let mut ent = 0f64;
+                for (l, &m) in c.ln_mask.iter_mut().zip(&c.mask) {
+                    *l = if m > 0.0 { (m + EPS).ln() } else { 0.0 };
+                    ent -= (m * *l) as f64;
+                }
                 t.entropy += ent / rows as f64;
             }
             c.masked.resize(rows * n_in, 0.0);
@@ -502,21 +499,18 @@ impl TabNet {
             // masked = mask·x; prior' = prior·(γ - mask); the entropy term. `dmask` reuses
             // `dmasked`'s buffer, `dprior_before` collects the gradient for the prior.
             t.dprior_before.resize(rows * n_in, 0.0);
-            for (((((g, dx), db), &m), &x), (&q, &dnext)) in t
+            // Off the support `m` and `ln_mask` are zero, and so is the entropy's term.
+            for ((((g, dx), db), (&m, &lm)), (&x, (&q, &dnext))) in t
                 .dmasked
                 .iter_mut()
                 .zip(t.dx.iter_mut())
                 .zip(t.dprior_before.iter_mut())
-                .zip(&c.mask)
-                .zip(&t.x)
-                .zip(c.prior.iter().zip(&t.dprior))
+                .zip(c.mask.iter().zip(&c.ln_mask))
+                .zip(t.x.iter().zip(c.prior.iter().zip(&t.dprior)))
             {
                 let dm = *g;
                 *dx += dm * m;
-                *g = dm * x - dnext * q;
-                if m > 0.0 {
-                    *g -= entropy_coef * ((m + EPS).ln() + m / (m + EPS));
-                }
+                *g = dm * x - dnext * q - entropy_coef * (lm + m / (m + EPS));
                 *db = dnext * (self.gamma - m);
             }
             sparsemax_backward(&mut t.dmasked, &c.mask, n_in);
