@@ -9,12 +9,13 @@
 //! trains them, and gradients are clipped to norm 1: with PyTorch's default initialisation
 //! instead, the same learning rate overshot and the bench's OOF AUC fell from 0.87 to 0.73.
 //!
-//! The forward and backward passes are written out by hand (`ops`), not traced by autograd:
-//! the matrix products still run in libtorch's MKL, but a batch norm and its GLU are one pass
-//! over each virtual batch forward and one backward instead of a dozen operators with their
-//! allocations, which were most of TabNet's time. `reference` (tests only) is the same net on autograd;
-//! the two must agree on the loss and every gradient.
+//! The forward and backward passes are written out by hand (`norm`, `ops`), not traced by
+//! autograd: the matrix products still run in libtorch's MKL, but a batch norm and its GLU are
+//! one pass over each virtual batch forward and one backward instead of a dozen operators with
+//! their allocations, which were most of TabNet's time. `reference` (tests only) is the same
+//! net on autograd; the two must agree on the loss and every gradient.
 
+mod norm;
 mod ops;
 #[cfg(test)]
 mod reference;
@@ -25,7 +26,8 @@ use stackhive_spec::stack::Params;
 use super::{diverged, rng, shuffle, xavier_values};
 use crate::error::StackError;
 use crate::models::{Fit, FoldPrediction};
-use ops::{add_scaled, gemm, sparsemax, sparsemax_backward, Adam, BatchNorm, BnCache, View};
+use norm::{BatchNorm, BnCache};
+use ops::{add_scaled, gemm, sparsemax, sparsemax_backward, Adam, View};
 
 const VIRTUAL_BATCH: usize = 128;
 const MOMENTUM: f32 = 0.02;

@@ -5,7 +5,8 @@
 use rand::Rng;
 use tch::{Kind, Tensor};
 
-use super::ops::{exp, sparsemax, sparsemax_backward};
+use super::norm::exp;
+use super::ops::{sparsemax, sparsemax_backward};
 use super::*;
 
 /// Sparsemax by sorting (Martins & Astudillo 2016, Algorithm 1).
