@@ -90,8 +90,10 @@ impl BatchNorm {
         cache: &BnCache,
         input: bool,
     ) {
-        let span = self.at..self.at + 2 * self.dim;
-        self.backward_pass(dy, rows, &p[span.clone()], cache, &mut g[span], input);
+        let d = self.dim;
+        self.backward_groups(p, g, dy, rows, cache, input, |_, zhat, dy, s1, s2| {
+            bn_sums(dy, zhat, d, s1, s2)
+        });
     }
 
     /// Rows per virtual batch, as pytorch-tabnet splits a batch: `x.chunk(⌈rows / v⌉)`, so
@@ -202,18 +204,10 @@ impl BatchNorm {
         sig: &[f32],
         dy: &mut [f32],
     ) {
-        let (d, o) = (self.dim, self.dim / 2);
-        let span = self.at..self.at + 2 * d;
-        let ss = &p[span.clone()];
-        let (dgamma, dbeta) = g[span].split_at_mut(d);
-        let c = self.chunk(rows);
-        let (mut s1, mut s2) = (vec![0f32; d], vec![0f32; d]);
-        for (k, start) in (0..rows).step_by(c).enumerate() {
-            let n = c.min(rows - start);
-            let wide = start * d..(start + n) * d;
-            let narrow = start * o..(start + n) * o;
-            let zhat = &cache.zhat[wide.clone()];
-            let dyc = &mut dy[wide];
+        let o = self.dim / 2;
+        let ss = self.scale_shift(p);
+        self.backward_groups(p, g, dy, rows, cache, true, |r, zhat, dy, s1, s2| {
+            let narrow = r.start * o..r.end * o;
             glu_grad_sums(
                 &dout[narrow.clone()],
                 scale,
@@ -221,49 +215,41 @@ impl BatchNorm {
                 ss,
                 &sig[narrow],
                 o,
-                dyc,
-                &mut s1,
-                &mut s2,
+                dy,
+                s1,
+                s2,
             );
-            self.input_grad(
-                ss,
-                &cache.invstd[k * d..(k + 1) * d],
-                n,
-                zhat,
-                dyc,
-                &mut s1,
-                &mut s2,
-                dgamma,
-                dbeta,
-                true,
-            );
-        }
+        });
     }
 
-    fn backward_pass(
+    /// The backward pass over the virtual batches `pass` went forward over, one at a time:
+    /// `sums` writes the gradient of the norm's output for the group's rows into `dy` (or
+    /// leaves it there) with its column sums `s1 = Σ dy` and `s2 = Σ dy·ẑ`, then
+    /// `input_grad` finishes the group while it is in cache.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_groups(
         &self,
+        p: &[f32],
+        g: &mut [f32],
         dy: &mut [f32],
         rows: usize,
-        scale_shift: &[f32],
         cache: &BnCache,
-        d_scale_shift: &mut [f32],
         input: bool,
+        mut sums: impl FnMut(std::ops::Range<usize>, &[f32], &mut [f32], &mut [f32], &mut [f32]),
     ) {
         let d = self.dim;
+        let ss = self.scale_shift(p);
+        let (dgamma, dbeta) = g[self.at..self.at + 2 * d].split_at_mut(d);
         let c = self.chunk(rows);
-        let gamma = scale_shift;
-        let (dgamma, dbeta) = d_scale_shift.split_at_mut(d);
         let (mut s1, mut s2) = (vec![0f32; d], vec![0f32; d]);
         for (k, start) in (0..rows).step_by(c).enumerate() {
             let n = c.min(rows - start);
-            let span = start * d..(start + n) * d;
-            let zhat = &cache.zhat[span.clone()];
-            bn_sums(&dy[span.clone()], zhat, d, &mut s1, &mut s2);
+            let wide = start * d..(start + n) * d;
+            let zhat = &cache.zhat[wide.clone()];
+            let dy = &mut dy[wide];
+            sums(start..start + n, zhat, dy, &mut s1, &mut s2);
             let inv = &cache.invstd[k * d..(k + 1) * d];
-            let dy = &mut dy[span];
-            self.input_grad(
-                gamma, inv, n, zhat, dy, &mut s1, &mut s2, dgamma, dbeta, input,
-            );
+            self.input_grad(ss, inv, n, zhat, dy, &mut s1, &mut s2, dgamma, dbeta, input);
         }
     }
 
